@@ -1,0 +1,135 @@
+"""The ``citygate`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gateway import __version__
+from gateway.errors import ConfigErrors, PluginError
+
+DEFAULT_CONFIG_DIR = "conf"
+
+
+def _config_dir(value: str | None) -> str:
+    return value or os.environ.get("CITYGATE_CONFIG", DEFAULT_CONFIG_DIR)
+
+
+def _load(config_dir: str):  # -> tuple[Config, Plugins]
+    from gateway import config as config_mod
+    from gateway.plugins import load_plugins
+
+    plugins = load_plugins()
+    backends = plugins.storage_backends()
+    config = config_mod.load(config_dir, vendors=plugins.camera_vendors(), storage_backends=backends or None)
+    return config, plugins
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config, _ = _load(_config_dir(args.config_dir))
+    print(f"configuration in {config.root} is valid")
+    print(f"  server: {'https' if config.server.tls_cert else 'http'}://{config.server.bind}:{config.server.port}/")
+    print(f"  data dir: {config.data_dir}")
+    print(f"  storage: {config.storage.backend}")
+    print(f"  cameras: {len(config.cameras)} ({sum(c.enabled for c in config.cameras)} enabled)")
+    for camera in config.cameras:
+        flags = [] if camera.enabled else ["disabled"]
+        if camera.record:
+            flags.append(f"recorded {camera.retention_days} d")
+        print(f"    {camera.id:<16} {camera.vendor:<14} area={camera.area:<12} {camera.title}  [{', '.join(flags)}]")
+    return 0
+
+
+def cmd_plugins_list(args: argparse.Namespace) -> int:
+    from gateway.plugins import load_plugins
+
+    plugins = load_plugins()
+    rows = plugins.describe()
+    for info in rows:
+        print(f"{info.name}")
+        print(f"    kinds:    {', '.join(info.kinds) or '-'}")
+        if info.provides:
+            print(f"    provides: {', '.join(info.provides)}")
+        print(f"    from:     {info.source}")
+    for name in plugins.blocked():
+        print(f"{name}\n    blocked by CITYGATE_DISABLE_PLUGINS")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.app import build_app, ssl_context
+
+    config, plugins = _load(_config_dir(args.config_dir))
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    app = build_app(config, plugins)
+    host = args.bind or config.server.bind
+    port = args.port if args.port is not None else config.server.port
+    ctx = ssl_context(config)
+    scheme = "https" if ctx else "http"
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    loop = _new_loop()
+    print(f"Citygate {__version__}: {len(config.cameras)} cameras; open {scheme}://{shown}:{port}/ in a browser", flush=True)
+    web.run_app(app, host=host, port=port, ssl_context=ctx, loop=loop, print=None, access_log=None, shutdown_timeout=5)
+    return 0
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional on platforms without it
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="citygate", description="Citygate video gateway for city CCTV monitoring centres")
+    parser.add_argument("--version", action="version", version=f"citygate {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", dest="config_dir", help="config directory (default: conf, or $CITYGATE_CONFIG)")
+    serve.add_argument("--bind", help="override server.bind")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate the configuration and print a summary")
+    check.add_argument("config_dir", nargs="?", help="config directory (default: conf)")
+    check.set_defaults(func=cmd_check_config)
+
+    plugins = sub.add_parser("plugins", help="inspect plugins")
+    plugins_sub = plugins.add_subparsers(dest="plugins_command", required=True)
+    plist = plugins_sub.add_parser("list", help="list discovered plugins, their kinds and origin")
+    plist.set_defaults(func=cmd_plugins_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except ConfigErrors as exc:
+        print("configuration error:" if len(exc.errors) == 1 else f"{len(exc.errors)} configuration errors:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error.message}", file=sys.stderr)
+        return 2
+    except PluginError as exc:
+        print(f"plugin error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

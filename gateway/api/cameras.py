@@ -1,0 +1,76 @@
+"""Camera list and camera detail."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from gateway.api import json_response
+from gateway.appkeys import CAMERAS
+from gateway.cameras import CameraSnapshot
+
+
+class PtzView(msgspec.Struct, kw_only=True):
+    continuous: bool
+    absolute: bool
+    relative: bool
+    presets: bool
+    home: bool
+
+
+class CameraView(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    area: str
+    tags: tuple[str, ...]
+    vendor: str
+    state: str
+    since: float
+    last_error: str | None
+    reconnects: int
+    codec: str | None
+    width: int | None
+    height: int | None
+    fps: float
+    bitrate: int
+    recording: bool
+    ptz: PtzView
+
+    @classmethod
+    def of(cls, snap: CameraSnapshot) -> CameraView:
+        info = snap.info
+        c = snap.config
+        p = snap.ptz
+        return cls(
+            id=c.id,
+            name=c.title,
+            area=c.area,
+            tags=c.tags,
+            vendor=c.vendor,
+            state=str(snap.status.state),
+            since=snap.status.since,
+            last_error=snap.status.last_error,
+            reconnects=snap.status.reconnects,
+            codec=info.codec if info else None,
+            width=info.width if info else None,
+            height=info.height if info else None,
+            fps=snap.stats.fps,
+            bitrate=int(snap.stats.bitrate),
+            recording=c.record,
+            ptz=PtzView(continuous=p.continuous, absolute=p.absolute, relative=p.relative, presets=p.presets, home=p.home),
+        )
+
+
+async def list_cameras(request: web.Request) -> web.Response:
+    cameras = request.app[CAMERAS]
+    return json_response([CameraView.of(c.snapshot()) for c in cameras])
+
+
+async def get_camera(request: web.Request) -> web.Response:
+    camera = request.app[CAMERAS].get(request.match_info["camera_id"])
+    return json_response(CameraView.of(camera.snapshot()))
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/cameras", list_cameras, name="cameras")
+    app.router.add_get("/api/cameras/{camera_id}", get_camera, name="camera")

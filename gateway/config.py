@@ -1,0 +1,283 @@
+"""Configuration: TOML files in one directory, decoded once into frozen msgspec Structs.
+
+``conf/gateway.toml``  server, ingest, live view, storage
+``conf/cameras.toml``  one ``[[camera]]`` table per camera
+
+Every mistake is reported as ``file: key.path: reason``; all mistakes found are reported
+together. Plugin sections (a camera's ``options``, the storage ``options``) are validated
+against the plugin's own ``Options`` Struct. Any option ``<name>-env`` names an
+environment variable that supplies ``<name>``, so secrets stay out of committed files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from gateway.errors import ConfigError, ConfigErrors
+
+GATEWAY_FILE = "gateway.toml"
+CAMERAS_FILE = "cameras.toml"
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Seconds = Annotated[float, Meta(gt=0, le=3600)]
+CameraId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class Base(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """Every config table: unknown keys are errors, keys are kebab-case."""
+
+
+class ServerConfig(Base):
+    bind: str = "127.0.0.1"
+    port: Port = 8080
+    #: Where the database, recordings (local storage) and keys live; relative to the conf dir.
+    data_dir: str = "../data"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls-cert and tls-key must be given together")
+
+
+class IngestConfig(Base):
+    """How cameras are pulled. Defaults suit LAN cameras; raise timeouts for slow links."""
+
+    open_timeout: Seconds = 5.0
+    read_timeout: Seconds = 5.0
+    backoff_initial: Seconds = 0.5
+    backoff_max: Seconds = 30.0
+
+
+class LiveConfig(Base):
+    max_viewers_per_camera: Annotated[int, Meta(ge=1)] = 50
+    max_viewers: Annotated[int, Meta(ge=1)] = 500
+    #: STUN/TURN servers handed to aiortc; empty means host candidates only.
+    ice_servers: tuple[IceServer, ...] = ()
+    #: Restrict host ICE candidates to these interface addresses (empty = all).
+    ice_interfaces: tuple[str, ...] = ()
+
+
+class IceServer(Base):
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+    credential_env: str | None = None
+
+
+class StorageConfig(Base):
+    backend: str = "local"
+    #: The backend's own options; after ``load()`` an instance of its ``Options`` Struct.
+    options: Any = {}
+
+
+class GatewayFile(Base):
+    server: ServerConfig = ServerConfig()
+    ingest: IngestConfig = IngestConfig()
+    live: LiveConfig = LiveConfig()
+    storage: StorageConfig = StorageConfig()
+
+
+class CameraConfig(Base):
+    id: CameraId
+    vendor: str
+    #: District or area; users see only cameras of their areas.
+    area: Annotated[str, Meta(min_length=1)]
+    name: str = ""
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+    record: bool = True
+    retention_days: Annotated[int, Meta(ge=1, le=3650)] = 45
+    #: The vendor's own options; after ``load()`` an instance of the vendor's ``Options``.
+    options: Any = {}
+
+    @property
+    def title(self) -> str:
+        return self.name or self.id
+
+
+class CamerasFile(Base):
+    camera: tuple[CameraConfig, ...] = ()
+
+
+class Config(msgspec.Struct, kw_only=True, frozen=True):
+    """The whole, validated configuration."""
+
+    root: str  #: the conf directory
+    server: ServerConfig
+    ingest: IngestConfig
+    live: LiveConfig
+    storage: StorageConfig
+    cameras: tuple[CameraConfig, ...]
+
+    @property
+    def data_dir(self) -> Path:
+        return (Path(self.root) / self.server.data_dir).resolve()
+
+    def camera(self, camera_id: str) -> CameraConfig | None:
+        return next((c for c in self.cameras if c.id == camera_id), None)
+
+
+# --------------------------------------------------------------------------------------
+# loading
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_FIELD = re.compile(r"field `(?P<field>[^`]+)`")
+
+
+def _split_validation(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
+    """Turn msgspec's ``"... - at `$.a.b[0]`"`` into (key path, reason)."""
+    m = _AT.match(str(exc))
+    msg = m.group("msg") if m else str(exc)
+    path = (m.group("path") or "") if m else ""
+    key = _join(prefix, path.lstrip("."))
+    field = _FIELD.search(msg)
+    if field and ("unknown field" in msg or "missing required field" in msg):
+        key = _join(key, field.group("field"))
+        msg = "unknown key" if "unknown field" in msg else "required key is missing"
+    return key, _friendly(msg)
+
+
+def _friendly(msg: str) -> str:
+    return msg.replace("Expected `", "expected `").replace("Object", "table")
+
+
+def _join(prefix: str, path: str) -> str:
+    if not path:
+        return prefix
+    if not prefix:
+        return path
+    return prefix + path if path.startswith("[") else f"{prefix}.{path}"
+
+
+def _read_toml(path: Path, type_: type, display: str) -> Any:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return type_()
+    except OSError as exc:
+        raise ConfigError(display, "", f"cannot read: {exc.strerror}") from exc
+    try:
+        return msgspec.toml.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        key, reason = _split_validation(exc, "")
+        raise ConfigError(display, key, reason) from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(display, "", f"not valid TOML: {exc}") from exc
+
+
+def resolve_env(obj: Any, env: Mapping[str, str], *, file: str, key: str, errors: list[ConfigError]) -> Any:
+    """Fill every ``<name>`` from the environment variable named by ``<name>-env``."""
+    if not isinstance(obj, msgspec.Struct):
+        return obj
+    changes: dict[str, Any] = {}
+    encode = {f.name: f.encode_name for f in msgspec.structs.fields(obj)}
+    for name, encoded in encode.items():
+        value = getattr(obj, name)
+        if isinstance(value, msgspec.Struct):
+            changes[name] = resolve_env(value, env, file=file, key=_join(key, encoded), errors=errors)
+        elif isinstance(value, tuple) and value and all(isinstance(v, msgspec.Struct) for v in value):
+            changes[name] = tuple(
+                resolve_env(v, env, file=file, key=f"{_join(key, encoded)}[{i}]", errors=errors) for i, v in enumerate(value)
+            )
+        if name.endswith("_env") and value is not None and name[: -len("_env")] in encode:
+            target = name[: -len("_env")]
+            if value not in env:
+                errors.append(ConfigError(file, _join(key, encoded), f"environment variable {value!r} is not set"))
+            else:
+                changes[target] = env[value]
+    return msgspec.structs.replace(obj, **changes) if changes else obj
+
+
+def _plugin_options(
+    options: Any, plugin_cls: type, *, file: str, key: str, env: Mapping[str, str], errors: list[ConfigError]
+) -> Any:
+    options_type = getattr(plugin_cls, "Options", None)
+    if options_type is None:
+        return options
+    try:
+        converted = msgspec.convert(options or {}, type=options_type, str_keys=True)
+    except msgspec.ValidationError as exc:
+        errors.append(ConfigError(file, *_split_validation(exc, key)))
+        return None
+    return resolve_env(converted, env, file=file, key=key, errors=errors)
+
+
+def load(
+    root: str | os.PathLike[str],
+    *,
+    vendors: Mapping[str, type],
+    storage_backends: Mapping[str, type] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Load and validate the configuration directory ``root``.
+
+    ``vendors`` and ``storage_backends`` are the registries from the plugin manager; a
+    camera naming an unknown vendor is an error. Raises ``ConfigErrors`` listing every
+    mistake found.
+    """
+    env = os.environ if env is None else env
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise ConfigErrors([ConfigError(str(root_path), "", "not a directory")])
+    gw_display = str(root_path / GATEWAY_FILE)
+    cam_display = str(root_path / CAMERAS_FILE)
+    errors: list[ConfigError] = []
+
+    gateway = GatewayFile()
+    cameras_file = CamerasFile()
+    try:
+        gateway = _read_toml(root_path / GATEWAY_FILE, GatewayFile, gw_display)
+    except ConfigError as exc:
+        errors.append(exc)
+    try:
+        cameras_file = _read_toml(root_path / CAMERAS_FILE, CamerasFile, cam_display)
+    except ConfigError as exc:
+        errors.append(exc)
+
+    live = resolve_env(gateway.live, env, file=gw_display, key="live", errors=errors)
+
+    storage = gateway.storage
+    if storage_backends is not None:
+        backend = storage_backends.get(storage.backend)
+        if backend is None:
+            known = ", ".join(sorted(storage_backends)) or "none installed"
+            errors.append(ConfigError(gw_display, "storage.backend", f"unknown storage backend {storage.backend!r} (known: {known})"))
+        else:
+            opts = _plugin_options(storage.options, backend, file=gw_display, key="storage.options", env=env, errors=errors)
+            storage = msgspec.structs.replace(storage, options=opts)
+
+    cameras: list[CameraConfig] = []
+    seen: dict[str, int] = {}
+    for index, camera in enumerate(cameras_file.camera):
+        key = f"camera[{index}]"
+        if camera.id in seen:
+            errors.append(ConfigError(cam_display, f"{key}.id", f"duplicate camera id {camera.id!r} (also camera[{seen[camera.id]}])"))
+            continue
+        seen[camera.id] = index
+        vendor = vendors.get(camera.vendor)
+        if vendor is None:
+            known = ", ".join(sorted(vendors)) or "none installed"
+            errors.append(ConfigError(cam_display, f"{key}.vendor", f"unknown vendor {camera.vendor!r} (known: {known})"))
+            continue
+        opts = _plugin_options(camera.options, vendor, file=cam_display, key=f"{key}.options", env=env, errors=errors)
+        cameras.append(msgspec.structs.replace(camera, options=opts))
+
+    if errors:
+        raise ConfigErrors(errors)
+    return Config(
+        root=str(root_path.resolve()),
+        server=gateway.server,
+        ingest=gateway.ingest,
+        live=live,
+        storage=storage,
+        cameras=tuple(cameras),
+    )

@@ -1,0 +1,75 @@
+"""The one error hierarchy of Citygate.
+
+Every error a user or an integrator can cause is a ``GatewayError``; the API's error
+middleware maps each class to an HTTP status, so handlers raise and never build error
+responses by hand.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error Citygate raises on purpose."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(GatewayError):
+    """A configuration file is wrong. The message names the file, the key and the reason."""
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {reason}")
+
+
+class ConfigErrors(GatewayError):
+    """Several configuration mistakes, reported together so an operator fixes them in one go."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(e.message for e in errors))
+
+
+class PluginError(GatewayError):
+    """A plugin is broken: it failed to load, or registered something invalid."""
+
+
+class BadRequest(GatewayError):
+    status = 400
+
+
+class Unauthorized(GatewayError):
+    status = 401
+
+
+class Forbidden(GatewayError):
+    status = 403
+
+
+class NotFound(GatewayError):
+    status = 404
+
+
+class Conflict(GatewayError):
+    status = 409
+
+
+class Unavailable(GatewayError):
+    """The gateway cannot serve this now (limits reached, camera offline)."""
+
+    status = 503
+
+
+class CameraUnavailable(Unavailable):
+    """The camera has no picture to give right now."""
+
+
+class StreamClosed(GatewayError):
+    """Raised to a hub reader when its hub has been closed for good."""

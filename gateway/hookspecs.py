@@ -1,0 +1,108 @@
+"""Every hook a Citygate plugin can implement, grouped by plugin kind.
+
+Registry hooks (``gateway_register_<kind>``) receive a ``register`` callable and call it
+with classes that have a static ``id()``. Hooks may be plain functions or coroutines:
+the core awaits any awaitable a hook returns (see ``gateway.plugins``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from gateway import PROJECT_NAME
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from gateway.interfaces import CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# ---------------------------------------------------------------------------------------
+# Lifecycle
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_startup(app: web.Application) -> Awaitable[None] | None:
+    """The gateway has started its cameras and is about to serve requests."""
+
+
+@hookspec
+def gateway_shutdown(app: web.Application) -> Awaitable[None] | None:
+    """The gateway is shutting down; release what ``gateway_startup`` acquired."""
+
+
+@hookspec
+def gateway_add_routes(app: web.Application) -> None:
+    """Add HTTP routes. Every route added is behind the gateway's authentication."""
+
+
+# ---------------------------------------------------------------------------------------
+# Cameras
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_register_camera_vendors(register: Callable[[type[CameraVendor]], None]) -> None:
+    """Register camera vendor classes (``CameraVendor`` subclasses keyed by ``id()``)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_register_storage_backends(register: Callable[[type[StorageBackend]], None]) -> None:
+    """Register storage backend classes for recorded segments."""
+
+
+# ---------------------------------------------------------------------------------------
+# Masking
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_register_mask_filters(register: Callable[[type[MaskFilter]], None]) -> None:
+    """Register privacy-mask filters (fill, pixelate, blur, ...)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_register_export_formats(register: Callable[[type[ExportFormat]], None]) -> None:
+    """Register export formats (evidence package, media release, plain MP4)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Authentication
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def gateway_authenticate(request: web.Request) -> Any | Awaitable[Any] | None:
+    """Return the identity behind ``request``, or None to let the next provider try.
+
+    Stops at the first non-None result.
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_handle_event(event: Event) -> Awaitable[None] | None:
+    """Called for every audited event and notice (webhooks, syslog, dispatch systems).
+
+    Must not block: a sink that talks to the network should queue and return.
+    """

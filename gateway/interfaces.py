@@ -1,0 +1,214 @@
+"""What each kind of plugin provides. Plugins subclass (or duck-type) these.
+
+Every registered class has a static ``id()``, the name config files use to choose it
+(``vendor = "onvif"``, ``backend = "s3"``, ``filter = "blur"``). A class may declare an
+``Options`` msgspec Struct; the config loader validates the plugin's config table against
+it, so a mistake is reported with the file and key like any other config error.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gateway.config import CameraConfig
+
+
+class NoOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """Options of a plugin that takes none."""
+
+
+# --- cameras -----------------------------------------------------------------------------
+
+
+class StreamProfile(enum.StrEnum):
+    MAIN = "main"  #: full resolution; recording and single view
+    SUB = "sub"  #: low resolution; grid tiles
+
+
+@dataclass(frozen=True, slots=True)
+class PtzCapabilities:
+    continuous: bool = False
+    absolute: bool = False
+    relative: bool = False
+    presets: bool = False
+    home: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.continuous or self.absolute or self.relative or self.presets or self.home
+
+
+@dataclass(frozen=True, slots=True)
+class PtzPreset:
+    token: str
+    name: str
+
+
+class CameraVendor:
+    """A camera vendor: turns a camera's config into stream URLs and drives its PTZ.
+
+    One instance per configured camera, used as an async context manager for the
+    camera's lifetime (a vendor that must start something, such as the demo camera's
+    RTSP server, does it in ``__aenter__``).
+    """
+
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+
+    @staticmethod
+    def id() -> str:
+        raise NotImplementedError
+
+    def __init__(self, camera: CameraConfig, options: Any) -> None:
+        self.camera = camera
+        self.options = options
+
+    async def __aenter__(self) -> CameraVendor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def profiles(self) -> Sequence[StreamProfile]:
+        """The stream profiles this camera offers."""
+        return (StreamProfile.MAIN,)
+
+    async def stream_url(self, profile: StreamProfile = StreamProfile.MAIN) -> str:
+        """The RTSP URL (credentials included) to pull ``profile`` from."""
+        raise NotImplementedError
+
+    # PTZ: a vendor without PTZ keeps these defaults.
+    def ptz_capabilities(self) -> PtzCapabilities:
+        return PtzCapabilities()
+
+    async def ptz_continuous_move(self, pan: float, tilt: float, zoom: float) -> None:
+        raise NotImplementedError
+
+    async def ptz_stop(self) -> None:
+        raise NotImplementedError
+
+    async def ptz_absolute_move(self, pan: float, tilt: float, zoom: float) -> None:
+        raise NotImplementedError
+
+    async def ptz_relative_move(self, pan: float, tilt: float, zoom: float) -> None:
+        raise NotImplementedError
+
+    async def ptz_presets(self) -> list[PtzPreset]:
+        return []
+
+    async def ptz_goto_preset(self, token: str) -> None:
+        raise NotImplementedError
+
+    async def ptz_set_preset(self, name: str) -> PtzPreset:
+        raise NotImplementedError
+
+    async def ptz_home(self) -> None:
+        raise NotImplementedError
+
+
+# --- storage -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StorageUsage:
+    used_bytes: int
+    free_bytes: int | None  #: None where the backend has no notion of free space (S3)
+
+
+class StorageBackend:
+    """Where recorded segments live. An async context manager for the gateway's lifetime."""
+
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+
+    @staticmethod
+    def id() -> str:
+        raise NotImplementedError
+
+    def __init__(self, options: Any, *, data_dir: str) -> None:
+        self.options = options
+        self.data_dir = data_dir
+
+    async def __aenter__(self) -> StorageBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def write_segment(self, key: str, data: bytes) -> None:
+        """Store a complete segment durably; return only once it is safely stored."""
+        raise NotImplementedError
+
+    async def open_segment(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes ``[start, end)`` of a stored segment."""
+        raise NotImplementedError
+
+    async def delete(self, key: str) -> None:
+        """Delete a segment; deleting a missing key is not an error (sweeps are idempotent)."""
+        raise NotImplementedError
+
+    async def usage(self) -> StorageUsage:
+        raise NotImplementedError
+
+
+# --- masking -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MaskShape:
+    """A polygon in normalised coordinates (0..1, origin top left)."""
+
+    points: tuple[tuple[float, float], ...]
+    filter: str = "fill"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class MaskFilter:
+    """Turns a decoded frame plus mask shapes into a masked frame. Runs in a worker thread.
+
+    ``apply`` receives the frame's planes as numpy arrays (YUV420: Y, U, V) and a boolean
+    pixel mask per plane, and must modify the planes in place, vectorised.
+    """
+
+    @staticmethod
+    def id() -> str:
+        raise NotImplementedError
+
+    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+class ExportFormat:
+    """Turns the recorded segments of a time range into a package (a file)."""
+
+    @staticmethod
+    def id() -> str:
+        raise NotImplementedError
+
+    #: The MIME type of the produced package.
+    media_type: ClassVar[str] = "application/octet-stream"
+
+    async def produce(self, job: Any, output_path: str) -> None:
+        raise NotImplementedError
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True):
+    """Something that happened, for event sinks and the events channel."""
+
+    kind: str  #: e.g. "camera.online", "camera.offline", "recording.alarm", "push.created"
+    at: float  #: wall clock
+    camera: str | None = None
+    user: str | None = None
+    detail: dict[str, Any] = {}
