@@ -21,6 +21,7 @@ from gateway.appkeys import CAMERAS, CONFIG, EVENTS, PLUGINS, STARTED_AT
 from gateway.cameras import CameraManager
 from gateway.config import Config
 from gateway.events import EventBus
+from gateway.live import webrtc
 from gateway.plugins import Plugins
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def build_app(config: Config, plugins: Plugins) -> web.Application:
     app.cleanup_ctx.append(_plugins_ctx)
     health_api.setup(app)
     cameras_api.setup(app)
+    webrtc.setup(app)
     plugins.add_routes(app)
     if WEBCLIENT_DIR.is_dir():
         app.router.add_get("/", _index)

@@ -27,7 +27,7 @@ CAMERAS_FILE = "cameras.toml"
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Seconds = Annotated[float, Meta(gt=0, le=3600)]
-CameraId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class Base(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
@@ -65,6 +65,17 @@ class LiveConfig(Base):
     ice_interfaces: tuple[str, ...] = ()
 
 
+class HlsConfig(Base):
+    """LL-HLS muxing: one muxer per camera, started on first request, stopped when idle."""
+
+    segment_duration: Annotated[float, Meta(ge=0.5, le=10)] = 1.0
+    part_duration: Annotated[float, Meta(ge=0.1, le=1.0)] = 0.2
+    #: Segments kept in the live playlist.
+    segments: Annotated[int, Meta(ge=3, le=60)] = 7
+    #: Stop a camera's muxer this long after its last request.
+    idle_timeout: Seconds = 30.0
+
+
 class IceServer(Base):
     urls: tuple[str, ...]
     username: str | None = None
@@ -82,11 +93,13 @@ class GatewayFile(Base):
     server: ServerConfig = ServerConfig()
     ingest: IngestConfig = IngestConfig()
     live: LiveConfig = LiveConfig()
+    hls: HlsConfig = HlsConfig()
     storage: StorageConfig = StorageConfig()
 
 
 class CameraConfig(Base):
-    id: CameraId
+    #: Appears in URLs and storage keys, hence the restricted alphabet.
+    id: str
     vendor: str
     #: District or area; users see only cameras of their areas.
     area: Annotated[str, Meta(min_length=1)]
@@ -97,6 +110,12 @@ class CameraConfig(Base):
     retention_days: Annotated[int, Meta(ge=1, le=3650)] = 45
     #: The vendor's own options; after ``load()`` an instance of the vendor's ``Options``.
     options: Any = {}
+
+    def __post_init__(self) -> None:
+        if not _CAMERA_ID.match(self.id):
+            raise ValueError(
+                f"camera id {self.id!r} must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+            )
 
     @property
     def title(self) -> str:
@@ -114,6 +133,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     server: ServerConfig
     ingest: IngestConfig
     live: LiveConfig
+    hls: HlsConfig
     storage: StorageConfig
     cameras: tuple[CameraConfig, ...]
 
@@ -278,6 +298,7 @@ def load(
         server=gateway.server,
         ingest=gateway.ingest,
         live=live,
+        hls=gateway.hls,
         storage=storage,
         cameras=tuple(cameras),
     )

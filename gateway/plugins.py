@@ -83,7 +83,7 @@ def check(pm: pluggy.PluginManager) -> None:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from exc
+        raise PluginError(f"{exc}; is the hook name misspelt? (see gateway/hookspecs.py)") from exc
 
 
 @dataclass(frozen=True, slots=True)

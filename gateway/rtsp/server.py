@@ -79,6 +79,15 @@ class _Response:
     body: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class RtspSessionStats:
+    peer: str
+    mount: str
+    playing: bool
+    buffered_bytes: int  #: bytes waiting in the connection's write buffer
+    dropped_packets: int  #: access units skipped because the client was too slow
+
+
 @dataclass(slots=True)
 class _Session:
     id: str
@@ -90,6 +99,7 @@ class _Session:
     ssrc: int
     reader: HubReader | None = None
     task: asyncio.Task[None] | None = None
+    dropped: int = 0
 
 
 class RtspServer:
@@ -164,6 +174,10 @@ class RtspServer:
     def mounts(self) -> dict[str, StreamHub]:
         return dict(self._mounts)
 
+    def sessions(self) -> list[RtspSessionStats]:
+        """What every connected client is doing, for monitoring."""
+        return [stats for c in self._connections if (stats := c.stats()) is not None]
+
     def url(self, path: str) -> str:
         host = self.host
         if host in ("", "0.0.0.0"):
@@ -212,6 +226,18 @@ class _Connection:
     @property
     def mount(self) -> str | None:
         return self.session.mount if self.session else None
+
+    def stats(self) -> RtspSessionStats | None:
+        session = self.session
+        if session is None:
+            return None
+        return RtspSessionStats(
+            peer=self.peer,
+            mount=session.mount,
+            playing=session.task is not None,
+            buffered_bytes=self.writer.transport.get_write_buffer_size() if not self._closed else 0,
+            dropped_packets=session.dropped,
+        )
 
     async def run(self) -> None:
         logger.debug("rtsp %s: connected", self.peer)
@@ -436,7 +462,6 @@ class _Connection:
         packet = first
         skipping = False
         stalled_since: float | None = None
-        dropped = 0
         next_report = 0.0
         try:
             while True:
@@ -458,9 +483,9 @@ class _Connection:
                     stalled_since = None
                     if skipping and packet.keyframe:
                         skipping = False
-                        logger.info("rtsp %s: resumed after dropping %d packets", self.peer, dropped)
+                        logger.info("rtsp %s: resumed at a keyframe (%d packets dropped so far)", self.peer, session.dropped)
                 if skipping:
-                    dropped += 1
+                    session.dropped += 1
                 else:
                     rtp = packetizer.packetize(packet.data, packet.pts)
                     frames = [rtp_prefix + len(p).to_bytes(2, "big") + p for p in rtp]

@@ -1,0 +1,345 @@
+"""WebRTC live view: a WHEP endpoint whose aiortc peers forward camera packets untouched.
+
+    POST   /api/cameras/{camera_id}/whep   body: SDP offer (application/sdp)
+           → 201, body: SDP answer, Location: /api/whep/sessions/{session_id}, ETag
+    DELETE /api/whep/sessions/{session_id} → 204
+    OPTIONS /api/cameras/{camera_id}/whep  → 204, Accept-Post: application/sdp
+
+Only H.264 is offered, whatever the viewer lists first (aiortc has no H.265): a camera that
+sends H.265 is refused with 409 and the client falls back to LL-HLS. There is no trickle
+ICE and no ICE restart: the answer carries every candidate (aiortc gathers them all in
+``setLocalDescription``), and PATCH on a session is answered 405, as WHEP allows.
+
+A session ends when the viewer DELETEs it, when its connection goes ``failed`` or
+``closed``, when ICE/DTLS has not completed ``connect_timeout`` seconds after the answer,
+when the viewer stops sending RTCP receiver reports while we keep sending it packets (a
+viewer that vanished without a word; ICE consent alone would take 30 s to notice), when the
+camera's stream ends, and at shutdown.
+
+``LiveConfig.ice_interfaces`` restricts the *host candidates in the answer* to the listed
+addresses. aioice has no supported way to restrict the addresses it gathers on, so the
+candidates are filtered in the answer SDP; the peer can then only reach us on those
+addresses (a check from another local address can still reach the peer as a
+peer-reflexive candidate, which RFC 8445 allows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+
+from aiohttp import web
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+from gateway.appkeys import CAMERAS, CONFIG
+from gateway.cameras import Camera
+from gateway.config import LiveConfig
+from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
+from gateway.live.packet_track import PacketTrack
+
+logger = logging.getLogger(__name__)
+
+SDP_TYPE = "application/sdp"
+#: Seconds from the answer to a connected peer before the session is dropped.
+CONNECT_TIMEOUT = 10.0
+#: Seconds without an RTCP receiver report, while packets are sent, before a viewer is dropped.
+SILENCE_TIMEOUT = 5.0
+#: How often the liveness watchdog looks at the receiver reports.
+WATCH_INTERVAL = 1.0
+
+
+def h264_preferences() -> list[RTCRtpCodecCapability]:
+    """aiortc's H.264 codecs, plus RTX so lost packets can be retransmitted."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    return [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
+
+
+def rtc_configuration(live: LiveConfig) -> RTCConfiguration:
+    """The peer configuration; with no ICE servers configured, aiortc contacts none."""
+    servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in live.ice_servers]
+    return RTCConfiguration(iceServers=servers)
+
+
+def check_offer(offer: str) -> None:
+    """Reject what aiortc would choke on, with a reason a client developer can act on."""
+    try:
+        description = aiortc_sdp.SessionDescription.parse(offer)
+    except Exception as exc:  # aiortc's parser raises whatever the bad line triggers
+        raise BadRequest(f"malformed SDP offer: {exc}") from None
+    video = [m for m in description.media if m.kind == "video"]
+    if not video:
+        raise BadRequest("SDP offer has no video m-line")
+    if not any(c.mimeType.lower() == "video/h264" for m in video for c in m.rtp.codecs):
+        raise BadRequest("SDP offer lists no H.264 codec; this gateway's WebRTC sends H.264 only")
+
+
+def restrict_host_candidates(sdp: str, allowed: set[str]) -> str:
+    """Drop host candidates whose address is not in ``allowed``; fix each section's default address.
+
+    Server-reflexive and relay candidates are kept: they are what the ICE servers are for.
+    """
+    out: list[str] = []
+    sections: list[list[str]] = [out]
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            sections.append([])
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == "host" and fields[4] not in allowed:
+                continue
+        sections[-1].append(line)
+    result = list(sections[0])
+    for section in sections[1:]:
+        candidates = [line.split() for line in section if line.startswith("a=candidate:")]
+        if candidates:
+            address, port = candidates[0][4], candidates[0][5]
+            family = "IP6" if ":" in address else "IP4"
+            for i, line in enumerate(section):
+                if line.startswith("m="):
+                    parts = line.split()
+                    section[i] = " ".join([parts[0], port, *parts[2:]])
+                elif line.startswith("c="):
+                    section[i] = f"c=IN {family} {address}"
+        result.extend(section)
+    return "\r\n".join(result) + "\r\n"
+
+
+def _candidate_count(sdp: str) -> int:
+    return sum(1 for line in sdp.splitlines() if line.startswith("a=candidate:"))
+
+
+class WebRtcSession:
+    """One viewer: a peer connection sending one camera's packets."""
+
+    def __init__(self, registry: WebRtcSessions, camera_id: str, remote: str | None) -> None:
+        self.id = secrets.token_urlsafe(16)
+        self.etag = f'"{secrets.token_hex(8)}"'
+        self.camera_id = camera_id
+        self.remote = remote
+        self.created = time.time()
+        self.connected_at: float | None = None
+        self.closed_reason: str | None = None
+        #: The SDP answer, once ``negotiate`` has run.
+        self.answer = ""
+        self._registry = registry
+        self.pc = RTCPeerConnection(registry.rtc_configuration)
+        self.track: PacketTrack | None = None
+        self._connected = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.pc.on("connectionstatechange", self._on_state)
+
+    def __repr__(self) -> str:
+        return f"<WebRtcSession {self.id} camera={self.camera_id} remote={self.remote}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closing is not None
+
+    async def negotiate(self, camera: Camera, offer: str, interfaces: set[str]) -> str:
+        """Attach the camera, apply the offer, return the answer SDP (ICE gathering complete)."""
+        reader = camera.open_reader(f"webrtc {self.id}")
+        info = reader.info
+        if info is None or info.codec != "h264":
+            reader.close()
+            codec = "H.265" if info is not None and info.codec == "hevc" else (info.codec if info else "unknown")
+            raise Conflict(
+                f"camera {camera.id} sends {codec}; WebRTC here supports H.264 only (use LL-HLS for this camera)"
+            )
+        self.track = PacketTrack(reader, f"camera {camera.id}: viewer {self.id}")
+        self.track.on("ended", lambda: self._spawn_close("camera stream ended"))
+        # The transceiver must exist, with H.264 preferred, before the offer is applied:
+        # setRemoteDescription binds the offer's video m-line to it and keeps only the
+        # preferred codecs, so a browser that lists VP8 first still gets H.264.
+        transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
+        transceiver.setCodecPreferences(h264_preferences())
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except Exception as exc:  # aiortc raises ValueError, OperationError, InvalidAccessError, ...
+            raise BadRequest(f"cannot accept this SDP offer: {exc}") from None
+        sdp = self.pc.localDescription.sdp
+        if interfaces:
+            sdp = restrict_host_candidates(sdp, interfaces)
+            if not _candidate_count(sdp):
+                raise Unavailable(f"no ICE candidate on the configured interfaces {sorted(interfaces)}")
+        self._watchdog = asyncio.create_task(self._watch(), name=f"webrtc watchdog {self.id}")
+        return sdp
+
+    def _on_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and not self._connected.is_set():
+            self.connected_at = time.time()
+            self._connected.set()
+            logger.info(
+                "camera %s: viewer %s connected from %s in %.2fs",
+                self.camera_id,
+                self.id,
+                self.remote,
+                self.connected_at - self.created,
+            )
+        elif state in ("failed", "closed"):
+            self._spawn_close(f"connection {state}")
+
+    def _spawn_close(self, reason: str) -> None:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close(reason), name=f"webrtc close {self.id}")
+
+    async def close(self, reason: str) -> None:
+        """Close the peer and release the camera. Idempotent; returns once the peer is closed."""
+        self._spawn_close(reason)
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str) -> None:
+        self.closed_reason = reason
+        self._registry._remove(self)
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        if self.track is not None:
+            self.track.stop()
+        try:
+            await asyncio.wait_for(self.pc.close(), timeout=5.0)
+        except Exception as exc:  # the session is gone either way
+            logger.warning("camera %s: viewer %s: closing the peer failed: %r", self.camera_id, self.id, exc)
+        logger.info(
+            "camera %s: viewer %s closed after %.1fs (%s)", self.camera_id, self.id, time.time() - self.created, reason
+        )
+
+    async def _watch(self) -> None:
+        """Drop a viewer that never connects, or that stops reporting while we send to it."""
+        timeout = self._registry.connect_timeout
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            self._spawn_close(f"ICE/DTLS did not complete within {timeout:.0f}s")
+            return
+        assert self.connected_at is not None and self.track is not None
+        silence = self._registry.silence_timeout
+        sender = self.pc.getSenders()[0]
+        while not self.closed:
+            await asyncio.sleep(WATCH_INTERVAL)
+            last_report = self.connected_at
+            for stats in (await sender.getStats()).values():
+                if stats.type == "remote-inbound-rtp":
+                    last_report = max(last_report, stats.timestamp.timestamp())
+            if self.track.last_delivered - last_report > silence:
+                self._spawn_close(f"no receiver report for {silence:.0f}s")
+                return
+
+
+class WebRtcSessions:
+    """Every live WebRTC session of this gateway, with the viewer limits."""
+
+    def __init__(
+        self,
+        live: LiveConfig,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        silence_timeout: float = SILENCE_TIMEOUT,
+    ) -> None:
+        self.live = live
+        self.rtc_configuration = rtc_configuration(live)
+        self.interfaces = set(live.ice_interfaces)
+        self.connect_timeout = connect_timeout
+        self.silence_timeout = silence_timeout
+        self._sessions: dict[str, WebRtcSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[WebRtcSession]:
+        return iter(list(self._sessions.values()))
+
+    def get(self, session_id: str) -> WebRtcSession:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"no WebRTC session {session_id!r}")
+        return session
+
+    def sessions_for_camera(self, camera_id: str) -> list[WebRtcSession]:
+        return [s for s in self._sessions.values() if s.camera_id == camera_id]
+
+    async def open(self, camera: Camera, offer: str, remote: str | None) -> WebRtcSession:
+        """Start a session for ``camera``, its ``answer`` set. Raises ``GatewayError``s."""
+        check_offer(offer)
+        if len(self._sessions) >= self.live.max_viewers:
+            raise Unavailable(f"the gateway already serves its maximum of {self.live.max_viewers} WebRTC viewers")
+        per_camera = self.live.max_viewers_per_camera
+        if len(self.sessions_for_camera(camera.id)) >= per_camera:
+            raise Unavailable(f"camera {camera.id} already has its maximum of {per_camera} WebRTC viewers")
+        session = WebRtcSession(self, camera.id, remote)
+        self._sessions[session.id] = session  # counted against the limits while negotiating
+        try:
+            session.answer = await session.negotiate(camera, offer, self.interfaces)
+        except BaseException:
+            await session.close("negotiation failed")
+            raise
+        logger.info("camera %s: viewer %s answered (%s)", camera.id, session.id, remote)
+        return session
+
+    def _remove(self, session: WebRtcSession) -> None:
+        self._sessions.pop(session.id, None)
+
+    async def close_all(self, reason: str) -> None:
+        sessions = list(self._sessions.values())
+        if sessions:
+            logger.info("closing %d WebRTC sessions (%s)", len(sessions), reason)
+        await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
+
+
+WEBRTC_SESSIONS = web.AppKey("webrtc_sessions", WebRtcSessions)
+
+
+async def post_offer(request: web.Request) -> web.Response:
+    camera = request.app[CAMERAS].get(request.match_info["camera_id"])
+    if request.content_type != SDP_TYPE:
+        raise web.HTTPUnsupportedMediaType(
+            reason=f"a WHEP offer must be sent as {SDP_TYPE}, not {request.content_type or 'no content type'}"
+        )
+    try:
+        offer = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("SDP offer is not UTF-8 text") from None
+    session = await request.app[WEBRTC_SESSIONS].open(camera, offer, request.remote)
+    return web.Response(
+        status=201,
+        text=session.answer,
+        content_type=SDP_TYPE,
+        headers={"Location": f"/api/whep/sessions/{session.id}", "ETag": session.etag},
+    )
+
+
+async def options_whep(request: web.Request) -> web.Response:
+    request.app[CAMERAS].get(request.match_info["camera_id"])
+    return web.Response(status=204, headers={"Accept-Post": SDP_TYPE, "Allow": "OPTIONS, POST"})
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    session = request.app[WEBRTC_SESSIONS].get(request.match_info["session_id"])
+    await session.close("viewer ended the session")
+    return web.Response(status=204)
+
+
+async def _close_on_shutdown(app: web.Application) -> None:
+    await app[WEBRTC_SESSIONS].close_all("gateway shutting down")
+
+
+def setup(app: web.Application) -> None:
+    app[WEBRTC_SESSIONS] = WebRtcSessions(app[CONFIG].live)
+    app.on_shutdown.append(_close_on_shutdown)
+    app.router.add_post("/api/cameras/{camera_id}/whep", post_offer, name="whep")
+    app.router.add_route("OPTIONS", "/api/cameras/{camera_id}/whep", options_whep)
+    app.router.add_delete("/api/whep/sessions/{session_id}", delete_session, name="whep_session")
