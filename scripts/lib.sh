@@ -1,0 +1,35 @@
+# Shared by scripts/run.sh and scripts/test.sh.
+VENV="${CITYGATE_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+
+apt_install() {
+  # Install Debian packages that are missing, when we are root; otherwise say what is needed.
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing Debian packages (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    return 1
+  fi
+}
+
+ensure_venv() {
+  if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    echo "Citygate needs Python >= 3.11 ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
+    exit 1
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+      rm -rf "$VENV"
+      apt_install python3-venv
+      "$PYTHON" -m venv "$VENV"
+    fi
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+  fi
+}

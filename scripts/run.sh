@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up Citygate in a virtualenv (.venv) and run the gateway on the default config.
+#   scripts/run.sh                 # conf/ : 4 demo cameras, http://127.0.0.1:8080/
+#   scripts/run.sh --config DIR    # any other config directory; extra args go to `citygate serve`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+ensure_venv
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -e .
+exec "$VENV/bin/citygate" serve "$@"
