@@ -188,6 +188,7 @@ class RtspSource:
         self._sanitizer = TimestampSanitizer()
         self._epoch = 0
         self._offline_since: float | None = None
+        self._thread: threading.Thread | None = None
 
     # -- status ------------------------------------------------------------------------
     @property
@@ -234,6 +235,11 @@ class RtspSource:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            # Live cameras send a packet every few tens of ms, so the thread sees the stop
+            # flag at once; a stalled one is abandoned (daemon) and ends at its read timeout.
+            await asyncio.to_thread(thread.join, 1.0)
         self._set_status(SourceStatus(SourceState.STOPPED, time.time(), reconnects=self._status.reconnects))
 
     async def _run(self) -> None:
@@ -284,11 +290,16 @@ class RtspSource:
             try:
                 connection.run()
             except BaseException as exc:  # noqa: BLE001 - handed to the loop as is
-                loop.call_soon_threadsafe(_settle, done, exc)
+                outcome: BaseException | None = exc
             else:
-                loop.call_soon_threadsafe(_settle, done, None)
+                outcome = None
+            try:
+                loop.call_soon_threadsafe(_settle, done, outcome)
+            except RuntimeError:  # the loop closed while we were blocked in a read
+                pass
 
         thread = threading.Thread(target=target, name=f"ingest-{self.name}", daemon=True)
+        self._thread = thread
         thread.start()
         try:
             # Shielded: on cancel the thread notices the stop flag at its next packet or
