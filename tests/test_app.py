@@ -1,0 +1,105 @@
+"""The gateway as a whole: real server on loopback, real demo cameras, real CLI process."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.fixtures_app import camera_toml
+from tests.fixtures_cameras import free_port
+
+ROOT = Path(__file__).parent.parent
+SMALL_DEMO = {"width": 320, "height": 240, "fps": 25}
+
+
+async def test_cameras_listed_online_with_stream_facts(make_gateway):
+    gw = await make_gateway(camera_toml("d1", "demo", **SMALL_DEMO) + camera_toml("d2", "demo", area="north", **SMALL_DEMO))
+    await gw.wait_online()
+    await asyncio.sleep(1.5)  # let the rate window fill
+    cams = {c["id"]: c for c in await gw.get_json("/api/cameras")}
+    assert set(cams) == {"d1", "d2"}
+    d1 = cams["d1"]
+    assert d1["state"] == "online" and d1["codec"] == "h264"
+    assert (d1["width"], d1["height"]) == (320, 240)
+    assert 20 <= d1["fps"] <= 30, d1["fps"]
+    assert d1["bitrate"] > 0 and d1["last_error"] is None
+    assert cams["d2"]["area"] == "north"
+    one = await gw.get_json("/api/cameras/d2")
+    assert one["id"] == "d2" and one["state"] == "online"
+
+
+async def test_broken_camera_does_not_disturb_the_others(make_gateway):
+    dead = camera_toml("dead", "generic_rtsp", url=f"rtsp://127.0.0.1:{free_port()}/x")
+    gw = await make_gateway(camera_toml("ok", "demo", **SMALL_DEMO) + dead)
+    await gw.wait_online("ok")
+    ok = gw.cameras.get("ok")
+    before = ok.hub.packets
+    await asyncio.sleep(1.0)
+    cams = {c["id"]: c for c in await gw.get_json("/api/cameras")}
+    assert cams["dead"]["state"] in ("offline", "connecting")
+    assert cams["dead"]["reconnects"] >= 1 and "refused" in cams["dead"]["last_error"]
+    assert ok.hub.packets - before >= 20
+    health = await gw.get_json("/api/health")
+    assert health["cameras"]["total"] == 2 and health["cameras"]["online"] == 1
+
+
+async def test_unknown_camera_is_404_with_reason(make_gateway):
+    gw = await make_gateway(camera_toml("d1", "demo", **SMALL_DEMO))
+    async with gw.session.get(gw.url + "/api/cameras/nope") as resp:
+        assert resp.status == 404
+        body = await resp.json()
+    assert body == {"error": "no camera 'nope'", "status": 404}
+
+
+def _write_conf(tmp_path: Path) -> Path:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "gateway.toml").write_text('[server]\ndata-dir = "data"\n')
+    (conf / "cameras.toml").write_text(camera_toml("d1", "demo", **SMALL_DEMO))
+    return conf
+
+
+async def test_serve_command_runs_and_stops_gracefully_on_sigterm(tmp_path):
+    conf = _write_conf(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(conf), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        state = None
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/api/cameras") as resp:
+                        state = (await resp.json())[0]["state"]
+                        if state == "online":
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        assert state == "online"
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.to_thread(proc.communicate, timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert f"open http://127.0.0.1:{port}/" in out
+    assert "started 1 cameras" in err and "Traceback" not in err
+
+
+def test_serve_with_bad_config_exits_2_naming_the_problem(tmp_path):
+    conf = _write_conf(tmp_path)
+    (conf / "gateway.toml").write_text("[server]\nport = 'x'\n")
+    proc = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(conf)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "gateway.toml: server.port: expected `int`, got `str`" in proc.stderr
