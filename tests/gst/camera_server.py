@@ -11,11 +11,15 @@ with status 2 and a message naming the element and the Debian package that has i
 
 Mounts (all live, 25 fps, one keyframe per second, shared by every client, UDP or TCP):
 
-    /h264           x264 baseline, one slice per frame, SPS/PPS in-band before each IDR
+    /h264           x264 constrained baseline, one slice per frame, SPS/PPS in-band
+                    before each IDR (twice: x264 repeats them and rtph264pay inserts them)
     /h265           x265 main, VPS/SPS/PPS in-band before each IRAP
-    /h264-sdp-only  x264 baseline, SPS/PPS only in the SDP (sprop-parameter-sets)
-    /h264-sliced    x264 with sliced threads: every frame is four slices
-    /pattern        x264 baseline of a static SMPTE picture (for mask tests)
+    /h264-sdp-only  x264 constrained baseline, SPS/PPS only in the SDP
+                    (sprop-parameter-sets), never in-band
+    /h264-sliced    x264 with sliced threads: every frame is four slices; rtph264pay puts
+                    SPS/PPS before each IDR slice, so FFmpeg splits each keyframe into
+                    several packets with one timestamp
+    /pattern        x264 constrained baseline of static SMPTE 75 % bars (for mask tests)
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ PACKAGES = {
 
 def source(width: int, height: int, moving: bool = True) -> str:
     # A moving SMPTE pattern: realistic frame sizes, and every frame differs.
-    motion = "pattern=smpte horizontal-speed=4" if moving else "pattern=smpte"
+    # The static picture is SMPTE 75 % bars: plain "smpte" has a noise block that changes
+    # every frame.
+    motion = "pattern=smpte horizontal-speed=4" if moving else "pattern=smpte75"
     return (
         f"videotestsrc is-live=true {motion} "
         f"! video/x-raw,format=I420,width={width},height={height},framerate={FPS}/1"
@@ -58,7 +64,7 @@ def source(width: int, height: int, moving: bool = True) -> str:
 def x264(extra: str = "") -> str:
     return (
         "x264enc tune=zerolatency speed-preset=ultrafast bitrate=1500 "
-        f"key-int-max={KEY_INT} option-string=repeat-headers=0 {extra}".rstrip()
+        f"key-int-max={KEY_INT} {extra}".rstrip()
     )
 
 
@@ -87,7 +93,7 @@ def mount_launches(width: int, height: int) -> dict[str, tuple[str, list[str]]]:
         # rtph264pay puts codec_data into the SDP's sprop-parameter-sets and, with
         # config-interval=0, never in-band. No h264parse: it would not strip them either.
         "h264-sdp-only": (
-            f"( {src} ! {x264('threads=1 sliced-threads=false byte-stream=false')} "
+            f"( {src} ! {x264('threads=1 sliced-threads=false byte-stream=false option-string=repeat-headers=0')} "
             "! video/x-h264,profile=constrained-baseline,stream-format=avc,alignment=au "
             "! rtph264pay name=pay0 pt=96 config-interval=0 )",
             ["videotestsrc", "x264enc", "rtph264pay"],
