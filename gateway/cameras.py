@@ -19,7 +19,7 @@ from gateway.errors import CameraUnavailable, NotFound
 from gateway.events import EventBus
 from gateway.interfaces import CameraVendor, PtzCapabilities, StreamProfile
 from gateway.media.hub import HubReader, HubStats, StreamHub
-from gateway.media.packet import StreamInfo
+from gateway.media.packet import MediaPacket, StreamInfo
 from gateway.media.source import RtspSource, SourceState, SourceStatus
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,10 @@ class Camera:
             stats=self.hub.stats(),
             ptz=self.vendor.ptz_capabilities(),
         )
+
+    def latest_keyframe(self) -> MediaPacket | None:
+        """The newest keyframe of the main stream (for snapshots), if any."""
+        return self.hub.latest_keyframe()
 
     def open_reader(self, name: str, *, lossless: bool = False) -> HubReader:
         """Open a reader on the camera's main stream. Raises if the camera has no picture."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.media.timecode import read_timecode
 from tests.fixtures_app import camera_toml
 from tests.fixtures_cameras import free_port
 
@@ -103,3 +104,22 @@ def test_serve_with_bad_config_exits_2_naming_the_problem(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(conf)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "gateway.toml: server.port: expected `int`, got `str`" in proc.stderr
+
+
+async def test_snapshot_is_a_jpeg_of_the_camera_picture(make_gateway):
+    import av
+
+    gw = await make_gateway(camera_toml("d1", "demo", **SMALL_DEMO))
+    await gw.wait_online()
+    for query, size in (("", (320, 240)), ("?width=160", (160, 120))):
+        async with gw.session.get(gw.url + "/api/cameras/d1/snapshot.jpg" + query) as resp:
+            assert resp.status == 200 and resp.content_type == "image/jpeg"
+            body = await resp.read()
+        with av.open(__import__("io").BytesIO(body), format="image2pipe") as container:
+            frame = next(container.decode(video=0))
+        assert (frame.width, frame.height) == size
+        # it is this camera's recent picture: the demo's burned-in clock says so
+        captured = read_timecode(frame.to_ndarray(format="gray"))
+        assert captured is not None and abs(captured / 1000 - time.time()) < 10
+    async with gw.session.get(gw.url + "/api/cameras/d1/snapshot.jpg?width=huge") as resp:
+        assert resp.status == 400 and "width" in (await resp.json())["error"]

@@ -8,6 +8,8 @@ from aiohttp import web
 from gateway.api import json_response
 from gateway.appkeys import CAMERAS
 from gateway.cameras import CameraSnapshot
+from gateway.errors import BadRequest, CameraUnavailable
+from gateway.media.snapshot import snapshot_jpeg
 
 
 class PtzView(msgspec.Struct, kw_only=True):
@@ -71,6 +73,20 @@ async def get_camera(request: web.Request) -> web.Response:
     return json_response(CameraView.of(camera.snapshot()))
 
 
+async def get_snapshot(request: web.Request) -> web.Response:
+    """The camera's latest keyframe as JPEG, for thumbnails (``?width=`` scales down)."""
+    camera = request.app[CAMERAS].get(request.match_info["camera_id"])
+    width = request.query.get("width")
+    if width is not None and (not width.isdigit() or not 16 <= int(width) <= 7680):
+        raise BadRequest("width must be a whole number of pixels between 16 and 7680")
+    keyframe = camera.latest_keyframe()
+    if keyframe is None:
+        raise CameraUnavailable(f"camera {camera.id} has no picture yet ({camera.status.state})")
+    jpeg = await snapshot_jpeg(keyframe, max_width=int(width) if width else None)
+    return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/cameras", list_cameras, name="cameras")
     app.router.add_get("/api/cameras/{camera_id}", get_camera, name="camera")
+    app.router.add_get("/api/cameras/{camera_id}/snapshot.jpg", get_snapshot, name="snapshot")
