@@ -89,8 +89,16 @@ class StorageConfig(Base):
     options: Any = {}
 
 
+class DatabaseConfig(Base):
+    #: SQLAlchemy URL; empty means a SQLite file in the data dir. PostgreSQL:
+    #: ``postgresql+asyncpg://user@host/citygate`` (password through ``url-env``).
+    url: str = ""
+    url_env: str | None = None
+
+
 class GatewayFile(Base):
     server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
     ingest: IngestConfig = IngestConfig()
     live: LiveConfig = LiveConfig()
     hls: HlsConfig = HlsConfig()
@@ -131,6 +139,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
 
     root: str  #: the conf directory
     server: ServerConfig
+    database: DatabaseConfig
     ingest: IngestConfig
     live: LiveConfig
     hls: HlsConfig
@@ -140,6 +149,10 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def data_dir(self) -> Path:
         return (Path(self.root) / self.server.data_dir).resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.data_dir / 'citygate.db'}"
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.id == camera_id), None)
@@ -264,6 +277,7 @@ def load(
         errors.append(exc)
 
     live = resolve_env(gateway.live, env, file=gw_display, key="live", errors=errors)
+    database = resolve_env(gateway.database, env, file=gw_display, key="database", errors=errors)
 
     storage = gateway.storage
     if storage_backends is not None:
@@ -296,6 +310,7 @@ def load(
     return Config(
         root=str(root_path.resolve()),
         server=gateway.server,
+        database=database,
         ingest=gateway.ingest,
         live=live,
         hls=gateway.hls,

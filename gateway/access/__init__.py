@@ -1,0 +1,1 @@
+"""Access control: identity (who), policy (may they), audit (what they did)."""

@@ -1,0 +1,212 @@
+"""The metadata store: SQLAlchemy 2 Core, async.
+
+A SQLite file in the data dir by default (WAL mode, so readers never wait for the one
+writer), PostgreSQL through asyncpg when ``[database] url`` is set. Recordings, users,
+grants and the audit chain all live here; nothing of it lives only in a local file other
+than the database itself, so several nodes can share one PostgreSQL later.
+
+Schema migrations are numbered Python functions run in order inside one transaction each
+and recorded in ``schema_version``. We do not use Alembic: the schema is small, the same
+DDL must run on SQLite and PostgreSQL from SQLAlchemy's metadata, and a gateway upgrades
+itself at start without an ``alembic.ini`` and an env script for operators to keep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+logger = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(64), nullable=False),
+    #: Districts the user may act in; ``all_areas`` lifts the restriction.
+    sa.Column("areas", sa.JSON, nullable=False),
+    sa.Column("all_areas", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("must_change_password", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("first_failed_at", sa.Float),
+    sa.Column("locked_until", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("password_changed_at", sa.Float),
+    sa.Column("last_login_at", sa.Float),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    #: SHA-256 of the token; the token itself is never stored.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # "cookie" | "token"
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # absolute expiry
+    sa.Column("idle_timeout", sa.Float, nullable=False),
+    sa.Column("client", sa.String(100), nullable=False, server_default=""),
+    sa.Column("user_agent", sa.String(300), nullable=False, server_default=""),
+    sa.Column("revoked_at", sa.Float),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), index=True),
+    sa.Column("role", sa.String(64)),
+    sa.Column("cameras", sa.JSON, nullable=False),
+    sa.Column("actions", sa.JSON, nullable=False),
+    sa.Column("starts_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("revoked_by", sa.String(64)),
+    #: Where the grant came from, e.g. "push:17"; free text for manual grants.
+    sa.Column("source", sa.String(64), nullable=False, server_default="manual"),
+    sa.CheckConstraint("(user_id IS NULL) <> (role IS NULL)", name="grant_has_one_subject"),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("user", sa.String(64)),
+    sa.Column("client", sa.String(100)),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("outcome", sa.String(16), nullable=False),  # "ok" | "refused" | "failed"
+    sa.Column("camera", sa.String(64), index=True),
+    sa.Column("range_from", sa.Float),
+    sa.Column("range_to", sa.Float),
+    sa.Column("purpose", sa.String(500)),
+    #: Canonical JSON (sorted keys); part of the hashed content.
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+)
+
+
+# --------------------------------------------------------------------------------------
+# migrations
+
+Migration = Callable[[sa.Connection], None]
+
+
+def _v1_initial(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[users, sessions, grants, audit])
+
+
+#: (version, description, function). Append only; never edit a released migration.
+MIGRATIONS: list[tuple[int, str, Migration]] = [
+    (1, "users, sessions, grants, audit", _v1_initial),
+]
+
+
+def register_migration(version: int, description: str, fn: Migration) -> None:
+    """Used by modules that own tables (recordings, evidence) to add their migrations."""
+    if any(v == version for v, _, _ in MIGRATIONS):
+        raise ValueError(f"migration {version} already registered")
+    MIGRATIONS.append((version, description, fn))
+    MIGRATIONS.sort(key=lambda m: m[0])
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{data_dir / 'citygate.db'}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI types
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Database:
+    """Owns the engine; ``async with Database(url)`` connects and migrates."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("database not open")
+        return self._engine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    async def __aenter__(self) -> Database:
+        kwargs = {}
+        if self.is_sqlite:
+            path = self.url.split(":///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
+        self._engine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        await self.migrate()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied."""
+        applied: list[int] = []
+        async with self.engine.begin() as conn:
+            await conn.run_sync(lambda c: metadata.create_all(c, tables=[schema_version]))
+            done = set((await conn.execute(sa.select(schema_version.c.version))).scalars())
+        for version, description, fn in MIGRATIONS:
+            if version in done:
+                continue
+            async with self.engine.begin() as conn:
+                await conn.run_sync(fn)
+                await conn.execute(
+                    schema_version.insert().values(version=version, description=description, applied_at=time.time())
+                )
+            logger.info("database: applied migration %d (%s)", version, description)
+            applied.append(version)
+        return applied
+
+    def connect(self) -> AsyncConnection:
+        return self.engine.connect()
+
+    def begin(self):  # -> AsyncContextManager[AsyncConnection]
+        return self.engine.begin()
