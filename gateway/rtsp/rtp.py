@@ -298,7 +298,9 @@ def fmtp(codec: str, parameter_sets: bytes) -> str:
     raise ValueError(f"no SDP format parameters for codec {codec!r}")
 
 
-def video_media_sdp(codec: str, parameter_sets: bytes, *, payload_type: int = DEFAULT_PAYLOAD_TYPE, control: str = "trackID=0") -> list[str]:
+def video_media_sdp(
+    codec: str, parameter_sets: bytes, *, payload_type: int = DEFAULT_PAYLOAD_TYPE, control: str = "trackID=0"
+) -> list[str]:
     """The SDP lines of one video media section (``m=`` to ``a=control``)."""
     if codec not in ENCODING_NAMES:
         raise ValueError(f"no RTP payload format for codec {codec!r}")

@@ -125,7 +125,9 @@ class RtspServer:
         self.port = 0
 
     async def __aenter__(self) -> RtspServer:
-        self._server = await asyncio.start_server(self._accept, self.host, self._requested_port, limit=MAX_REQUEST_BYTES)
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self._requested_port, limit=MAX_REQUEST_BYTES
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("rtsp server: listening on %s:%d", self.host, self.port)
         return self
@@ -266,8 +268,6 @@ class _Connection:
             logger.info("rtsp %s: idle for %.0fs, closing", self.peer, self.server.session_timeout)
         except asyncio.LimitOverrunError:
             logger.warning("rtsp %s: request too large, closing", self.peer)
-        except asyncio.CancelledError:
-            pass
         except Exception:
             logger.exception("rtsp %s: connection failed", self.peer)
         finally:
@@ -437,7 +437,8 @@ class _Connection:
             reader.close()
             return _Response(454)
         packetizer = RtpPacketizer(first.info.codec, ssrc=session.ssrc)
-        headers["RTP-Info"] = f"url={session.track_url};seq={packetizer.sequence};rtptime={packetizer.rtp_timestamp(first.pts)}"
+        rtptime = packetizer.rtp_timestamp(first.pts)
+        headers["RTP-Info"] = f"url={session.track_url};seq={packetizer.sequence};rtptime={rtptime}"
         session.reader = reader
         session.task = asyncio.create_task(self._send(session, packetizer, first), name=f"rtsp-send {self.peer}")
         logger.info("rtsp %s: playing %s", self.peer, session.mount)
@@ -466,13 +467,17 @@ class _Connection:
         try:
             while True:
                 if packet.info.codec != packetizer.codec:
-                    logger.warning("rtsp %s: %s changed codec to %s; closing", self.peer, session.mount, packet.info.codec)
+                    logger.warning(
+                        "rtsp %s: %s changed codec to %s; closing", self.peer, session.mount, packet.info.codec
+                    )
                     break
                 buffered = transport.get_write_buffer_size()
                 now = time.monotonic()
                 if buffered > cap:
                     if not skipping:
-                        logger.info("rtsp %s: client too slow (%d bytes buffered); skipping to next keyframe", self.peer, buffered)
+                        logger.info(
+                            "rtsp %s: client too slow (%d bytes buffered); skipping to next keyframe", self.peer, buffered
+                        )
                         skipping = True
                     if stalled_since is None:
                         stalled_since = now
@@ -483,7 +488,9 @@ class _Connection:
                     stalled_since = None
                     if skipping and packet.keyframe:
                         skipping = False
-                        logger.info("rtsp %s: resumed at a keyframe (%d packets dropped so far)", self.peer, session.dropped)
+                        logger.info(
+                            "rtsp %s: resumed at a keyframe (%d packets dropped so far)", self.peer, session.dropped
+                        )
                 if skipping:
                     session.dropped += 1
                 else:

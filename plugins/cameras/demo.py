@@ -1,0 +1,350 @@
+"""The demo camera: a virtual H.264 camera served over RTSP from inside the gateway.
+
+Each demo camera renders a test pattern with a moving box, its name, a human-readable UTC
+clock and the machine-readable time code (``gateway.media.timecode``) carrying the capture
+time of every frame, encodes it with libx264 in a worker thread paced by the wall clock,
+and serves it at ``rtsp://<bind>:<port>/<camera id>`` (TCP interleaved).
+
+With ``preencoded-seconds > 0`` the camera encodes that many seconds once at start and
+then loops those packets with fresh timestamps. It then costs almost no CPU, which suits
+ingest benchmarks, but the time code shows the time of the pre-encoding, not the present:
+do not use that mode to measure latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+from urllib.parse import quote
+
+import av
+import msgspec
+import numpy as np
+
+from gateway import hookimpl
+from gateway.errors import NotFound
+from gateway.interfaces import CameraVendor, StreamProfile
+from gateway.media.bitmapfont import draw_text, text_size
+from gateway.media.h26x import ParameterSetKeeper
+from gateway.media.hub import StreamHub
+from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
+from gateway.media.timecode import STRIP_HEIGHT, draw_timecode
+from gateway.rtsp.server import RtspServer
+
+logger = logging.getLogger(__name__)
+
+PATTERNS = ("bars", "gradient")
+#: 75 % colour bars (white, yellow, cyan, green, magenta, red, blue) as BT.601 limited-range YUV.
+BARS_RGB = ((191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191))
+
+
+class DemoOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    width: int = 1280
+    height: int = 720
+    fps: float = 25.0
+    bitrate: int = 2_000_000  #: bits per second
+    keyframe_interval: float = 2.0  #: seconds
+    port: int = 0  #: 0 = an ephemeral port
+    bind: str = "127.0.0.1"
+    pattern: str = "bars"
+    #: When > 0, encode this many seconds once and loop them (cheap; the time code is not live).
+    preencoded_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (96 <= self.width <= 3840 and 64 <= self.height <= 2160) or self.width % 2 or self.height % 2:
+            raise ValueError(f"size {self.width}x{self.height} must be even and within 96x64..3840x2160")
+        if not 1 <= self.fps <= 60:
+            raise ValueError(f"fps {self.fps} must be between 1 and 60")
+        if not 50_000 <= self.bitrate <= 50_000_000:
+            raise ValueError(f"bitrate {self.bitrate} must be between 50000 and 50000000 bits/s")
+        if not 0.1 <= self.keyframe_interval <= 60:
+            raise ValueError(f"keyframe-interval {self.keyframe_interval} must be between 0.1 and 60 s")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} must be between 0 and 65535")
+        if self.pattern not in PATTERNS:
+            raise ValueError(f"pattern {self.pattern!r} must be one of {', '.join(PATTERNS)}")
+        if not 0 <= self.preencoded_seconds <= 600:
+            raise ValueError(f"preencoded-seconds {self.preencoded_seconds} must be between 0 and 600")
+
+    @property
+    def keyint(self) -> int:
+        return max(1, round(self.keyframe_interval * self.fps))
+
+
+class DemoCamera(CameraVendor):
+    """A virtual camera with a live time code; its RTSP server runs in the gateway's loop."""
+
+    Options = DemoOptions
+
+    @staticmethod
+    def id() -> str:
+        return "demo"
+
+    def __init__(self, camera: Any, options: DemoOptions | None = None) -> None:
+        super().__init__(camera, options or DemoOptions())
+        self.options: DemoOptions
+        self._hub: StreamHub | None = None
+        self._server: RtspServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.frames_skipped = 0
+
+    @property
+    def name(self) -> str:
+        return getattr(self.camera, "name", None) or self.camera.id
+
+    @property
+    def hub(self) -> StreamHub | None:
+        return self._hub
+
+    async def __aenter__(self) -> DemoCamera:
+        loop = asyncio.get_running_loop()
+        self._hub = StreamHub(f"demo {self.camera.id}")
+        self._server = RtspServer(self.options.bind, self.options.port)
+        await self._server.__aenter__()
+        try:
+            self._server.add_mount("/" + self.camera.id, self._hub)
+            self._stop.clear()
+            publish = self._publisher(loop, self._hub)
+            self._thread = threading.Thread(
+                target=self._run, args=(publish,), name=f"demo-{self.camera.id}", daemon=True
+            )
+            self._thread.start()
+        except BaseException:
+            await self._server.close()
+            self._server = None
+            raise
+        logger.info("camera %s: demo camera at %s", self.camera.id, self._url())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+            if self._thread.is_alive():
+                logger.warning("camera %s: demo encoder thread did not stop in time", self.camera.id)
+            self._thread = None
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+        if self._hub is not None:
+            self._hub.close()
+
+    def profiles(self) -> Sequence[StreamProfile]:
+        return (StreamProfile.MAIN,)
+
+    async def stream_url(self, profile: StreamProfile = StreamProfile.MAIN) -> str:
+        if profile != StreamProfile.MAIN:
+            raise NotFound(f"camera {self.camera.id}: the demo camera has no {profile} stream")
+        return self._url()
+
+    def _url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"camera {self.camera.id}: demo camera not started")
+        return self._server.url("/" + quote(self.camera.id))
+
+    # -- worker thread -----------------------------------------------------------------
+    def _publisher(self, loop: asyncio.AbstractEventLoop, hub: StreamHub) -> Callable[[MediaPacket], bool]:
+        def publish(packet: MediaPacket) -> bool:
+            try:
+                loop.call_soon_threadsafe(hub.publish, packet)
+            except RuntimeError:  # the loop is closed: nobody is left to watch
+                return False
+            return True
+
+        return publish
+
+    def _run(self, publish: Callable[[MediaPacket], bool]) -> None:
+        try:
+            if self.options.preencoded_seconds > 0:
+                self._loop_preencoded(publish)
+            else:
+                self._encode_live(publish)
+        except Exception:
+            logger.exception("camera %s: demo encoder failed", self.camera.id)
+
+    def _slots(self) -> Iterator[int]:
+        """Yield frame slot numbers in real time; slots that are already past are skipped."""
+        period = 1.0 / self.options.fps
+        start = time.monotonic()
+        slot = 0
+        while not self._stop.is_set():
+            late = time.monotonic() - (start + slot * period)
+            if late < 0:
+                self._stop.wait(-late)
+                continue
+            if late >= period:
+                behind = int(late / period)
+                self.frames_skipped += behind
+                slot += behind
+            yield slot
+            slot += 1
+
+    def _encode_live(self, publish: Callable[[MediaPacket], bool]) -> None:
+        renderer = _Renderer(self.options, self.name)
+        encoder = _Encoder(self.options)
+        for slot in self._slots():
+            captured = time.time()
+            pts = round(slot * CLOCK_RATE / self.options.fps)
+            for packet in encoder.encode(renderer.render(slot, captured), pts, captured):
+                if not publish(packet):
+                    return
+
+    def _loop_preencoded(self, publish: Callable[[MediaPacket], bool]) -> None:
+        opts = self.options
+        renderer = _Renderer(opts, self.name)
+        encoder = _Encoder(opts)
+        frames = math.ceil(opts.preencoded_seconds * opts.fps / opts.keyint) * opts.keyint
+        cached: list[MediaPacket] = []
+        for index in range(frames):
+            if self._stop.is_set():
+                return
+            captured = time.time()
+            pts = round(index * CLOCK_RATE / opts.fps)
+            cached.extend(encoder.encode(renderer.render(index, captured), pts, captured))
+        cached.extend(encoder.flush())
+        logger.info("camera %s: looping %d pre-encoded frames", self.camera.id, len(cached))
+        for slot in self._slots():
+            source = cached[slot % len(cached)]
+            pts = round(slot * CLOCK_RATE / opts.fps)
+            packet = MediaPacket(source.data, pts, pts, source.keyframe, time.time(), source.info)
+            if not publish(packet):
+                return
+
+
+class _Renderer:
+    """Draws frames into a reused YUV 4:2:0 buffer over a background built once."""
+
+    def __init__(self, options: DemoOptions, name: str) -> None:
+        self.width, self.height = options.width, options.height
+        self.fps = options.fps
+        self.name = name
+        self.scale = max(1, self.height // 240)
+        self._background = _background(options.pattern, self.width, self.height)
+        self._buffer = np.empty_like(self._background)
+        # A neutral black panel under the strip for the clock and the name.
+        clock_width = text_size("2000-01-01 00:00:00.000 UTC", 1)[0]
+        self._text_size = max(1, min(2 * self.scale, (self.width - 4 * self.scale) // clock_width))
+        self._line_height = text_size("0", self._text_size)[1] + 3 * self.scale
+        self._text_top = STRIP_HEIGHT + 3 * self.scale
+        panel = min(self.height, self._text_top + 2 * self._line_height) & ~1
+        y, u, v = self._planes(self._background)
+        y[:panel] = 16
+        u[: panel // 2] = 128
+        v[: panel // 2] = 128
+
+    def _planes(self, buffer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w, h = self.width, self.height
+        flat = buffer.reshape(-1)
+        y = flat[: w * h].reshape(h, w)
+        u = flat[w * h : w * h + w * h // 4].reshape(h // 2, w // 2)
+        v = flat[w * h + w * h // 4 :].reshape(h // 2, w // 2)
+        return y, u, v
+
+    def render(self, index: int, captured: float) -> av.VideoFrame:
+        np.copyto(self._buffer, self._background)
+        y, u, v = self._planes(self._buffer)
+        # A box that bounces left and right, so motion (and frame drops) are visible.
+        size = (self.height // 8) & ~1
+        travel = self.width - size
+        position = int(index * self.width / (4 * self.fps)) % (2 * travel)
+        x = (position if position < travel else 2 * travel - position) & ~1
+        top = (self.height * 5 // 8) & ~1
+        y[top : top + size, x : x + size] = 210
+        u[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2] = 16
+        v[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2] = 146
+        # Human-readable clock and name below the strip, then the strip itself.
+        stamp = datetime.fromtimestamp(captured, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+        left = 2 * self.scale
+        draw_text(y, stamp, left, self._text_top, self._text_size, 235)
+        draw_text(y, self.name, left, self._text_top + self._line_height, self._text_size, 235)
+        draw_timecode(y, int(captured * 1000))
+        return av.VideoFrame.from_ndarray(self._buffer.reshape(self.height * 3 // 2, self.width), format="yuv420p")
+
+
+def _background(pattern: str, width: int, height: int) -> np.ndarray:
+    """The static picture as a flat I420 buffer; chroma is neutral under the time-code strip."""
+    columns = np.arange(width // 2)
+    if pattern == "bars":
+        rgb = np.array(BARS_RGB, dtype=np.float64)[(columns * len(BARS_RGB)) // (width // 2)]
+    else:
+        ramp = columns / max(1, width // 2 - 1)
+        rgb = np.stack([ramp * 219, np.full_like(ramp, 110.0), (1 - ramp) * 219], axis=1)
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    luma_row = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u_row = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v_row = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    y = np.repeat(np.clip(np.round(luma_row), 16, 235).astype(np.uint8), 2)[None, :].repeat(height, axis=0)
+    u = np.clip(np.round(u_row), 16, 240).astype(np.uint8)[None, :].repeat(height // 2, axis=0)
+    v = np.clip(np.round(v_row), 16, 240).astype(np.uint8)[None, :].repeat(height // 2, axis=0)
+    u[: STRIP_HEIGHT // 2] = 128
+    v[: STRIP_HEIGHT // 2] = 128
+    return np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)])
+
+
+class _Encoder:
+    """libx264 (ultrafast, zerolatency, constrained baseline) producing Annex B access units."""
+
+    def __init__(self, options: DemoOptions) -> None:
+        keyint = options.keyint
+        context = av.CodecContext.create("libx264", "w")
+        context.width = options.width
+        context.height = options.height
+        context.pix_fmt = "yuv420p"
+        context.time_base = Fraction(1, CLOCK_RATE)
+        context.framerate = Fraction(options.fps).limit_denominator(1001)
+        context.bit_rate = options.bitrate
+        context.gop_size = keyint
+        context.thread_count = 1
+        kbps = options.bitrate // 1000
+        context.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "profile": "baseline",
+            "x264-params": (
+                f"repeat-headers=1:keyint={keyint}:min-keyint={keyint}:scenecut=0"
+                f":vbv-maxrate={kbps}:vbv-bufsize={kbps}"
+            ),
+        }
+        context.open()
+        self._context = context
+        self._keeper = ParameterSetKeeper("h264")
+        self._info: StreamInfo | None = None
+        self._options = options
+
+    def encode(self, frame: av.VideoFrame | None, pts: int, captured: float) -> list[MediaPacket]:
+        if frame is not None:
+            frame.pts = pts
+        return [self._packet(p, captured) for p in self._context.encode(frame)]
+
+    def flush(self) -> list[MediaPacket]:
+        return self.encode(None, 0, time.time())
+
+    def _packet(self, packet: av.Packet, captured: float) -> MediaPacket:
+        data, keyframe = self._keeper.process(bytes(packet))
+        if self._info is None:
+            self._info = StreamInfo(
+                codec="h264",
+                width=self._options.width,
+                height=self._options.height,
+                parameter_sets=self._keeper.parameter_sets,
+                profile="Constrained Baseline",
+                pix_fmt="yuv420p",
+                declared_fps=self._options.fps,
+            )
+        pts = packet.pts if packet.pts is not None else 0
+        dts = packet.dts if packet.dts is not None else pts
+        return MediaPacket(data, pts, dts, keyframe, captured, self._info)
+
+
+@hookimpl(trylast=True)
+def gateway_register_camera_vendors(register: Callable[[type[CameraVendor]], None]) -> None:
+    """Register the built-in demo camera."""
+    register(DemoCamera)
