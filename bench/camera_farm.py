@@ -21,6 +21,7 @@ async def serve(args: argparse.Namespace) -> None:
     options = DemoOptions(
         width=args.width, height=args.height, fps=args.fps, bitrate=args.bitrate,
         keyframe_interval=args.keyframe_interval, preencoded_seconds=args.preencoded_seconds, port=args.port,
+        pattern=args.pattern,
     )
     camera = DemoCamera(SimpleNamespace(id="farm", name="Camera farm"), options)
     stop = asyncio.Event()
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--keyframe-interval", type=float, default=2.0)
     parser.add_argument("--preencoded-seconds", type=float, default=4.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--pattern", default="busy", help="bars, gradient, or busy (a realistic bitrate)")
     asyncio.run(serve(parser.parse_args()))
 
 

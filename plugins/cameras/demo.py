@@ -40,7 +40,7 @@ from gateway.rtsp.server import RtspServer
 
 logger = logging.getLogger(__name__)
 
-PATTERNS = ("bars", "gradient")
+PATTERNS = ("bars", "gradient", "busy")
 #: 75 % colour bars (white, yellow, cyan, green, magenta, red, blue) as BT.601 limited-range YUV.
 BARS_RGB = ((191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191))
 
@@ -235,6 +235,14 @@ class _Renderer:
         self._line_height = text_size("0", self._text_size)[1] + 3 * self.scale
         self._text_top = STRIP_HEIGHT + 3 * self.scale
         panel = min(self.height, self._text_top + 2 * self._line_height) & ~1
+        self._panel = panel
+        # "busy": fine detail that pans every frame, so the encoder spends bits the way a
+        # street scene makes it (benchmarks at a realistic bitrate).
+        self._texture = (
+            np.random.default_rng(7).integers(40, 200, (self.height - panel, self.width), dtype=np.uint8)
+            if options.pattern == "busy"
+            else None
+        )
         y, u, v = self._planes(self._background)
         y[:panel] = 16
         u[: panel // 2] = 128
@@ -251,6 +259,8 @@ class _Renderer:
     def render(self, index: int, captured: float) -> av.VideoFrame:
         np.copyto(self._buffer, self._background)
         y, u, v = self._planes(self._buffer)
+        if self._texture is not None:
+            y[self._panel :] = np.roll(self._texture, (index * 8) % self.width, axis=1)
         # A box that bounces left and right, so motion (and frame drops) are visible.
         size = (self.height // 8) & ~1
         travel = self.width - size
