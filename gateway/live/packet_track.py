@@ -49,6 +49,8 @@ class PacketTrack(MediaStreamTrack):
         #: ``time.time()`` when the last packet was handed to the sender (0 before the first).
         self.last_delivered = 0.0
         self.delivered = 0
+        #: Why the track ended on its own (camera side), or None.
+        self.end_reason: str | None = None
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
@@ -56,11 +58,11 @@ class PacketTrack(MediaStreamTrack):
         try:
             media = await self._reader.recv()
         except StreamClosed:
-            self.stop()
+            self._end("camera stream ended")
             raise MediaStreamError from None
         if media.info.codec != "h264":
             logger.warning("%s: stream changed to %s; WebRTC here sends H.264 only", self._label, media.info.codec)
-            self.stop()
+            self._end(f"camera stream changed to {media.info.codec}")
             raise MediaStreamError
         if self._burst_left is None:
             self._burst_left = self._reader.pending()
@@ -79,6 +81,11 @@ class PacketTrack(MediaStreamTrack):
         self.delivered += 1
         self.last_delivered = time.time()
         return packet
+
+    def _end(self, reason: str) -> None:
+        if self.end_reason is None and self.readyState == "live":
+            self.end_reason = reason
+        self.stop()
 
     def stop(self) -> None:
         """End the track and release the hub reader. Idempotent."""

@@ -82,6 +82,9 @@ def check_offer(offer: str) -> None:
         raise BadRequest("SDP offer has no video m-line")
     if not any(c.mimeType.lower() == "video/h264" for m in video for c in m.rtp.codecs):
         raise BadRequest("SDP offer lists no H.264 codec; this gateway's WebRTC sends H.264 only")
+    # aiortc would accept this and fail the DTLS handshake later, leaving a dead session.
+    if not all(m.dtls is not None and m.dtls.fingerprints for m in video):
+        raise BadRequest("SDP offer has no DTLS fingerprint (a=fingerprint)")
 
 
 def restrict_host_candidates(sdp: str, allowed: set[str]) -> str:
@@ -157,8 +160,9 @@ class WebRtcSession:
             raise Conflict(
                 f"camera {camera.id} sends {codec}; WebRTC here supports H.264 only (use LL-HLS for this camera)"
             )
-        self.track = PacketTrack(reader, f"camera {camera.id}: viewer {self.id}")
-        self.track.on("ended", lambda: self._spawn_close("camera stream ended"))
+        track = self.track = PacketTrack(reader, f"camera {camera.id}: viewer {self.id}")
+        # The sender stops the track when the camera's stream ends, and when the peer goes away.
+        track.on("ended", lambda: self._spawn_close(track.end_reason or "media sender stopped"))
         # The transceiver must exist, with H.264 preferred, before the offer is applied:
         # setRemoteDescription binds the offer's video m-line to it and keeps only the
         # preferred codecs, so a browser that lists VP8 first still gets H.264.
@@ -170,6 +174,8 @@ class WebRtcSession:
             await self.pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc raises ValueError, OperationError, InvalidAccessError, ...
             raise BadRequest(f"cannot accept this SDP offer: {exc}") from None
+        if self.closed:
+            raise Unavailable(f"WebRTC session closed while negotiating ({self.closed_reason})")
         sdp = self.pc.localDescription.sdp
         if interfaces:
             sdp = restrict_host_candidates(sdp, interfaces)
@@ -232,7 +238,12 @@ class WebRtcSession:
         while not self.closed:
             await asyncio.sleep(WATCH_INTERVAL)
             last_report = self.connected_at
-            for stats in (await sender.getStats()).values():
+            try:
+                report = await sender.getStats()
+            except Exception as exc:  # the transport went away under us
+                self._spawn_close(f"statistics unavailable: {exc!r}")
+                return
+            for stats in report.values():
                 if stats.type == "remote-inbound-rtp":
                     last_report = max(last_report, stats.timestamp.timestamp())
             if self.track.last_delivered - last_report > silence:
@@ -316,7 +327,7 @@ async def post_offer(request: web.Request) -> web.Response:
     session = await request.app[WEBRTC_SESSIONS].open(camera, offer, request.remote)
     return web.Response(
         status=201,
-        text=session.answer,
+        body=session.answer.encode(),
         content_type=SDP_TYPE,
         headers={"Location": f"/api/whep/sessions/{session.id}", "ETag": session.etag},
     )

@@ -59,6 +59,12 @@ class _Connection:
         self.loop = loop
         self.stop = stop
 
+    def _call(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is gone: the gateway is exiting
+            self.stop.set()
+
     def run(self) -> None:
         src = self.source
         cfg = src.ingest
@@ -101,7 +107,7 @@ class _Connection:
                 if not key:
                     return  # nothing is decodable before the first keyframe
                 info = self._probe_info(codec, data, keeper.parameter_sets, declared, stream)
-                self.loop.call_soon_threadsafe(src._went_online, info)
+                self._call(src._went_online, info)
             elif key and keeper.parameter_sets != info.parameter_sets:
                 info = self._probe_info(codec, data, keeper.parameter_sets, declared, stream)
             ts = src._sanitize(raw)
@@ -109,10 +115,7 @@ class _Connection:
                 data=data, pts=ts, dts=ts, keyframe=key, wallclock=time.time(), info=info, discontinuity=first
             )
             first = False
-            try:
-                self.loop.call_soon_threadsafe(src.hub.publish, packet)
-            except RuntimeError:  # the loop is gone: the gateway is exiting
-                self.stop.set()
+            self._call(src.hub.publish, packet)
 
         for packet in container.demux(stream):
             if self.stop.is_set():
