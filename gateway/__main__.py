@@ -19,18 +19,34 @@ def _config_dir(value: str | None) -> str:
     return value or os.environ.get("CITYGATE_CONFIG", DEFAULT_CONFIG_DIR)
 
 
-def _load(config_dir: str):  # -> tuple[Config, Plugins]
+def _load(config_dir: str):  # -> tuple[Config, Plugins, Policy]
     from gateway import config as config_mod
+    from gateway.access.policy import load_roles
     from gateway.plugins import load_plugins
 
     plugins = load_plugins()
     backends = plugins.storage_backends()
-    config = config_mod.load(config_dir, vendors=plugins.camera_vendors(), storage_backends=backends or None)
-    return config, plugins
+    errors = []
+    try:
+        config = config_mod.load(config_dir, vendors=plugins.camera_vendors(), storage_backends=backends or None)
+    except ConfigErrors as exc:
+        errors += exc.errors
+    try:
+        policy = load_roles(config_dir)
+    except ConfigErrors as exc:
+        errors += exc.errors
+    if errors:
+        raise ConfigErrors(errors)
+    return config, plugins, policy
+
+
+def load_config_only(config_dir: str | None):  # -> Config
+    """For CLI commands that need the config (database URL) but not a running gateway."""
+    return _load(_config_dir(config_dir))[0]
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config, _ = _load(_config_dir(args.config_dir))
+    config, _, policy = _load(_config_dir(args.config_dir))
     print(f"configuration in {config.root} is valid")
     print(f"  server: {'https' if config.server.tls_cert else 'http'}://{config.server.bind}:{config.server.port}/")
     print(f"  data dir: {config.data_dir}")
@@ -41,6 +57,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         if camera.record:
             flags.append(f"recorded {camera.retention_days} d")
         print(f"    {camera.id:<16} {camera.vendor:<14} area={camera.area:<12} {camera.title}  [{', '.join(flags)}]")
+    print(f"  roles: {', '.join(sorted(policy.roles))}")
     return 0
 
 
@@ -65,9 +82,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.app import build_app, ssl_context
 
-    config, plugins = _load(_config_dir(args.config_dir))
+    config, plugins, policy = _load(_config_dir(args.config_dir))
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    app = build_app(config, plugins)
+    app = build_app(config, plugins, policy, on_first_admin=_print_first_admin)
     host = args.bind or config.server.bind
     port = args.port if args.port is not None else config.server.port
     ctx = ssl_context(config)
@@ -77,6 +94,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"Citygate {__version__}: {len(config.cameras)} cameras; open {scheme}://{shown}:{port}/ in a browser", flush=True)
     web.run_app(app, host=host, port=port, ssl_context=ctx, loop=loop, print=None, access_log=None, shutdown_timeout=5)
     return 0
+
+
+def _print_first_admin(username: str, password: str) -> None:
+    print(
+        f"\n  First start: created the administrator account\n\n"
+        f"      username: {username}\n      password: {password}\n\n"
+        "  This password is shown only once; you must change it at first sign-in.\n",
+        flush=True,
+    )
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -107,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     plugins_sub = plugins.add_subparsers(dest="plugins_command", required=True)
     plist = plugins_sub.add_parser("list", help="list discovered plugins, their kinds and origin")
     plist.set_defaults(func=cmd_plugins_list)
+
+    from gateway import cli_audit, cli_users
+
+    cli_audit.add_parser(sub)
+    cli_users.add_parser(sub)
     return parser
 
 

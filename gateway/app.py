@@ -6,22 +6,33 @@ closed in reverse order at shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from gateway.access.audit import AuditLog
+from gateway.access.control import AccessControl
+from gateway.access.guard import public
+from gateway.access.identity import Identity
+from gateway.access.middleware import access_middleware
+from gateway.access.policy import Policy
+from gateway.api import audit as audit_api
 from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
 from gateway.api import health as health_api
-from gateway.appkeys import CAMERAS, CONFIG, EVENTS, PLUGINS, STARTED_AT
+from gateway.api import session as session_api
+from gateway.api import users as users_api
+from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, STARTED_AT
 from gateway.cameras import CameraManager
 from gateway.config import Config
+from gateway.db import Database
 from gateway.events import EventBus
-from gateway.live import webrtc
+from gateway.live import hls, webrtc
 from gateway.plugins import Plugins
 
 logger = logging.getLogger(__name__)
@@ -34,6 +45,42 @@ async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EVENTS] = bus
     yield
     await bus.aclose()
+
+
+def _log_first_admin(username: str, password: str) -> None:
+    logger.warning("created the first account %r with the one-time password %r; change it at first sign-in", username, password)
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Database, audit log, identity and access control: the security core, started first."""
+    config = app[CONFIG]
+    async with Database(config.database_url) as db:
+        app[DATABASE] = db
+        async with AuditLog(db, sink=app[EVENTS].publish) as audit:
+            app[AUDIT] = audit
+            identity = Identity(db, audit, config.security, app[POLICY])
+            app[IDENTITY] = identity
+            async with AccessControl(db=db, policy=app[POLICY], audit=audit, config=config, sessions=identity) as access:
+                app[ACCESS] = access
+                first = await identity.ensure_first_admin()
+                if first is not None:
+                    app[FIRST_ADMIN_HOOK](*first)
+                purger = asyncio.create_task(_purge_sessions(identity), name="session-purge")
+                await audit.record("gateway.start", detail={"cameras": len(config.cameras)})
+                try:
+                    yield
+                finally:
+                    purger.cancel()
+                    await audit.record("gateway.stop")
+
+
+async def _purge_sessions(identity: Identity) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            await identity.purge()
+        except Exception:
+            logger.exception("purging ended sessions failed")
 
 
 async def _cameras_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -51,17 +98,35 @@ async def _plugins_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[PLUGINS].shutdown(app)
 
 
-def build_app(config: Config, plugins: Plugins) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+FIRST_ADMIN_HOOK = web.AppKey("first_admin_hook", object)
+
+
+def build_app(
+    config: Config,
+    plugins: Plugins,
+    policy: Policy,
+    *,
+    on_first_admin: Callable[[str, str], None] = _log_first_admin,
+) -> web.Application:
+    """The whole gateway. ``on_first_admin`` is told the one-time credentials of the
+    first account when the gateway starts with no accounts at all."""
+    app = web.Application(middlewares=[error_middleware, access_middleware], client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[PLUGINS] = plugins
+    app[POLICY] = policy
+    app[FIRST_ADMIN_HOOK] = on_first_admin
     app[STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_events_ctx)
+    app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_cameras_ctx)
     app.cleanup_ctx.append(_plugins_ctx)
+    session_api.setup(app)
+    users_api.setup(app)
+    audit_api.setup(app)
     health_api.setup(app)
     cameras_api.setup(app)
     webrtc.setup(app)
+    hls.setup(app)
     plugins.add_routes(app)
     if WEBCLIENT_DIR.is_dir():
         app.router.add_get("/", _index)
@@ -69,6 +134,7 @@ def build_app(config: Config, plugins: Plugins) -> web.Application:
     return app
 
 
+@public
 async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEBCLIENT_DIR / "index.html")
 

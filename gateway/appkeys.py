@@ -7,13 +7,25 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.access.audit import AuditLog
+    from gateway.access.control import AccessControl
+    from gateway.access.policy import Policy
+    from gateway.db import Database
     from gateway.cameras import CameraManager
     from gateway.config import Config
+    from gateway.access.identity import Identity
     from gateway.events import EventBus
     from gateway.plugins import Plugins
+    from gateway.recording.service import RecordingService
 
 CONFIG = web.AppKey("config", "Config")
 PLUGINS = web.AppKey("plugins", "Plugins")
 EVENTS = web.AppKey("events", "EventBus")
 CAMERAS = web.AppKey("cameras", "CameraManager")
 STARTED_AT = web.AppKey("started_at", float)
+DATABASE = web.AppKey("database", "Database")
+AUDIT = web.AppKey("audit", "AuditLog")
+ACCESS = web.AppKey("access", "AccessControl")
+IDENTITY = web.AppKey("identity", "Identity")
+RECORDING = web.AppKey("recording", "RecordingService")
+POLICY = web.AppKey("policy", "Policy")

@@ -89,6 +89,28 @@ class StorageConfig(Base):
     options: Any = {}
 
 
+class ReplicaConfig(Base):
+    """A second storage backend every recorded segment is copied to."""
+
+    backend: str
+    #: The backend's own options; after ``load()`` an instance of its ``Options`` Struct.
+    options: Any = {}
+
+
+class RecordingConfig(Base):
+    """Continuous recording: segment length, global size cap, sweeps, replication."""
+
+    #: Segments are cut on the first keyframe at least this long after their start.
+    segment_seconds: Annotated[float, Meta(ge=1, le=600)] = 60
+    #: Total size of all recordings; the oldest unheld segments go first. 0 = no cap.
+    size_cap_gb: Annotated[float, Meta(ge=0)] = 0
+    #: Seconds between retention sweeps.
+    sweep_interval: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    #: Local storage: below this much free space the oldest unheld segments go early.
+    free_space_min_gb: Annotated[float, Meta(ge=0)] = 5.0
+    replicate_to: ReplicaConfig | None = None
+
+
 class DatabaseConfig(Base):
     #: SQLAlchemy URL; empty means a SQLite file in the data dir. PostgreSQL:
     #: ``postgresql+asyncpg://user@host/citygate`` (password through ``url-env``).
@@ -96,13 +118,33 @@ class DatabaseConfig(Base):
     url_env: str | None = None
 
 
+class SecurityConfig(Base):
+    """Accounts and sessions: timeouts, lockout, password rules, login throttling."""
+
+    #: A browser session ends after this long without a request.
+    session_idle_minutes: Annotated[float, Meta(gt=0, le=24 * 60)] = 30
+    #: ... and this long after sign-in, however active.
+    session_absolute_hours: Annotated[float, Meta(gt=0, le=24 * 31)] = 12
+    #: Lifetime of API tokens (``kind = "token"``); they have no idle timeout.
+    token_days: Annotated[float, Meta(gt=0, le=3650)] = 90
+    #: This many failed logins within ``failed-login-window`` seconds lock the account.
+    max_failed_logins: Annotated[int, Meta(ge=1, le=1000)] = 5
+    failed_login_window: Annotated[float, Meta(gt=0, le=86400)] = 60.0
+    lockout_minutes: Annotated[float, Meta(gt=0, le=7 * 24 * 60)] = 15
+    password_min_length: Annotated[int, Meta(ge=8, le=128)] = 12
+    #: Login attempts (right or wrong) accepted from one client address per minute.
+    login_attempts_per_minute_per_client: Annotated[int, Meta(ge=1, le=100000)] = 30
+
+
 class GatewayFile(Base):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
+    security: SecurityConfig = SecurityConfig()
     ingest: IngestConfig = IngestConfig()
     live: LiveConfig = LiveConfig()
     hls: HlsConfig = HlsConfig()
     storage: StorageConfig = StorageConfig()
+    recording: RecordingConfig = RecordingConfig()
 
 
 class CameraConfig(Base):
@@ -145,6 +187,8 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     hls: HlsConfig
     storage: StorageConfig
     cameras: tuple[CameraConfig, ...]
+    security: SecurityConfig = SecurityConfig()
+    recording: RecordingConfig = RecordingConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -289,6 +333,19 @@ def load(
             opts = _plugin_options(storage.options, backend, file=gw_display, key="storage.options", env=env, errors=errors)
             storage = msgspec.structs.replace(storage, options=opts)
 
+    recording = gateway.recording
+    replica = recording.replicate_to
+    if replica is not None and storage_backends is not None:
+        backend = storage_backends.get(replica.backend)
+        if backend is None:
+            known = ", ".join(sorted(storage_backends)) or "none installed"
+            errors.append(
+                ConfigError(gw_display, "recording.replicate-to.backend", f"unknown storage backend {replica.backend!r} (known: {known})")
+            )
+        else:
+            opts = _plugin_options(replica.options, backend, file=gw_display, key="recording.replicate-to.options", env=env, errors=errors)
+            recording = msgspec.structs.replace(recording, replicate_to=msgspec.structs.replace(replica, options=opts))
+
     cameras: list[CameraConfig] = []
     seen: dict[str, int] = {}
     for index, camera in enumerate(cameras_file.camera):
@@ -316,4 +373,6 @@ def load(
         hls=gateway.hls,
         storage=storage,
         cameras=tuple(cameras),
+        security=gateway.security,
+        recording=recording,
     )

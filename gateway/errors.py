@@ -61,6 +61,16 @@ class Conflict(GatewayError):
     status = 409
 
 
+class Locked(GatewayError):
+    """The account is locked after too many failed logins; the message says until when."""
+
+    status = 423
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+
+
 class Unavailable(GatewayError):
     """The gateway cannot serve this now (limits reached, camera offline)."""
 

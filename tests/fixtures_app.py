@@ -15,17 +15,59 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway import config as config_mod
+from gateway.access.policy import load_roles
 from gateway.app import build_app
-from gateway.appkeys import CAMERAS
+from gateway.appkeys import CAMERAS, IDENTITY
 from gateway.plugins import Plugins, load_plugins
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PASSWORD = "Tr0ub4dor-and-3-horses"
 
 
 @dataclass
 class RunningGateway:
     app: web.Application
     server: TestServer
+    #: Signed in as ``tester`` (operator, all areas), CSRF header set: most tests need no more.
     session: aiohttp.ClientSession
     conf_dir: Path
+    anonymous: aiohttp.ClientSession
+    _sessions: list[aiohttp.ClientSession]
+
+    async def api_token(self, username: str) -> str:
+        """A bearer token for an existing user (for clients in other processes)."""
+        async with self.anonymous.post(
+            self.url + "/api/session", json={"username": username, "password": TEST_PASSWORD, "kind": "token"}
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            return (await resp.json())["token"]
+
+    async def sign_in(
+        self, username: str, *, role: str = "operator", areas: tuple[str, ...] = (), all_areas: bool = False,
+        create: bool = True,
+    ) -> aiohttp.ClientSession:
+        """Create the user (unless ``create`` is false), sign in through the real API and
+        change the first password: a session the way a browser holds it."""
+        if create:
+            await self.app[IDENTITY].create_user(username, role=role, areas=areas, all_areas=all_areas, password=TEST_PASSWORD)
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self._sessions.append(session)
+        async with session.post(self.url + "/api/session", json={"username": username, "password": TEST_PASSWORD}) as resp:
+            assert resp.status == 201, await resp.text()
+            body = await resp.json()
+        session.headers["X-CSRF-Token"] = body["csrf_token"]
+        if body["must_change_password"]:
+            new = TEST_PASSWORD + "!"
+            async with session.post(
+                self.url + "/api/session/password", json={"old_password": TEST_PASSWORD, "new_password": new}
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+            # sign in again with the new password, then set it back for the next sign-in
+            async with session.post(
+                self.url + "/api/session/password", json={"old_password": new, "new_password": TEST_PASSWORD}
+            ) as resp:
+                assert resp.status in (200, 400), await resp.text()
+        return session
 
     @property
     def url(self) -> str:
@@ -85,20 +127,23 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         (conf / "cameras.toml").write_text(textwrap.dedent(cameras))
         base = '[server]\ndata-dir = "data"\n[ingest]\nbackoff-initial = 0.2\nbackoff-max = 2.0\nread-timeout = 3.0\n'
         (conf / "gateway.toml").write_text(base + textwrap.dedent(gateway_toml))
+        (conf / "roles.toml").write_text((ROOT / "conf" / "roles.toml").read_text())
         plugins = plugins or load_plugins()
         backends = plugins.storage_backends()
         config = config_mod.load(conf, vendors=plugins.camera_vendors(), storage_backends=backends or None)
-        app = build_app(config, plugins)
+        app = build_app(config, plugins, load_roles(conf), on_first_admin=lambda *_: None)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
-        session = aiohttp.ClientSession()
-        gw = RunningGateway(app, server, session, conf)
+        anonymous = aiohttp.ClientSession()
+        gw = RunningGateway(app, server, anonymous, conf, anonymous, [anonymous])
         running.append(gw)
+        gw.session = await gw.sign_in("tester", role="operator", all_areas=True)
         return gw
 
     try:
         yield factory
     finally:
         for gw in reversed(running):
-            await gw.session.close()
+            for session in gw._sessions:
+                await session.close()
             await gw.server.close()

@@ -63,20 +63,54 @@ def _write_conf(tmp_path: Path) -> Path:
     conf.mkdir()
     (conf / "gateway.toml").write_text('[server]\ndata-dir = "data"\n')
     (conf / "cameras.toml").write_text(camera_toml("d1", "demo", **SMALL_DEMO))
+    (conf / "roles.toml").write_text((ROOT / "conf" / "roles.toml").read_text())
     return conf
+
+
+def _read_first_admin(stdout) -> tuple[str, str, str]:
+    """The one-time credentials ``serve`` prints at the first start, and what came before."""
+    username, seen = None, ""
+    for line in stdout:
+        seen += line
+        line = line.strip()
+        if line.startswith("username:"):
+            username = line.split(":", 1)[1].strip()
+        elif line.startswith("password:"):
+            return username, line.split(":", 1)[1].strip(), seen
+    raise AssertionError("serve did not print the first administrator's credentials")
 
 
 async def test_serve_command_runs_and_stops_gracefully_on_sigterm(tmp_path):
     conf = _write_conf(tmp_path)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(conf), "--port", str(port)],
+        [sys.executable, "-u", "-m", "gateway", "serve", "--config", str(conf), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:
+        username, password, printed = await asyncio.wait_for(asyncio.to_thread(_read_first_admin, proc.stdout), 30)
+        assert f"open http://127.0.0.1:{port}/" in printed
         deadline = time.monotonic() + 20
         state = None
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            base = f"http://127.0.0.1:{port}"
+            while True:  # the credentials are printed just before the port opens
+                try:
+                    async with session.post(base + "/api/session", json={"username": username, "password": password}) as resp:
+                        assert resp.status == 201
+                        body = await resp.json()
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            assert body["must_change_password"] is True
+            async with session.get(base + "/api/cameras") as resp:
+                assert resp.status == 403  # nothing but the password change until it is done
+            async with session.post(
+                base + "/api/session/password", json={"old_password": password, "new_password": "a-new-long-passphrase-7"},
+                headers={"X-CSRF-Token": body["csrf_token"]},
+            ) as resp:
+                assert resp.status == 200
             while time.monotonic() < deadline:
                 try:
                     async with session.get(f"http://127.0.0.1:{port}/api/cameras") as resp:
@@ -94,7 +128,6 @@ async def test_serve_command_runs_and_stops_gracefully_on_sigterm(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert f"open http://127.0.0.1:{port}/" in out
     assert "started 1 cameras" in err and "Traceback" not in err
 
 

@@ -94,9 +94,21 @@ def test_check_config_cli_exits_nonzero_and_names_file_and_key(tmp_path):
 
 def test_check_config_cli_summarises_a_good_config(tmp_path):
     write(tmp_path, GOOD_CAMERA)
+    (tmp_path / "roles.toml").write_text((Path(__file__).parent.parent / "conf" / "roles.toml").read_text())
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "check-config", str(tmp_path)],
         capture_output=True, text=True, env={"CAM7_PASSWORD": "x", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr
     assert "cameras: 1 (1 enabled)" in proc.stdout and "cam-7" in proc.stdout
+    assert "roles: admin, auditor, district-police" in proc.stdout
+
+
+def test_missing_or_wrong_roles_file_is_named(tmp_path):
+    write(tmp_path, "")
+    proc = subprocess.run([sys.executable, "-m", "gateway", "check-config", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and f"{tmp_path}/roles.toml: missing" in proc.stderr
+    (tmp_path / "roles.toml").write_text('[role.op]\nactions = ["live.view", "live.veiw"]\n')
+    proc = subprocess.run([sys.executable, "-m", "gateway", "check-config", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"{tmp_path}/roles.toml: role.op.actions[1]: unknown action 'live.veiw'" in proc.stderr

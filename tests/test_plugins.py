@@ -65,6 +65,7 @@ def test_entry_point_vendor_usable_in_config(tmp_path):
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "cameras.toml").write_text('[[camera]]\nid = "a1"\nvendor = "acme"\narea = "north"\n')
+    (conf / "roles.toml").write_text((ROOT / "conf" / "roles.toml").read_text())
     proc = run_cli("check-config", str(conf), extra_path=tmp_path / "site")
     assert proc.returncode == 0, proc.stderr
     assert "a1" in proc.stdout and "acme" in proc.stdout

@@ -36,7 +36,7 @@ async def main(url):
     pc.addTransceiver("video", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as http:
-        async with http.post(url, data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as r:
+        async with http.post(url, data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp", "Authorization": "Bearer " + token}) as r:
             answer = await r.text()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     track = pc.getTransceivers()[0].receiver.track
@@ -46,6 +46,7 @@ async def main(url):
     while True:
         await track.recv()
 
+token = sys.argv[2]
 asyncio.run(main(sys.argv[1]))
 """
 
@@ -246,6 +247,7 @@ async def test_a_viewer_killed_without_a_word_is_cleaned_up(gst_gateway: Running
         "-c",
         VIEWER_SCRIPT,
         f"{gst_gateway.url}/api/cameras/gst/whep",
+        await gst_gateway.api_token("tester"),
         stdout=subprocess.PIPE,
         cwd=Path(__file__).parent.parent,
     )

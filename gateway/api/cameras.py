@@ -5,10 +5,12 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from gateway.access.guard import authenticated, principal, requires
+from gateway.access.middleware import client_address
 from gateway.api import json_response
-from gateway.appkeys import CAMERAS
+from gateway.appkeys import ACCESS, CAMERAS
 from gateway.cameras import CameraSnapshot
-from gateway.errors import BadRequest, CameraUnavailable
+from gateway.errors import BadRequest, CameraUnavailable, Forbidden
 from gateway.media.snapshot import snapshot_jpeg
 
 
@@ -63,16 +65,29 @@ class CameraView(msgspec.Struct, kw_only=True):
         )
 
 
+@authenticated
 async def list_cameras(request: web.Request) -> web.Response:
-    cameras = request.app[CAMERAS]
-    return json_response([CameraView.of(c.snapshot()) for c in cameras])
+    """Only the cameras the user may watch (live, recorded or as a still)."""
+    visible = request.app[ACCESS].cameras_for(principal(request))
+    return json_response([CameraView.of(c.snapshot()) for c in request.app[CAMERAS] if c.id in visible])
 
 
+@authenticated
 async def get_camera(request: web.Request) -> web.Response:
     camera = request.app[CAMERAS].get(request.match_info["camera_id"])
+    access = request.app[ACCESS]
+    who = principal(request)
+    if camera.id not in access.cameras_for(who):
+        reason = access.decide(who, "live.view", camera.id).reason
+        await access.audit.record(
+            "camera.view", outcome="refused", user=who.username, client=client_address(request), camera=camera.id,
+            detail={"reason": reason},
+        )
+        raise Forbidden(reason)
     return json_response(CameraView.of(camera.snapshot()))
 
 
+@requires("snapshot.view")
 async def get_snapshot(request: web.Request) -> web.Response:
     """The camera's latest keyframe as JPEG, for thumbnails (``?width=`` scales down)."""
     camera = request.app[CAMERAS].get(request.match_info["camera_id"])
@@ -83,6 +98,10 @@ async def get_snapshot(request: web.Request) -> web.Response:
     if keyframe is None:
         raise CameraUnavailable(f"camera {camera.id} has no picture yet ({camera.status.state})")
     jpeg = await snapshot_jpeg(keyframe, max_width=int(width) if width else None)
+    who = principal(request)
+    await request.app[ACCESS].audit.record(
+        "snapshot", user=who.username, client=client_address(request), camera=camera.id, range_from=keyframe.wallclock,
+    )
     return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 

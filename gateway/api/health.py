@@ -8,10 +8,12 @@ from collections import Counter
 from aiohttp import web
 
 from gateway import __version__
+from gateway.access.guard import authenticated
 from gateway.api import json_response
 from gateway.appkeys import CAMERAS, STARTED_AT
 
 
+@authenticated
 async def health(request: web.Request) -> web.Response:
     states = Counter(str(c.status.state) for c in request.app[CAMERAS])
     return json_response(

@@ -29,7 +29,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 from aiortc import (
@@ -42,7 +42,9 @@ from aiortc import (
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from gateway.appkeys import CAMERAS, CONFIG
+from gateway.access.guard import Principal, authenticated, principal, public, requires
+from gateway.access.middleware import client_address
+from gateway.appkeys import ACCESS, CAMERAS, CONFIG
 from gateway.cameras import Camera
 from gateway.config import LiveConfig
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
@@ -125,8 +127,12 @@ def _candidate_count(sdp: str) -> int:
 class WebRtcSession:
     """One viewer: a peer connection sending one camera's packets."""
 
-    def __init__(self, registry: WebRtcSessions, camera_id: str, remote: str | None) -> None:
+    def __init__(self, registry: WebRtcSessions, camera_id: str, remote: str | None, owner: Principal | None = None) -> None:
         self.id = secrets.token_urlsafe(16)
+        #: The signed-in user this view belongs to; only they may end it.
+        self.owner = owner
+        #: Called with the reason once the session has closed.
+        self.on_closed: list[Callable[[WebRtcSession, str], object]] = []
         self.etag = f'"{secrets.token_hex(8)}"'
         self.camera_id = camera_id
         self.remote = remote
@@ -223,6 +229,11 @@ class WebRtcSession:
         logger.info(
             "camera %s: viewer %s closed after %.1fs (%s)", self.camera_id, self.id, time.time() - self.created, reason
         )
+        for callback in self.on_closed:
+            try:
+                callback(self, reason)
+            except Exception:
+                logger.exception("camera %s: viewer %s: close callback failed", self.camera_id, self.id)
 
     async def _watch(self) -> None:
         """Drop a viewer that never connects, or that stops reporting while we send to it."""
@@ -283,7 +294,7 @@ class WebRtcSessions:
     def sessions_for_camera(self, camera_id: str) -> list[WebRtcSession]:
         return [s for s in self._sessions.values() if s.camera_id == camera_id]
 
-    async def open(self, camera: Camera, offer: str, remote: str | None) -> WebRtcSession:
+    async def open(self, camera: Camera, offer: str, remote: str | None, owner: Principal | None = None) -> WebRtcSession:
         """Start a session for ``camera``, its ``answer`` set. Raises ``GatewayError``s."""
         check_offer(offer)
         if len(self._sessions) >= self.live.max_viewers:
@@ -291,7 +302,7 @@ class WebRtcSessions:
         per_camera = self.live.max_viewers_per_camera
         if len(self.sessions_for_camera(camera.id)) >= per_camera:
             raise Unavailable(f"camera {camera.id} already has its maximum of {per_camera} WebRTC viewers")
-        session = WebRtcSession(self, camera.id, remote)
+        session = WebRtcSession(self, camera.id, remote, owner)
         self._sessions[session.id] = session  # counted against the limits while negotiating
         try:
             session.answer = await session.negotiate(camera, offer, self.interfaces)
@@ -314,6 +325,7 @@ class WebRtcSessions:
 WEBRTC_SESSIONS = web.AppKey("webrtc_sessions", WebRtcSessions)
 
 
+@requires("live.view")
 async def post_offer(request: web.Request) -> web.Response:
     camera = request.app[CAMERAS].get(request.match_info["camera_id"])
     if request.content_type != SDP_TYPE:
@@ -324,7 +336,13 @@ async def post_offer(request: web.Request) -> web.Response:
         offer = (await request.read()).decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("SDP offer is not UTF-8 text") from None
-    session = await request.app[WEBRTC_SESSIONS].open(camera, offer, request.remote)
+    who = principal(request)
+    client = client_address(request)
+    session = await request.app[WEBRTC_SESSIONS].open(camera, offer, request.remote, who)
+    _bind_to_access(request.app, session, who, client)
+    await request.app[ACCESS].audit.record(
+        "live.start", user=who.username, client=client, camera=camera.id, detail={"kind": "webrtc", "session": session.id}
+    )
     return web.Response(
         status=201,
         body=session.answer.encode(),
@@ -333,13 +351,35 @@ async def post_offer(request: web.Request) -> web.Response:
     )
 
 
+def _bind_to_access(app: web.Application, session: WebRtcSession, who: Principal, client: str) -> None:
+    """Register the view so it is closed when its user loses the right, and audit its end."""
+    control = app[ACCESS]
+    ticket = control.track(who, session.camera_id, "live.view", "webrtc", session.close, client)
+
+    def closed(s: WebRtcSession, reason: str) -> None:
+        control.release(ticket)
+        duration = round(time.time() - s.created, 3)
+        asyncio.get_running_loop().create_task(
+            control.audit.record(
+                "live.stop", user=who.username, client=client, camera=s.camera_id,
+                detail={"kind": "webrtc", "session": s.id, "duration": duration, "reason": reason},
+            )
+        )
+
+    session.on_closed.append(closed)
+
+
+@public
 async def options_whep(request: web.Request) -> web.Response:
-    request.app[CAMERAS].get(request.match_info["camera_id"])
     return web.Response(status=204, headers={"Accept-Post": SDP_TYPE, "Allow": "OPTIONS, POST"})
 
 
+@authenticated
 async def delete_session(request: web.Request) -> web.Response:
     session = request.app[WEBRTC_SESSIONS].get(request.match_info["session_id"])
+    if session.owner is not None and session.owner.user_id != principal(request).user_id:
+        # Someone else's view: as if it did not exist.
+        raise NotFound(f"no WebRTC session {request.match_info['session_id']!r}")
     await session.close("viewer ended the session")
     return web.Response(status=204)
 

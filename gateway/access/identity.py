@@ -1,0 +1,743 @@
+"""Individual accounts, sign-in, sessions and API tokens.
+
+Every person has their own account (no shared logins): a role, a set of areas, a password
+hashed with Argon2id. New accounts and reset passwords are random and must be changed at
+the first sign-in.
+
+Sign-in is throttled per client address; ``max-failed-logins`` wrong passwords within
+``failed-login-window`` seconds lock the account for ``lockout-minutes`` (an administrator's
+password reset unlocks it). Unknown usernames cost the same hashing work as known ones and
+get the same answer. Every success, failure, lock and unlock is audited; passwords never.
+
+A session is a random token (``secrets.token_urlsafe(32)``) of which only the SHA-256 is
+stored. Browser sessions (``kind="cookie"``) end after an idle time and at an absolute
+expiry and carry a CSRF token; API tokens (``kind="token"``) live ``token-days`` and have no
+idle timeout (``idle_timeout = 0`` in the table).
+
+``authenticate`` runs on every request, HLS parts included, so sessions and users are
+cached in memory. The database stays the truth: a cache entry is re-read when older than
+``CACHE_TTL`` seconds (so a change made by another node or a CLI command applies within
+that time), and dropped at once on any change made through this object. ``last_seen_at``
+is written at most every ``LAST_SEEN_WRITE_INTERVAL`` seconds per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from sqlalchemy.exc import IntegrityError
+
+from gateway.access import passwords
+from gateway.access.audit import AuditLog
+from gateway.access.guard import Principal
+from gateway.access.policy import Policy, Subject
+from gateway.config import SecurityConfig
+from gateway.db import Database, sessions, users
+from gateway.errors import BadRequest, Conflict, Forbidden, Locked, NotFound, TooManyRequests, Unauthorized
+
+logger = logging.getLogger(__name__)
+
+CACHE_TTL = 2.0
+LAST_SEEN_WRITE_INTERVAL = 30.0
+THROTTLE_WINDOW = 60.0
+#: Forget cached sessions nobody used for this long (they are re-read if they come back).
+CACHE_IDLE_DROP = 600.0
+USERNAME_RE = re.compile(r"^[a-z0-9._-]{2,64}$")
+USERNAME_RULE = "a username is 2-64 characters: lower-case letters, digits, '.', '_' or '-'"
+WRONG_CREDENTIALS = "wrong username or password"
+KINDS = ("cookie", "token")
+#: The browser session cookie (HttpOnly, SameSite=Strict, Secure over TLS).
+SESSION_COOKIE = "citygate_session"
+
+Listener = Callable[[int], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    display_name: str
+    role: str
+    areas: frozenset[str]
+    all_areas: bool
+    disabled: bool
+    must_change_password: bool
+    failed_logins: int
+    locked_until: float | None
+    created_at: float
+    last_login_at: float | None
+    password_changed_at: float | None
+
+    def locked(self, now: float) -> bool:
+        return self.locked_until is not None and self.locked_until > now
+
+    def subject(self) -> Subject:
+        return Subject(self.username, self.role, self.areas, self.all_areas, self.id)
+
+    def to_json(self, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        return {
+            "username": self.username,
+            "display_name": self.display_name,
+            "role": self.role,
+            "areas": sorted(self.areas),
+            "all_areas": self.all_areas,
+            "disabled": self.disabled,
+            "must_change_password": self.must_change_password,
+            "locked_until": self.locked_until if self.locked(now) else None,
+            "created_at": self.created_at,
+            "last_login_at": self.last_login_at,
+        }
+
+
+@dataclass(slots=True)
+class _CachedSession:
+    id: str
+    user_id: int
+    kind: str
+    name: str
+    csrf_token: str
+    expires_at: float
+    idle_timeout: float  #: 0 for API tokens: no idle expiry
+    last_seen: float  #: newest known activity (memory may be ahead of the database)
+    written: float  #: last_seen value last written to the database
+    loaded_at: float  #: monotonic time of the last database read
+
+
+@dataclass(slots=True)
+class _CachedUser:
+    user: User
+    loaded_at: float
+
+
+@dataclass(slots=True)
+class _Throttle:
+    attempts: deque[float] = field(default_factory=deque)
+    reported: bool = False
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def lock_message(until: float) -> str:
+    return f"account locked until {time.strftime('%H:%M', time.gmtime(until))} UTC after too many failed sign-ins"
+
+
+def _user(row: Any) -> User:
+    return User(
+        id=row["id"],
+        username=row["username"],
+        display_name=row["display_name"],
+        role=row["role"],
+        areas=frozenset(row["areas"] or ()),
+        all_areas=bool(row["all_areas"]),
+        disabled=bool(row["disabled"]),
+        must_change_password=bool(row["must_change_password"]),
+        failed_logins=row["failed_logins"],
+        locked_until=row["locked_until"],
+        created_at=row["created_at"],
+        last_login_at=row["last_login_at"],
+        password_changed_at=row["password_changed_at"],
+    )
+
+
+_USER_COLUMNS = [c for c in users.c if c.name != "password_hash"]
+
+
+class Identity:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        security: SecurityConfig,
+        policy: Policy,
+        *,
+        clock: Callable[[], float] = time.time,
+        hasher: PasswordHasher | None = None,
+        cache_ttl: float = CACHE_TTL,
+    ) -> None:
+        self.db = db
+        self.audit = audit
+        self.security = security
+        self.policy = policy
+        self._clock = clock
+        self._hasher = hasher or PasswordHasher()
+        self._cache_ttl = cache_ttl
+        self._sessions: dict[str, _CachedSession] = {}
+        self._users: dict[int, _CachedUser] = {}
+        self._loading: dict[str, asyncio.Future[bool]] = {}
+        self._throttle: dict[str, _Throttle] = {}
+        self._throttle_pruned_at = 0.0
+        self._listeners: list[Listener] = []
+        self._dummy_hash: str | None = None
+
+    # ----------------------------------------------------------------------------------
+    # change notifications
+
+    def add_listener(self, callback: Listener) -> None:
+        """``callback(user_id)`` runs after a user is disabled, re-roled, re-areaed or reset."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Listener) -> None:
+        self._listeners.remove(callback)
+
+    async def _changed(self, user_id: int) -> None:
+        self._forget_user(user_id)
+        for callback in list(self._listeners):
+            try:
+                result = callback(user_id)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("identity: a change listener failed for user %d", user_id)
+
+    def _forget_user(self, user_id: int) -> None:
+        self._users.pop(user_id, None)
+        for sid in [sid for sid, s in self._sessions.items() if s.user_id == user_id]:
+            del self._sessions[sid]
+
+    # ----------------------------------------------------------------------------------
+    # accounts
+
+    def _check_username(self, username: str) -> str:
+        if not USERNAME_RE.match(username):
+            raise BadRequest(f"invalid username {username!r}: {USERNAME_RULE}")
+        return username
+
+    def check_role(self, role: str) -> str:
+        if role not in self.policy.roles:
+            known = ", ".join(sorted(self.policy.roles))
+            raise BadRequest(f"unknown role {role!r} (known: {known})")
+        return role
+
+    @staticmethod
+    def _check_areas(areas: Iterable[str]) -> list[str]:
+        clean = sorted({a.strip() for a in areas if a.strip()})
+        for area in clean:
+            if len(area) > 64:
+                raise BadRequest(f"area name {area[:20]!r}... is longer than 64 characters")
+        return clean
+
+    def check_password(self, password: str, username: str) -> None:
+        passwords.check_password(password, username=username, min_length=self.security.password_min_length)
+
+    async def create_user(
+        self,
+        username: str,
+        *,
+        role: str,
+        areas: Iterable[str] = (),
+        all_areas: bool = False,
+        display_name: str = "",
+        password: str | None = None,
+        by: str | None = None,
+    ) -> tuple[User, str | None]:
+        """Create an account that must change its password at first sign-in.
+
+        Returns the user and the generated password when none was given (shown once).
+        """
+        self._check_username(username)
+        self.check_role(role)
+        area_list = self._check_areas(areas)
+        if len(display_name) > 200:
+            raise BadRequest("display name is longer than 200 characters")
+        generated = None
+        if password is None:
+            password = generated = passwords.generate_password(username=username, min_length=self.security.password_min_length)
+        else:
+            self.check_password(password, username)
+        password_hash = await passwords.hash_password(password, self._hasher)
+        now = self._clock()
+        try:
+            async with self.db.begin() as conn:
+                result = await conn.execute(
+                    users.insert().values(
+                        username=username, display_name=display_name, password_hash=password_hash, role=role,
+                        areas=area_list, all_areas=all_areas, disabled=False, must_change_password=True,
+                        failed_logins=0, created_at=now, updated_at=now,
+                    )
+                )
+                user_id = result.inserted_primary_key[0]
+        except IntegrityError:
+            raise Conflict(f"user {username!r} already exists") from None
+        await self.audit.record(
+            "user.create", user=by, detail={"username": username, "role": role, "areas": area_list, "all_areas": all_areas}
+        )
+        logger.info("identity: created user %s (role %s)", username, role)
+        user = await self._load_user(user_id)
+        assert user is not None
+        return user, generated
+
+    async def ensure_first_admin(self) -> tuple[str, str] | None:
+        """With no users at all, create ``admin`` (all areas, must change password).
+
+        Returns the one-time credentials for ``citygate serve`` to print, else None.
+        """
+        async with self.db.connect() as conn:
+            count = (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one()
+        if count:
+            return None
+        if "admin" not in self.policy.roles:
+            raise BadRequest("roles.toml defines no 'admin' role; create the first user with 'citygate users add'")
+        try:
+            _, password = await self.create_user("admin", role="admin", all_areas=True, display_name="Administrator", by="system")
+        except Conflict:  # another node created it at the same moment
+            return None
+        assert password is not None
+        return "admin", password
+
+    async def list_users(self) -> list[User]:
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(sa.select(*_USER_COLUMNS).order_by(users.c.username))).mappings().all()
+        return [_user(r) for r in rows]
+
+    async def get_user(self, username: str) -> User:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(*_USER_COLUMNS).where(users.c.username == username))).mappings().first()
+        if row is None:
+            raise NotFound(f"no user {username!r}")
+        return _user(row)
+
+    async def _load_user(self, user_id: int) -> User | None:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(*_USER_COLUMNS).where(users.c.id == user_id))).mappings().first()
+        if row is None:
+            self._users.pop(user_id, None)
+            return None
+        user = _user(row)
+        self._users[user_id] = _CachedUser(user, time.monotonic())
+        return user
+
+    async def _update_user(self, username: str, **values: Any) -> User:
+        user = await self.get_user(username)
+        async with self.db.begin() as conn:
+            await conn.execute(users.update().where(users.c.id == user.id).values(updated_at=self._clock(), **values))
+        return user
+
+    @staticmethod
+    def not_self(username: str, by: str | None, what: str) -> None:
+        if by is not None and by == username:
+            raise BadRequest(f"you cannot {what} your own account; ask another administrator")
+
+    async def set_disabled(self, username: str, disabled: bool, *, by: str | None) -> User:
+        """Disable (ends every session at once) or enable an account."""
+        if disabled:
+            self.not_self(username, by, "disable")
+        user = await self._update_user(username, disabled=disabled)
+        if disabled:
+            await self._revoke(user.id)
+        await self.audit.record("user.disable" if disabled else "user.enable", user=by, detail={"username": username})
+        await self._changed(user.id)
+        return await self.get_user(username)
+
+    async def set_role(self, username: str, role: str, *, by: str | None) -> User:
+        self.check_role(role)
+        self.not_self(username, by, "change the role of")
+        before = await self._update_user(username, role=role)
+        await self.audit.record("user.set-role", user=by, detail={"username": username, "role": role, "was": before.role})
+        await self._changed(before.id)
+        return await self.get_user(username)
+
+    async def set_areas(self, username: str, areas: Iterable[str], all_areas: bool, *, by: str | None) -> User:
+        area_list = self._check_areas(areas)
+        before = await self._update_user(username, areas=area_list, all_areas=all_areas)
+        await self.audit.record(
+            "user.set-areas", user=by,
+            detail={"username": username, "areas": area_list, "all_areas": all_areas, "was": sorted(before.areas), "was_all_areas": before.all_areas},
+        )
+        await self._changed(before.id)
+        return await self.get_user(username)
+
+    async def set_display_name(self, username: str, display_name: str, *, by: str | None) -> User:
+        if len(display_name) > 200:
+            raise BadRequest("display name is longer than 200 characters")
+        user = await self._update_user(username, display_name=display_name)
+        await self.audit.record("user.set-name", user=by, detail={"username": username, "display_name": display_name})
+        self._forget_user(user.id)
+        return await self.get_user(username)
+
+    async def unlock(self, username: str, *, by: str | None) -> User:
+        user = await self._update_user(username, locked_until=None, failed_logins=0, first_failed_at=None)
+        if user.locked(self._clock()):
+            await self.audit.record("account.unlocked", user=by, detail={"username": username, "reason": "unlocked by administrator"})
+        self._forget_user(user.id)
+        return await self.get_user(username)
+
+    async def reset_password(self, username: str, *, by: str | None) -> str:
+        """A new random password that must be changed; unlocks and ends every session."""
+        user = await self.get_user(username)
+        password = passwords.generate_password(username=username, min_length=self.security.password_min_length)
+        password_hash = await passwords.hash_password(password, self._hasher)
+        now = self._clock()
+        await self._update_user(
+            username, password_hash=password_hash, must_change_password=True, password_changed_at=now,
+            locked_until=None, failed_logins=0, first_failed_at=None,
+        )
+        revoked = await self._revoke(user.id)
+        await self.audit.record("user.reset-password", user=by, detail={"username": username, "sessions_revoked": revoked})
+        if user.locked(now):
+            await self.audit.record("account.unlocked", user=by, detail={"username": username, "reason": "password reset"})
+        await self._changed(user.id)
+        return password
+
+    async def change_password(self, principal: Principal, old: str, new: str, *, client: str | None = None) -> None:
+        """The user's own change: needs the current password; ends their other sessions."""
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(users.c.password_hash).where(users.c.id == principal.user_id))).first()
+        if row is None:
+            raise NotFound("the account no longer exists")
+        if not await passwords.verify_password(row.password_hash, old, self._hasher):
+            await self.audit.record(
+                "password.change", outcome="failed", user=principal.username, client=client, detail={"reason": "wrong current password"}
+            )
+            raise Forbidden("the current password is wrong")
+        self.check_password(new, principal.username)
+        if new == old:
+            raise BadRequest("the new password must differ from the current one")
+        password_hash = await passwords.hash_password(new, self._hasher)
+        now = self._clock()
+        async with self.db.begin() as conn:
+            await conn.execute(
+                users.update().where(users.c.id == principal.user_id)
+                .values(password_hash=password_hash, must_change_password=False, password_changed_at=now, updated_at=now)
+            )
+        revoked = await self._revoke(principal.user_id, keep=principal.session_id)
+        await self.audit.record("password.change", user=principal.username, client=client, detail={"other_sessions_revoked": revoked})
+        self._forget_user(principal.user_id)
+
+    # ----------------------------------------------------------------------------------
+    # sign-in
+
+    def _throttled(self, client: str, now: float) -> bool:
+        """Count an attempt; True if the client is over its per-minute budget."""
+        if now - self._throttle_pruned_at >= THROTTLE_WINDOW:  # forget quiet clients, once a window
+            self._throttle_pruned_at = now
+            for key in [k for k, t in self._throttle.items() if not t.attempts or t.attempts[-1] <= now - THROTTLE_WINDOW]:
+                del self._throttle[key]
+        entry = self._throttle.setdefault(client, _Throttle())
+        while entry.attempts and entry.attempts[0] <= now - THROTTLE_WINDOW:
+            entry.attempts.popleft()
+        if len(entry.attempts) >= self.security.login_attempts_per_minute_per_client:
+            return True
+        entry.attempts.append(now)
+        entry.reported = False
+        return False
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await passwords.hash_password(secrets.token_urlsafe(16), self._hasher)
+        return self._dummy_hash
+
+    async def login(
+        self,
+        username: str,
+        password: str,
+        *,
+        client: str | None = None,
+        user_agent: str = "",
+        kind: str = "cookie",
+        token_name: str = "",
+    ) -> tuple[Principal, str]:
+        """Check the credentials and open a session; returns the principal and its token.
+
+        Raises ``Unauthorized`` (wrong credentials, same for unknown users), ``Locked``,
+        ``Forbidden`` (disabled account, right password) or ``TooManyRequests``.
+        """
+        if kind not in KINDS:
+            raise BadRequest(f"kind must be 'cookie' or 'token', not {kind!r}")
+        now = self._clock()
+        client_key = client or "?"
+        shown = username.strip().lower()[:64]
+        if self._throttled(client_key, now):
+            entry = self._throttle[client_key]
+            if not entry.reported:  # one entry per burst, so a flood cannot flood the log
+                entry.reported = True
+                await self.audit.record("login.throttled", outcome="refused", user=shown, client=client)
+            retry = max(1, int(entry.attempts[0] + THROTTLE_WINDOW - now) + 1)
+            raise TooManyRequests(f"too many sign-in attempts from your address; try again in {retry} s")
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(sa.select(users).where(users.c.username == shown))
+            ).mappings().first()
+        if row is None:
+            await passwords.verify_password(await self._dummy(), password, self._hasher)
+            await self.audit.record("login.failed", outcome="failed", user=shown, client=client, detail={"reason": "unknown user"})
+            raise Unauthorized(WRONG_CREDENTIALS)
+        user = _user(row)
+        if user.locked(now):
+            await self.audit.record("login.failed", outcome="refused", user=shown, client=client, detail={"reason": "account locked"})
+            raise Locked(lock_message(user.locked_until or now))
+        if not await passwords.verify_password(row["password_hash"], password, self._hasher):
+            await self._failed(user, client, now)  # raises
+        if user.disabled:
+            await self.audit.record("login.failed", outcome="refused", user=shown, client=client, detail={"reason": "account disabled"})
+            raise Forbidden("this account is disabled; ask an administrator")
+
+        values: dict[str, Any] = {"failed_logins": 0, "first_failed_at": None, "locked_until": None, "last_login_at": now}
+        if passwords.needs_rehash(row["password_hash"], self._hasher):
+            values["password_hash"] = await passwords.hash_password(password, self._hasher)
+        async with self.db.begin() as conn:
+            # Re-check the lock in the same statement: a lock set by a concurrent failure wins.
+            updated = await conn.execute(
+                users.update()
+                .where(users.c.id == user.id, sa.or_(users.c.locked_until.is_(None), users.c.locked_until <= now))
+                .values(**values)
+            )
+        if updated.rowcount == 0:
+            user = await self.get_user(shown)
+            raise Locked(lock_message(user.locked_until or now))
+        if user.locked_until is not None:
+            await self.audit.record("account.unlocked", user=shown, client=client, detail={"reason": "lock expired"})
+
+        token = secrets.token_urlsafe(32)
+        sid = hash_token(token)
+        csrf = secrets.token_urlsafe(24)
+        if kind == "cookie":
+            expires_at = now + self.security.session_absolute_hours * 3600
+            idle = self.security.session_idle_minutes * 60
+        else:
+            expires_at = now + self.security.token_days * 86400
+            idle = 0.0
+        async with self.db.begin() as conn:
+            await conn.execute(
+                sessions.insert().values(
+                    id=sid, user_id=user.id, kind=kind, name=token_name[:200], csrf_token=csrf, created_at=now,
+                    last_seen_at=now, expires_at=expires_at, idle_timeout=idle, client=(client or "")[:100],
+                    user_agent=user_agent[:300],
+                )
+            )
+        await self.audit.record(
+            "login.ok", user=shown, client=client,
+            detail={"kind": kind, **({"name": token_name[:200]} if token_name else {}), "session": sid[:12]},
+        )
+        self._sessions[sid] = _CachedSession(
+            sid, user.id, kind, token_name, csrf, expires_at, idle, now, now, time.monotonic()
+        )
+        fresh = await self._load_user(user.id)
+        assert fresh is not None
+        return self._principal(self._sessions[sid], fresh), token
+
+    async def _failed(self, user: User, client: str | None, now: float) -> None:
+        window_start = now - self.security.failed_login_window
+        restart = sa.or_(users.c.first_failed_at.is_(None), users.c.first_failed_at < window_start)
+        async with self.db.begin() as conn:
+            count = (
+                await conn.execute(
+                    users.update()
+                    .where(users.c.id == user.id)
+                    .values(
+                        failed_logins=sa.case((restart, 1), else_=users.c.failed_logins + 1),
+                        first_failed_at=sa.case((restart, now), else_=users.c.first_failed_at),
+                    )
+                    .returning(users.c.failed_logins)
+                )
+            ).scalar_one()
+            locked_until = None
+            if count >= self.security.max_failed_logins:
+                locked_until = now + self.security.lockout_minutes * 60
+                result = await conn.execute(
+                    users.update()
+                    .where(users.c.id == user.id, sa.or_(users.c.locked_until.is_(None), users.c.locked_until <= now))
+                    .values(locked_until=locked_until, failed_logins=0, first_failed_at=None)
+                )
+                if result.rowcount == 0:
+                    locked_until = None  # a concurrent failure locked it already
+        await self.audit.record(
+            "login.failed", outcome="failed", user=user.username, client=client,
+            detail={"reason": "wrong password", "failures": count},
+        )
+        if locked_until is not None:
+            await self.audit.record(
+                "account.locked", outcome="ok", user=user.username, client=client,
+                detail={
+                    "reason": f"{count} failed sign-ins within {self.security.failed_login_window:g} s",
+                    "until": locked_until,
+                },
+            )
+            logger.warning("identity: account %s locked after %d failed sign-ins (last from %s)", user.username, count, client)
+            self._forget_user(user.id)
+            raise Locked(lock_message(locked_until))
+        raise Unauthorized(WRONG_CREDENTIALS)
+
+    # ----------------------------------------------------------------------------------
+    # sessions
+
+    def _principal(self, s: _CachedSession, user: User) -> Principal:
+        return Principal(
+            user_id=user.id,
+            username=user.username,
+            role=user.role,
+            areas=user.areas,
+            all_areas=user.all_areas,
+            session_id=s.id,
+            kind=s.kind,
+            csrf_token=s.csrf_token,
+            must_change_password=user.must_change_password,
+            expires_at=s.expires_at if s.idle_timeout <= 0 else min(s.expires_at, s.last_seen + s.idle_timeout),
+        )
+
+    def _valid(self, s: _CachedSession, user: User, now: float) -> bool:
+        if user.disabled or now >= s.expires_at:
+            return False
+        return s.idle_timeout <= 0 or now - s.last_seen < s.idle_timeout
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """The principal of a session token, or None (unknown, revoked, expired, disabled).
+
+        Counts as activity: keeps a browser session from idling out.
+        """
+        if not token or len(token) > 200:
+            return None
+        return await self.principal_for_session(hash_token(token), touch=True)
+
+    async def principal_for_session(self, session_id: str, *, touch: bool = False) -> Principal | None:
+        """The current principal of a session by its id (the token's hash), or None."""
+        mono = time.monotonic()
+        s = self._sessions.get(session_id)
+        cached_user = self._users.get(s.user_id) if s is not None else None
+        if s is None or cached_user is None or mono - s.loaded_at > self._cache_ttl or mono - cached_user.loaded_at > self._cache_ttl:
+            if not await self._reload(session_id):
+                return None
+            s = self._sessions[session_id]
+            cached_user = self._users[s.user_id]
+        now = self._clock()
+        user = cached_user.user
+        if not self._valid(s, user, now):
+            self._sessions.pop(session_id, None)
+            return None
+        if touch:
+            s.last_seen = max(s.last_seen, now)
+            if s.last_seen - s.written >= LAST_SEEN_WRITE_INTERVAL:
+                s.written = s.last_seen
+                async with self.db.begin() as conn:
+                    await conn.execute(
+                        sessions.update().where(sessions.c.id == session_id, sessions.c.last_seen_at < s.last_seen)
+                        .values(last_seen_at=s.last_seen)
+                    )
+        return self._principal(s, user)
+
+    async def _reload(self, session_id: str) -> bool:
+        """Re-read a session and its user; concurrent callers share one query."""
+        pending = self._loading.get(session_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._loading[session_id] = future
+        try:
+            found = await self._read_session(session_id)
+            future.set_result(found)
+            return found
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved when nobody else waits
+            raise
+        finally:
+            del self._loading[session_id]
+
+    async def _read_session(self, session_id: str) -> bool:
+        q = (
+            sa.select(
+                sessions.c.id.label("sid"), sessions.c.kind, sessions.c.name, sessions.c.csrf_token, sessions.c.expires_at,
+                sessions.c.idle_timeout, sessions.c.revoked_at, sessions.c.last_seen_at, *_USER_COLUMNS,
+            )
+            .join_from(sessions, users, sessions.c.user_id == users.c.id)
+            .where(sessions.c.id == session_id)
+        )
+        async with self.db.connect() as conn:
+            row = (await conn.execute(q)).mappings().first()
+        if row is None or row["revoked_at"] is not None:
+            self._sessions.pop(session_id, None)
+            return False
+        mono = time.monotonic()
+        user = _user(row)
+        self._users[user.id] = _CachedUser(user, mono)
+        old = self._sessions.get(session_id)
+        last_seen = max(row["last_seen_at"], old.last_seen if old else 0.0)
+        written = max(row["last_seen_at"], old.written if old else 0.0)
+        self._sessions[session_id] = _CachedSession(
+            session_id, user.id, row["kind"], row["name"], row["csrf_token"], row["expires_at"], row["idle_timeout"],
+            last_seen, written, mono,
+        )
+        return True
+
+    async def subject_for(self, user_id: int) -> User | None:
+        """The user's current role, areas and disabled flag (cached up to ``CACHE_TTL``)."""
+        cached = self._users.get(user_id)
+        if cached is not None and time.monotonic() - cached.loaded_at <= self._cache_ttl:
+            return cached.user
+        return await self._load_user(user_id)
+
+    async def logout(self, token: str, *, client: str | None = None) -> bool:
+        return await self.end_session(hash_token(token), client=client)
+
+    async def end_session(self, session_id: str, *, client: str | None = None) -> bool:
+        """Revoke one session (sign-out); True if it was open."""
+        now = self._clock()
+        async with self.db.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(sessions.c.user_id, users.c.username)
+                    .join_from(sessions, users, sessions.c.user_id == users.c.id)
+                    .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+                )
+            ).first()
+            if row is None:
+                self._sessions.pop(session_id, None)
+                return False
+            await conn.execute(sessions.update().where(sessions.c.id == session_id).values(revoked_at=now))
+        self._sessions.pop(session_id, None)
+        await self.audit.record("logout", user=row.username, client=client, detail={"session": session_id[:12]})
+        return True
+
+    async def revoke_sessions(self, user_id: int, *, keep: str | None = None) -> int:
+        """End every open session of a user (but ``keep``); returns how many."""
+        revoked = await self._revoke(user_id, keep=keep)
+        await self._changed(user_id)
+        return revoked
+
+    async def _revoke(self, user_id: int, *, keep: str | None = None) -> int:
+        q = sessions.update().where(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
+        if keep is not None:
+            q = q.where(sessions.c.id != keep)
+        async with self.db.begin() as conn:
+            result = await conn.execute(q.values(revoked_at=self._clock()))
+        for sid in [sid for sid, s in self._sessions.items() if s.user_id == user_id and sid != keep]:
+            del self._sessions[sid]
+        return result.rowcount
+
+    async def purge(self) -> int:
+        """Delete sessions that ended over a day ago and forget idle cache entries."""
+        now = self._clock()
+        mono = time.monotonic()
+        for sid in [sid for sid, s in self._sessions.items() if mono - s.loaded_at > CACHE_IDLE_DROP]:
+            del self._sessions[sid]
+        for uid in [uid for uid, u in self._users.items() if mono - u.loaded_at > CACHE_IDLE_DROP]:
+            del self._users[uid]
+        cutoff = now - 86400
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                sessions.delete().where(
+                    sa.or_(
+                        sessions.c.expires_at < cutoff,
+                        sessions.c.revoked_at < cutoff,
+                        sa.and_(sessions.c.idle_timeout > 0, sessions.c.last_seen_at + sessions.c.idle_timeout < cutoff),
+                    )
+                )
+            )
+        return result.rowcount

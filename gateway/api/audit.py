@@ -1,0 +1,68 @@
+"""The audit log over HTTP, for auditors: filters, paging, JSON or CSV."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiohttp import web
+
+from gateway.access.audit import to_csv
+from gateway.access.guard import requires
+from gateway.api import json_response
+from gateway.appkeys import AUDIT
+from gateway.errors import BadRequest
+
+MAX_LIMIT = 10_000
+
+
+def parse_time(name: str, value: str | None) -> float | None:
+    """Epoch seconds or ISO 8601 (``2026-11-21T14:00:00Z``)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise BadRequest(f"{name} must be epoch seconds or an ISO 8601 time, not {value!r}") from None
+
+
+def _int(name: str, value: str | None, default: int | None, low: int, high: int) -> int | None:
+    if value is None or value == "":
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return int(value)
+
+
+@requires("audit.read", camera_param=None)
+async def list_audit(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    since, until = parse_time("from", q.get("from")), parse_time("to", q.get("to"))
+    if since is not None and until is not None and until < since:
+        raise BadRequest("'to' is before 'from'")
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise BadRequest("format must be json or csv")
+    rows = await request.app[AUDIT].query(
+        user=q.get("user") or None,
+        camera=q.get("camera") or None,
+        action=q.get("action") or None,
+        outcome=q.get("outcome") or None,
+        since=since,
+        until=until,
+        before_id=_int("before", q.get("before"), None, 1, 2**62),
+        limit=_int("limit", q.get("limit"), 200, 1, MAX_LIMIT),
+    )
+    if fmt == "csv":
+        return web.Response(
+            text=to_csv(rows), content_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="citygate-audit.csv"'},
+        )
+    return json_response({"entries": rows, "next_before": rows[-1]["id"] if rows else None})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/audit", list_audit, name="audit")

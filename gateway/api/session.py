@@ -1,0 +1,129 @@
+"""Sign-in, sign-out, who-am-I and the user's own password change.
+
+``POST /api/session``           sign in; ``kind`` "cookie" (browsers) or "token" (API clients)
+``GET /api/session``            the signed-in user, their role's actions and the CSRF token
+``DELETE /api/session``         sign out (this session only)
+``POST /api/session/password``  change one's own password (ends the user's other sessions)
+
+Sign-in answers: 401 for a wrong username or password (the same for unknown users), 423
+Locked while the account is locked after too many failures (the message says until when),
+403 for a disabled account, 429 when the client address tried too often.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from aiohttp import web
+
+from gateway.access.guard import PRINCIPAL, authenticated, public
+from gateway.access.identity import SESSION_COOKIE, User
+from gateway.access.middleware import client_address
+from gateway.api import json_response
+from gateway.appkeys import IDENTITY
+from gateway.errors import BadRequest
+
+
+class LoginRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    username: str
+    password: str
+    kind: Literal["cookie", "token"] = "cookie"
+    #: A label for an API token ("wall display 3"), shown in the audit log.
+    name: str = ""
+
+
+class PasswordChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    old_password: str
+    new_password: str
+
+
+async def read_json(request: web.Request, type_: type) -> object:
+    """Decode the request body into ``type_``; every mistake is a 400 naming the field."""
+    if request.content_type != "application/json":
+        raise BadRequest("expected a JSON body (Content-Type: application/json)")
+    body = await request.read()
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def user_view(request: web.Request, user: User) -> dict:
+    policy = request.app[IDENTITY].policy
+    role = policy.role(user.role)
+    return {
+        **user.to_json(),
+        "role_title": role.title if role else user.role,
+        "actions": sorted(role.actions) if role else [],
+    }
+
+
+@public
+async def login(request: web.Request) -> web.Response:
+    req = await read_json(request, LoginRequest)
+    assert isinstance(req, LoginRequest)
+    if not req.username or not req.password:
+        raise BadRequest("username and password are required")
+    identity = request.app[IDENTITY]
+    principal, token = await identity.login(
+        req.username, req.password, client=client_address(request),
+        user_agent=request.headers.get("User-Agent", ""), kind=req.kind, token_name=req.name,
+    )
+    user = await identity.get_user(principal.username)
+    body = {
+        "user": user_view(request, user),
+        "csrf_token": principal.csrf_token,
+        "must_change_password": principal.must_change_password,
+        "expires_at": principal.expires_at,
+        "kind": principal.kind,
+    }
+    if req.kind == "token":
+        body["token"] = token
+        return json_response(body, status=201)
+    resp = json_response(body, status=201)
+    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/", secure=request.secure)
+    return resp
+
+
+@authenticated(pending_password_ok=True)
+async def whoami(request: web.Request) -> web.Response:
+    principal = request[PRINCIPAL]
+    user = await request.app[IDENTITY].get_user(principal.username)
+    return json_response(
+        {
+            "user": user_view(request, user),
+            "csrf_token": principal.csrf_token,
+            "must_change_password": principal.must_change_password,
+            "expires_at": principal.expires_at,
+            "kind": principal.kind,
+        }
+    )
+
+
+@authenticated(pending_password_ok=True)
+async def logout(request: web.Request) -> web.Response:
+    principal = request[PRINCIPAL]
+    await request.app[IDENTITY].end_session(principal.session_id, client=client_address(request))
+    resp = web.Response(status=204)
+    if principal.kind == "cookie":
+        resp.del_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+@authenticated(pending_password_ok=True)
+async def change_password(request: web.Request) -> web.Response:
+    req = await read_json(request, PasswordChange)
+    assert isinstance(req, PasswordChange)
+    principal = request[PRINCIPAL]
+    await request.app[IDENTITY].change_password(principal, req.old_password, req.new_password, client=client_address(request))
+    return json_response({"must_change_password": False})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/session", login, name="session-login")
+    app.router.add_get("/api/session", whoami, name="session")
+    app.router.add_delete("/api/session", logout, name="session-logout")
+    app.router.add_post("/api/session/password", change_password, name="session-password")
