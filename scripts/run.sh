@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
+# shellcheck source=scripts/webclient.sh
+source scripts/webclient.sh
 
 ensure_venv
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e .
+ensure_webclient_deps
 exec "$VENV/bin/citygate" serve "$@"

@@ -3,15 +3,21 @@
 #   scripts/test.sh            # whole suite
 #   scripts/test.sh -k hub     # extra args go to pytest
 # As root it installs the Debian packages for the real test parts: the GStreamer RTSP
-# server (the third-party test camera), FFmpeg (ffprobe/ffmpeg as independent readers).
+# server (the third-party test camera), FFmpeg (ffprobe/ffmpeg as independent readers),
+# Chromium (the browser tests drive it with Playwright; no browser download) and npm
+# (hls.js for the web client, from the npm registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
+# shellcheck source=scripts/webclient.sh
+source scripts/webclient.sh
 
 apt_install ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium
+command -v npm >/dev/null 2>&1 || apt_install npm
 ensure_venv
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[test]"
+ensure_webclient_deps
 exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,137 @@
+// Every request to the gateway goes through this module: one place to add credentials,
+// CSRF tokens and the login redirect later.
+
+/** An HTTP error from the gateway (status > 0) or a network failure (status 0). */
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+  }
+}
+
+const unauthorizedHandlers = new Set();
+
+/** Call `handler(error)` whenever the gateway answers 401 (a login page hooks in here). */
+export function onUnauthorized(handler) {
+  unauthorizedHandlers.add(handler);
+  return () => unauthorizedHandlers.delete(handler);
+}
+
+async function errorFrom(response) {
+  let message = `${response.status} ${response.statusText}`.trim();
+  try {
+    const body = await response.json();
+    if (body && typeof body.error === "string") message = body.error;
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new ApiError(response.status, message);
+}
+
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+const CSRF_HEADER = "X-CSRF-Token";
+
+/** The signed-in session's CSRF token, sent with every unsafe request (cookie sessions). */
+const csrf = { token: null, pending: null };
+
+async function csrfToken() {
+  if (csrf.token) return csrf.token;
+  if (!csrf.pending) {
+    csrf.pending = fetch("/api/session", { credentials: "same-origin", cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((body) => (csrf.token = body?.csrf_token || null))
+      .catch(() => null)
+      .finally(() => (csrf.pending = null));
+  }
+  return csrf.pending;
+}
+
+/** Forget the session's CSRF token (after signing in or out). */
+export function resetSession(token = null) {
+  csrf.token = token;
+}
+
+/** fetch() with the gateway's conventions; resolves to the Response when it is 2xx. */
+export async function request(path, options = {}, retried = false) {
+  const method = (options.method || "GET").toUpperCase();
+  const headers = new Headers(options.headers || {});
+  if (!SAFE_METHODS.has(method)) {
+    const token = await csrfToken();
+    if (token) headers.set(CSRF_HEADER, token);
+  }
+  let response;
+  try {
+    response = await fetch(path, { credentials: "same-origin", cache: "no-store", ...options, headers });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError(0, "gateway unreachable");
+  }
+  if (response.ok) return response;
+  const error = await errorFrom(response);
+  if (response.status === 403 && !retried && /CSRF/i.test(error.message)) {
+    csrf.token = null; // the session changed under us: fetch its token and try once more
+    return request(path, options, true);
+  }
+  if (response.status === 401) {
+    csrf.token = null;
+    unauthorizedHandlers.forEach((handler) => handler(error));
+  }
+  throw error;
+}
+
+/** Sign in with a session cookie; resolves to the gateway's answer ({user, csrf_token, ...}). */
+export async function signIn(username, password) {
+  const response = await request("/api/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username, password, kind: "cookie" }),
+  });
+  const body = await response.json();
+  resetSession(body.csrf_token);
+  return body;
+}
+
+const cameraPath = (id) => `/api/cameras/${encodeURIComponent(id)}`;
+
+export async function listCameras(options) {
+  return (await request("/api/cameras", options)).json();
+}
+
+export function snapshotUrl(id, width = 320) {
+  return `${cameraPath(id)}/snapshot.jpg?width=${width}`;
+}
+
+export function hlsUrl(id) {
+  return `${cameraPath(id)}/hls/index.m3u8`;
+}
+
+/** POST a WHEP offer; returns `{answer, location}` (the session URL to DELETE later). */
+export async function whepOffer(id, offerSdp, options = {}) {
+  const response = await request(`${cameraPath(id)}/whep`, {
+    method: "POST",
+    headers: { "Content-Type": "application/sdp" },
+    body: offerSdp,
+    ...options,
+  });
+  const location = response.headers.get("Location");
+  return { answer: await response.text(), location: location && new URL(location, response.url).href };
+}
+
+/** End a WHEP session; `keepalive` lets it finish while the page unloads. Never throws. */
+export async function whepDelete(location) {
+  try {
+    await request(location, { method: "DELETE", keepalive: true });
+  } catch {
+    // the session is gone or the gateway is: either way nothing is left to release
+  }
+}
+
+/** True when the hls.js module can be fetched (it is installed with npm, not committed). */
+export async function hlsLibraryPresent(url) {
+  try {
+    return (await fetch(url, { method: "HEAD", cache: "no-store" })).ok;
+  } catch {
+    return false;
+  }
+}

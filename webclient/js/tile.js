@@ -1,0 +1,115 @@
+// One grid tile: a <video>, an overlay with the camera's name and playback state, a plain
+// message when there is no picture, and the Player that feeds it.
+
+import { Player } from "./player.js";
+
+function el(tag, className, attrs = {}) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+export class Tile {
+  #player = null;
+  #camera = null;
+
+  constructor(index, { onClear }) {
+    this.index = index;
+    this.cameraId = null;
+    const root = (this.element = el("div", "tile", { "data-index": String(index), tabindex: "0", role: "group" }));
+    this.video = el("video", "tile-video");
+    this.video.muted = true;
+    this.video.autoplay = true;
+    this.video.playsInline = true;
+    this.video.setAttribute("muted", "");
+    this.video.setAttribute("playsinline", "");
+
+    const overlay = el("div", "tile-overlay");
+    this.nameEl = el("span", "tile-name");
+    this.stateEl = el("span", "tile-state", { role: "status", "aria-live": "polite" });
+    const close = el("button", "tile-close", { type: "button", title: "Clear tile", "aria-label": "Clear tile" });
+    close.textContent = "×";
+    close.addEventListener("click", (event) => {
+      event.stopPropagation();
+      onClear(this);
+    });
+    overlay.append(this.nameEl, this.stateEl, close);
+
+    this.messageEl = el("div", "tile-message");
+    this.messageText = el("p", "tile-message-text");
+    this.messageDetail = el("p", "tile-message-detail");
+    this.messageEl.append(this.messageText, this.messageDetail);
+
+    root.append(this.video, overlay, this.messageEl);
+    this.#showEmpty();
+  }
+
+  #label() {
+    const camera = this.#camera;
+    return camera ? camera.name || camera.id : this.cameraId;
+  }
+
+  #showEmpty() {
+    this.element.dataset.phase = "empty";
+    this.element.setAttribute("aria-label", `Tile ${this.index + 1}: empty`);
+    this.nameEl.textContent = "";
+    this.stateEl.textContent = "";
+    this.messageText.textContent = "Empty";
+    this.messageDetail.textContent = "Choose a camera from the list";
+  }
+
+  /** Show `cameraId` here (null clears the tile). */
+  assign(cameraId, camera = null) {
+    if (cameraId === this.cameraId) return;
+    this.release();
+    this.cameraId = cameraId;
+    this.#camera = camera;
+    if (!cameraId) {
+      this.#showEmpty();
+      return;
+    }
+    this.nameEl.textContent = this.#label();
+    this.element.setAttribute("aria-label", `Tile ${this.index + 1}: ${this.#label()}`);
+    this.#player = new Player(this.video, cameraId, { camera, onStatus: (status) => this.#render(status) });
+  }
+
+  /** Fresh camera info from the list. */
+  update(camera) {
+    if (!camera || camera.id !== this.cameraId) return;
+    this.#camera = camera;
+    this.nameEl.textContent = this.#label();
+    if (this.#player) this.#player.cameraChanged(camera);
+  }
+
+  #render({ phase, text, detail }) {
+    this.element.dataset.phase = phase;
+    this.stateEl.textContent = text;
+    this.element.setAttribute("aria-label", `Tile ${this.index + 1}: ${this.#label()}, ${text}`);
+    if (phase === "live") {
+      this.messageText.textContent = "";
+      this.messageDetail.textContent = "";
+    } else if (phase === "offline") {
+      this.messageText.textContent = text;
+      this.messageDetail.textContent = detail;
+    } else if (phase === "unsupported") {
+      this.messageText.textContent = text;
+      this.messageDetail.textContent = "";
+    } else {
+      this.messageText.textContent = "Connecting…";
+      this.messageDetail.textContent = "";
+    }
+  }
+
+  /** Stop the player and free its session on the gateway. */
+  release() {
+    if (this.#player) this.#player.stop();
+    this.#player = null;
+    this.video.srcObject = null;
+    this.video.removeAttribute("src");
+  }
+
+  get transport() {
+    return this.#player ? this.#player.transport : null;
+  }
+}
