@@ -34,6 +34,7 @@ from gateway.db import Database
 from gateway.events import EventBus
 from gateway.live import hls, webrtc
 from gateway.plugins import Plugins
+from gateway.recording.service import recording_ctx
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ def build_app(
     app.cleanup_ctx.append(_events_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_cameras_ctx)
+    # after the cameras: on shutdown recorders store their last segment before cameras stop
+    app.cleanup_ctx.append(recording_ctx)
     app.cleanup_ctx.append(_plugins_ctx)
     session_api.setup(app)
     users_api.setup(app)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from gateway.config import CameraConfig, Config, IngestConfig
@@ -84,11 +84,16 @@ class Camera:
         """The newest keyframe of the main stream (for snapshots), if any."""
         return self.hub.latest_keyframe()
 
-    def open_reader(self, name: str, *, lossless: bool = False) -> HubReader:
-        """Open a reader on the camera's main stream. Raises if the camera has no picture."""
+    def open_reader(
+        self, name: str, *, lossless: bool = False, on_overflow: Callable[[HubReader], None] | None = None
+    ) -> HubReader:
+        """Open a reader on the camera's main stream. Raises if the camera has no picture.
+
+        ``on_overflow`` is called (on the loop) each time the reader falls behind and skips.
+        """
         if self.hub.info is None:
             raise CameraUnavailable(f"camera {self.id} has no picture yet ({self.status.state})")
-        return self.hub.open_reader(name, lossless=lossless)
+        return self.hub.open_reader(name, lossless=lossless, on_overflow=on_overflow)
 
 
 class CameraManager:

@@ -114,6 +114,57 @@ audit = sa.Table(
 )
 
 
+# -- recordings (migration 2) ---------------------------------------------------------
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("start", sa.Float, nullable=False),  # epoch seconds of the first sample
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("storage_key", sa.String(300), nullable=False),
+    sa.Column("backend", sa.String(64), nullable=False),
+    sa.Column("codec", sa.String(16), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("replicated_at", sa.Float),
+    sa.Index("ix_segments_camera_start", "camera", "start"),
+    sa.Index("ix_segments_start", "start"),
+)
+
+recording_gaps = sa.Table(
+    "recording_gaps",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("reason", sa.String(100), nullable=False),
+    sa.Index("ix_recording_gaps_camera_start", "camera", "start"),
+)
+
+evidence_holds = sa.Table(
+    "evidence_holds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False, index=True),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("placed_by", sa.String(64), nullable=False),
+    sa.Column("placed_at", sa.Float, nullable=False),
+    #: Where the hold came from, e.g. "export:12"; "manual" for holds placed by hand.
+    sa.Column("source", sa.String(64), nullable=False, server_default="manual"),
+    sa.Column("released_at", sa.Float),
+    sa.Column("released_by", sa.String(64)),
+)
+
+
 # --------------------------------------------------------------------------------------
 # migrations
 
@@ -124,9 +175,14 @@ def _v1_initial(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[users, sessions, grants, audit])
 
 
+def _v2_recordings(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[segments, recording_gaps, evidence_holds])
+
+
 #: (version, description, function). Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "users, sessions, grants, audit", _v1_initial),
+    (2, "recording segments, gaps, evidence holds", _v2_recordings),
 ]
 
 

@@ -1,0 +1,323 @@
+"""The segment catalogue: stored segments, recorded gaps and evidence holds.
+
+A segment row is inserted only after its bytes were durably stored, so every row names a
+complete, playable segment. Gaps are explicit rows with a reason ("camera offline",
+"gateway down", "recorder fell behind"); ``timeline`` also reports a gap between any two
+segments that do not touch, so a player never has to guess.
+
+Evidence holds keep segments that overlap them from retention until released. Placing
+and releasing a hold is audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.access.audit import AuditLog
+from gateway.db import Database, evidence_holds, recording_gaps, segments
+from gateway.errors import BadRequest, NotFound
+
+logger = logging.getLogger(__name__)
+
+#: Two segments closer than this are contiguous (timestamps are rounded to the frame).
+CONTIGUOUS = 0.25
+#: No segment is longer than this; bounds index range scans by start time.
+MAX_SEGMENT_SECONDS = 3600.0
+#: Reason of a gap between segments that no recorded gap row explains.
+UNEXPLAINED = "no recording"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    id: int
+    camera: str
+    start: float
+    end: float
+    duration: float
+    bytes: int
+    sha256: str
+    storage_key: str
+    backend: str
+    codec: str
+    width: int
+    height: int
+    created_at: float
+    replicated_at: float | None = None
+
+    kind = "segment"
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    camera: str
+    start: float
+    end: float
+    reason: str
+    #: The recorded gap row, or None for a gap found between segments.
+    id: int | None = None
+
+    kind = "gap"
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    id: int
+    camera: str
+    start: float
+    end: float
+    reason: str
+    placed_by: str
+    placed_at: float
+    source: str
+    released_at: float | None = None
+    released_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.released_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationLag:
+    pending: int  #: catalogued segments not yet on the replica
+    oldest_age: float  #: seconds since the oldest of them was catalogued (0 when none)
+
+
+def _segment(row: Any) -> Segment:
+    return Segment(**row._mapping)
+
+
+def _hold(row: Any) -> Hold:
+    return Hold(**row._mapping)
+
+
+def hold_overlaps(seg: sa.Table = segments) -> sa.ColumnElement[bool]:
+    """SQL: an active hold overlaps the segment row."""
+    return sa.exists().where(
+        evidence_holds.c.camera == seg.c.camera,
+        evidence_holds.c.released_at.is_(None),
+        evidence_holds.c.start < seg.c.end,
+        evidence_holds.c.end > seg.c.start,
+    )
+
+
+class Catalogue:
+    def __init__(self, db: Database, audit: AuditLog | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.audit = audit
+        self.clock = clock
+
+    # -- segments ----------------------------------------------------------------------
+    async def add_segment(
+        self,
+        *,
+        camera: str,
+        start: float,
+        end: float,
+        bytes: int,  # noqa: A002 - the column's name
+        sha256: str,
+        storage_key: str,
+        backend: str,
+        codec: str,
+        width: int,
+        height: int,
+    ) -> Segment:
+        values = dict(
+            camera=camera, start=start, end=end, duration=end - start, bytes=bytes, sha256=sha256,
+            storage_key=storage_key, backend=backend, codec=codec, width=width, height=height,
+            created_at=self.clock(), replicated_at=None,
+        )
+        async with self.db.begin() as conn:
+            result = await conn.execute(segments.insert().values(**values))
+        return Segment(id=result.inserted_primary_key[0], **values)
+
+    async def segment(self, camera: str, segment_id: int) -> Segment:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(
+                sa.select(segments).where(segments.c.id == segment_id, segments.c.camera == camera)
+            )).first()
+        if row is None:
+            raise NotFound(f"camera {camera}: no segment {segment_id}")
+        return _segment(row)
+
+    async def segments(self, camera: str, start: float, end: float) -> list[Segment]:
+        """Segments of ``camera`` overlapping ``[start, end)``, by start time."""
+        query = (
+            sa.select(segments)
+            .where(
+                segments.c.camera == camera,
+                segments.c.start >= start - MAX_SEGMENT_SECONDS,  # lets the (camera, start) index bound the scan
+                segments.c.start < end,
+                segments.c.end > start,
+            )
+            .order_by(segments.c.start)
+        )
+        async with self.db.connect() as conn:
+            return [_segment(r) for r in await conn.execute(query)]
+
+    async def last_end(self, camera: str) -> float | None:
+        async with self.db.connect() as conn:
+            return (await conn.execute(
+                sa.select(segments.c.end).where(segments.c.camera == camera).order_by(segments.c.start.desc()).limit(1)
+            )).scalar()
+
+    async def all_segments(self, camera: str | None = None) -> list[Segment]:
+        query = sa.select(segments).order_by(segments.c.camera, segments.c.start)
+        if camera is not None:
+            query = query.where(segments.c.camera == camera)
+        async with self.db.connect() as conn:
+            return [_segment(r) for r in await conn.execute(query)]
+
+    async def cameras(self) -> list[str]:
+        async with self.db.connect() as conn:
+            return list((await conn.execute(sa.select(segments.c.camera).distinct())).scalars())
+
+    async def remove_segments(self, ids: Sequence[int]) -> None:
+        if ids:
+            async with self.db.begin() as conn:
+                await conn.execute(segments.delete().where(segments.c.id.in_(list(ids))))
+
+    async def total_bytes(self) -> int:
+        async with self.db.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(segments.c.bytes), 0)))).scalar())
+
+    async def expired(self, camera: str, before: float, limit: int) -> list[Segment]:
+        """Segments of ``camera`` that ended before ``before`` and no active hold keeps."""
+        query = (
+            sa.select(segments)
+            .where(segments.c.camera == camera, segments.c.start < before, segments.c.end <= before, ~hold_overlaps())
+            .order_by(segments.c.start)
+            .limit(limit)
+        )
+        async with self.db.connect() as conn:
+            return [_segment(r) for r in await conn.execute(query)]
+
+    async def oldest_unheld(self, limit: int) -> list[Segment]:
+        """The oldest segments of any camera that no active hold keeps."""
+        query = sa.select(segments).where(~hold_overlaps()).order_by(segments.c.start).limit(limit)
+        async with self.db.connect() as conn:
+            return [_segment(r) for r in await conn.execute(query)]
+
+    # -- replication -------------------------------------------------------------------
+    async def unreplicated(self, limit: int) -> list[Segment]:
+        query = sa.select(segments).where(segments.c.replicated_at.is_(None)).order_by(segments.c.id).limit(limit)
+        async with self.db.connect() as conn:
+            return [_segment(r) for r in await conn.execute(query)]
+
+    async def mark_replicated(self, segment_id: int, at: float | None = None) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(segments.update().where(segments.c.id == segment_id).values(replicated_at=at or self.clock()))
+
+    async def replication_lag(self) -> ReplicationLag:
+        query = sa.select(sa.func.count(), sa.func.min(segments.c.created_at)).where(segments.c.replicated_at.is_(None))
+        async with self.db.connect() as conn:
+            count, oldest = (await conn.execute(query)).one()
+        return ReplicationLag(pending=count, oldest_age=max(0.0, self.clock() - oldest) if oldest is not None else 0.0)
+
+    # -- gaps --------------------------------------------------------------------------
+    async def add_gap(self, camera: str, start: float, end: float, reason: str) -> Gap:
+        async with self.db.begin() as conn:
+            result = await conn.execute(recording_gaps.insert().values(camera=camera, start=start, end=end, reason=reason))
+        logger.info("camera %s: recording gap of %.1fs (%s)", camera, end - start, reason)
+        return Gap(camera, start, end, reason, id=result.inserted_primary_key[0])
+
+    async def gaps(self, camera: str, start: float, end: float) -> list[Gap]:
+        query = (
+            sa.select(recording_gaps)
+            .where(recording_gaps.c.camera == camera, recording_gaps.c.start < end, recording_gaps.c.end > start)
+            .order_by(recording_gaps.c.start)
+        )
+        async with self.db.connect() as conn:
+            return [Gap(r.camera, r.start, r.end, r.reason, id=r.id) for r in await conn.execute(query)]
+
+    async def remove_gaps_before(self, camera: str, before: float) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(recording_gaps.delete().where(recording_gaps.c.camera == camera, recording_gaps.c.end < before))
+
+    async def timeline(self, camera: str, start: float, end: float) -> list[Segment | Gap]:
+        """Segments and gaps covering ``[start, end)`` in order; gaps are clipped to the range.
+
+        Between two segments that do not touch there is always a gap entry: the recorded
+        gap's reason where one overlaps it, else ``"no recording"``. Leading and trailing
+        stretches without segments are gaps too.
+        """
+        if end <= start:
+            raise BadRequest("the end of the range must be after its start")
+        segs = await self.segments(camera, start, end)
+        recorded = await self.gaps(camera, start, end)
+        out: list[Segment | Gap] = []
+        cursor = start
+
+        def hole(until: float) -> None:
+            if until - cursor <= CONTIGUOUS:
+                return
+            reason, best = UNEXPLAINED, 0.0
+            gap_id = None
+            for g in recorded:  # few rows: gaps are rare
+                overlap = min(g.end, until) - max(g.start, cursor)
+                if overlap > best:
+                    reason, best, gap_id = g.reason, overlap, g.id
+            out.append(Gap(camera, cursor, until, reason, id=gap_id))
+
+        for seg in segs:
+            hole(seg.start)
+            out.append(seg)
+            cursor = max(cursor, seg.end)
+        hole(end)
+        return out
+
+    # -- holds -------------------------------------------------------------------------
+    async def place_hold(
+        self, camera: str, start: float, end: float, reason: str, by: str, source: str = "manual"
+    ) -> Hold:
+        if end <= start:
+            raise BadRequest("a hold's end must be after its start")
+        if not reason.strip():
+            raise BadRequest("a hold needs a reason")
+        values = dict(camera=camera, start=start, end=end, reason=reason, placed_by=by, placed_at=self.clock(), source=source)
+        async with self.db.begin() as conn:
+            result = await conn.execute(evidence_holds.insert().values(**values))
+        hold = Hold(id=result.inserted_primary_key[0], **values)
+        if self.audit is not None:
+            await self.audit.record(
+                "hold.place", user=by, camera=camera, range_from=start, range_to=end,
+                detail={"hold": hold.id, "reason": reason, "source": source},
+            )
+        return hold
+
+    async def release_hold(self, hold_id: int, by: str) -> Hold:
+        now = self.clock()
+        async with self.db.begin() as conn:
+            row = (await conn.execute(sa.select(evidence_holds).where(evidence_holds.c.id == hold_id))).first()
+            if row is None:
+                raise NotFound(f"no evidence hold {hold_id}")
+            if row.released_at is None:
+                await conn.execute(
+                    evidence_holds.update().where(evidence_holds.c.id == hold_id).values(released_at=now, released_by=by)
+                )
+        hold = _hold(row)
+        if hold.released_at is not None:  # already released: nothing changes, nothing to audit
+            return hold
+        if self.audit is not None:
+            await self.audit.record(
+                "hold.release", user=by, camera=hold.camera, range_from=hold.start, range_to=hold.end,
+                detail={"hold": hold.id, "source": hold.source},
+            )
+        return Hold(**{**row._mapping, "released_at": now, "released_by": by})
+
+    async def active_holds(self, camera: str | None = None) -> list[Hold]:
+        query = sa.select(evidence_holds).where(evidence_holds.c.released_at.is_(None)).order_by(evidence_holds.c.id)
+        if camera is not None:
+            query = query.where(evidence_holds.c.camera == camera)
+        async with self.db.connect() as conn:
+            return [_hold(r) for r in await conn.execute(query)]

@@ -1,0 +1,342 @@
+"""The recorder: one per recorded camera, turning the hub's packets into stored segments.
+
+It is the hub's one *lossless* reader. Packets go through the LL-HLS ``Fragmenter``
+(``gateway.live.fmp4``): segments start on a keyframe and are cut on the first keyframe
+at least ``segment_seconds`` after their start, each made of about one-second
+``moof``+``mdat`` fragments. Every stored segment carries its own init (``ftyp``+``moov``),
+so it plays on its own.
+
+Two tasks per camera: the *reader* feeds the fragmenter and hands finished segments and
+gaps to a short queue; the *writer* joins and hashes each segment in a worker thread,
+stores it, and only then inserts its catalogue row. A crash at any moment therefore
+leaves only complete segments in the catalogue. When storage is slow the queue fills,
+the reader waits, the hub's deep lossless buffer fills, and at its end the hub skips the
+recorder ahead: an alarm (``recording.alarm``), an audit entry and a gap
+"recorder fell behind" say so.
+
+Gaps are explicit: the first segment after a start records the time since the camera's
+last catalogued segment ("gateway down"); a new stream epoch or a silence longer than
+``idle_flush`` closes the open segment and the next one records "camera offline".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gateway.access.audit import AuditLog
+from gateway.errors import CameraUnavailable, StreamClosed
+from gateway.events import EventBus
+from gateway.interfaces import StorageBackend
+from gateway.live.fmp4 import Fragmenter, InitSegment, Part
+from gateway.media.hub import HubReader
+from gateway.media.packet import CLOCK_RATE, MediaPacket
+from gateway.recording.index import CONTIGUOUS, Catalogue, Segment
+
+logger = logging.getLogger(__name__)
+
+#: Fragment (moof+mdat) length inside a segment.
+FRAGMENT_TICKS = CLOCK_RATE
+#: Finished segments waiting for storage before the reader waits too.
+WRITE_QUEUE = 4
+#: Attempts to store one segment before it is given up (and a gap recorded).
+WRITE_ATTEMPTS = 4
+WRITE_BACKOFF = 1.0
+#: Poll interval while the camera has no picture yet.
+WAIT_FOR_PICTURE = 0.5
+
+GATEWAY_DOWN = "gateway down"
+CAMERA_OFFLINE = "camera offline"
+FELL_BEHIND = "recorder fell behind"
+STORAGE_FAILED = "storage failed"
+
+
+class RecordedCamera(Protocol):
+    """What the recorder needs of a camera (``gateway.cameras.Camera``)."""
+
+    id: str
+
+    def open_reader(
+        self, name: str, *, lossless: bool = False, on_overflow: Callable[[HubReader], None] | None = None
+    ) -> HubReader: ...
+
+
+def segment_key(camera: str, start: float) -> str:
+    """``<camera>/<YYYY>/<MM>/<DD>/<camera>-<start epoch ms>.mp4`` (UTC date)."""
+    day = datetime.fromtimestamp(start, UTC)
+    return f"{camera}/{day:%Y/%m/%d}/{camera}-{round(start * 1000)}.mp4"
+
+
+def assemble(init: bytes, fragments: list[bytes]) -> tuple[bytes, str]:
+    """The segment's bytes and their SHA-256 (blocking: run in a worker thread)."""
+    data = b"".join([init, *fragments])
+    return data, hashlib.sha256(data).hexdigest()
+
+
+@dataclass(slots=True)
+class _Building:
+    init: InitSegment
+    start: float
+    fragments: list[bytes] = field(default_factory=list)
+    ticks: int = 0
+    gap_before: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    init: InitSegment
+    start: float
+    end: float
+    fragments: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class _GapItem:
+    start: float
+    end: float
+    reason: str
+
+
+@dataclass(slots=True)
+class RecorderStats:
+    segments: int = 0
+    bytes: int = 0
+    gaps: int = 0
+    overflows: int = 0
+    write_failures: int = 0
+    last_segment_end: float | None = None
+
+
+class Recorder:
+    """Records one camera while entered as an async context manager."""
+
+    def __init__(
+        self,
+        camera: RecordedCamera,
+        storage: StorageBackend,
+        catalogue: Catalogue,
+        *,
+        segment_seconds: float = 60.0,
+        events: EventBus | None = None,
+        audit: AuditLog | None = None,
+        on_stored: Callable[[Segment], Any] | None = None,
+        idle_flush: float = 5.0,
+    ) -> None:
+        self.camera = camera
+        self.storage = storage
+        self.catalogue = catalogue
+        self.segment_seconds = segment_seconds
+        self.events = events
+        self.audit = audit
+        self.on_stored = on_stored
+        self.idle_flush = idle_flush
+        self.stats = RecorderStats()
+        self._queue: asyncio.Queue[_Finished | _GapItem | None] = asyncio.Queue(WRITE_QUEUE)
+        self._reader: HubReader | None = None
+        self._stopping = False
+        self._overflowed = False
+        self._reader_task: asyncio.Task[None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._building: _Building | None = None
+        #: End of the last segment handed to the writer (this run), or the catalogue's.
+        self._last_end: float | None = None
+        self._first = True
+        self._pending_reason: str | None = None
+        self._drained: list[MediaPacket] = []
+
+    @property
+    def camera_id(self) -> str:
+        return self.camera.id
+
+    async def __aenter__(self) -> Recorder:
+        self._last_end = await self.catalogue.last_end(self.camera_id)
+        self._writer_task = asyncio.create_task(self._write_forever(), name=f"recorder-write-{self.camera_id}")
+        self._reader_task = asyncio.create_task(self._read_forever(), name=f"recorder-read-{self.camera_id}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Close the open segment, store everything pending, then stop. Idempotent."""
+        self._stopping = True
+        if self._reader is not None:
+            # Keep what the hub already queued for us; closing the reader would drop it.
+            while (packet := self._reader.get_nowait()) is not None:
+                self._drained.append(packet)
+            self._reader.close()
+        if self._reader_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+            self._reader_task = None
+        if self._writer_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- reading -----------------------------------------------------------------------
+    async def _open_reader(self) -> HubReader | None:
+        while not self._stopping:
+            try:
+                return self.camera.open_reader("recorder", lossless=True, on_overflow=self._on_overflow)
+            except CameraUnavailable:
+                await asyncio.sleep(WAIT_FOR_PICTURE)
+            except StreamClosed:
+                return None
+        return None
+
+    async def _read_forever(self) -> None:
+        fragmenter = Fragmenter(round(self.segment_seconds * CLOCK_RATE), FRAGMENT_TICKS, relative_segments=True)
+        try:
+            self._reader = reader = await self._open_reader()
+            if reader is None:
+                return
+            if self._stopping:
+                reader.close()
+            logger.info("camera %s: recording (%.0fs segments)", self.camera_id, self.segment_seconds)
+            while True:
+                try:
+                    packet = await asyncio.wait_for(reader.recv(), self.idle_flush)
+                except TimeoutError:
+                    if self._building is not None:
+                        logger.info("camera %s: no packets for %.0fs; closing the segment", self.camera_id, self.idle_flush)
+                        await self._take(fragmenter.flush())
+                        self._pending_reason = self._pending_reason or CAMERA_OFFLINE
+                    continue
+                except StreamClosed:
+                    for packet in self._drained:
+                        await self._take(fragmenter.push(packet))
+                    self._drained.clear()
+                    break
+                if self._overflowed:
+                    self._overflowed = False
+                    await self._take(fragmenter.flush())
+                    self._pending_reason = FELL_BEHIND
+                elif packet.discontinuity and self._building is not None:
+                    self._pending_reason = self._pending_reason or CAMERA_OFFLINE
+                await self._take(fragmenter.push(packet))
+            await self._take(fragmenter.flush())
+        except Exception:
+            logger.exception("camera %s: recorder failed", self.camera_id)
+            raise
+        finally:
+            if self._reader is not None:
+                self._reader.close()
+            await self._queue.put(None)
+
+    async def _take(self, parts: list[Part]) -> None:
+        for part in parts:
+            building = self._building
+            if part.index == 0 or building is None:
+                if building is not None:  # an unfinished segment: never happens with final parts
+                    await self._finish(building)
+                building = self._building = _Building(init=part.init, start=part.start_time)
+                await self._gap_before(part)
+            building.fragments.append(part.data)
+            building.ticks += part.duration
+            if part.final:
+                await self._finish(building)
+
+    async def _gap_before(self, part: Part) -> None:
+        start = part.start_time
+        reason = None
+        if self._first:
+            reason = GATEWAY_DOWN
+            self._first = False
+        elif part.discontinuity:
+            reason = self._pending_reason or CAMERA_OFFLINE
+        self._pending_reason = None
+        if reason is not None and self._last_end is not None and start - self._last_end > CONTIGUOUS:
+            await self._queue.put(_GapItem(self._last_end, start, reason))
+
+    async def _finish(self, building: _Building) -> None:
+        self._building = None
+        end = building.start + building.ticks / CLOCK_RATE
+        self._last_end = end
+        await self._queue.put(_Finished(building.init, building.start, end, building.fragments))
+
+    def _on_overflow(self, reader: HubReader) -> None:
+        """Called by the hub, on the loop, when even the deep buffer overflowed."""
+        self._overflowed = True
+        self.stats.overflows += 1
+        logger.error("camera %s: the recorder fell behind; packets were lost", self.camera_id)
+        if self.events is not None:
+            self.events.emit("recording.alarm", camera=self.camera_id, reason=FELL_BEHIND, skipped=reader.skipped)
+        self._background(self._audit("recording.alarm", outcome="failed", detail={"reason": FELL_BEHIND}))
+
+    # -- writing -----------------------------------------------------------------------
+    async def _write_forever(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            try:
+                if isinstance(item, _GapItem):
+                    await self.catalogue.add_gap(self.camera_id, item.start, item.end, item.reason)
+                    self.stats.gaps += 1
+                else:
+                    await self._store(item)
+            except Exception:
+                logger.exception("camera %s: could not catalogue %s", self.camera_id, type(item).__name__)
+
+    async def _store(self, item: _Finished) -> None:
+        data, sha = await asyncio.to_thread(assemble, item.init.data, item.fragments)
+        key = segment_key(self.camera_id, item.start)
+        delay = WRITE_BACKOFF
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                await self.storage.write_segment(key, data)
+                break
+            except Exception as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    await self._storage_failed(item, key, exc)
+                    return
+                logger.warning("camera %s: storing %s failed (%s); retrying in %.0fs", self.camera_id, key, exc, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        info = item.init.info
+        segment = await self.catalogue.add_segment(
+            camera=self.camera_id, start=item.start, end=item.end, bytes=len(data), sha256=sha,
+            storage_key=key, backend=self.storage.id(), codec=info.codec, width=info.width, height=info.height,
+        )
+        self.stats.segments += 1
+        self.stats.bytes += len(data)
+        self.stats.last_segment_end = item.end
+        logger.debug("camera %s: stored %s (%.1fs, %d bytes)", self.camera_id, key, segment.duration, len(data))
+        if self.on_stored is not None:
+            self.on_stored(segment)
+
+    async def _storage_failed(self, item: _Finished, key: str, exc: Exception) -> None:
+        self.stats.write_failures += 1
+        logger.error("camera %s: giving up on segment %s: %s", self.camera_id, key, exc)
+        if self.events is not None:
+            self.events.emit("recording.alarm", camera=self.camera_id, reason=STORAGE_FAILED, error=str(exc))
+        await self._audit(
+            "recording.alarm", outcome="failed", range_from=item.start, range_to=item.end,
+            detail={"reason": STORAGE_FAILED, "error": str(exc)},
+        )
+        await self.catalogue.add_gap(self.camera_id, item.start, item.end, STORAGE_FAILED)
+        self.stats.gaps += 1
+
+    async def _audit(self, action: str, **fields: Any) -> None:
+        if self.audit is None:
+            return
+        try:
+            await self.audit.record(action, camera=self.camera_id, **fields)
+        except Exception:
+            logger.exception("camera %s: could not audit %s", self.camera_id, action)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+

@@ -1,0 +1,235 @@
+"""The recording service: storage backends, one recorder per recorded camera, retention
+and replication, owned as one async context manager.
+
+Playback routes stay thin: ``timeline``, ``segment`` and ``segment_stream`` are all they
+need; evidence exports use ``place_hold``/``release_hold``. ``recording_ctx`` is the
+aiohttp cleanup context that puts the service on the app under ``RECORDING``; it must be
+entered after the cameras' context, so recorders stop (and store their last segment)
+before the cameras do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from gateway.access.audit import AuditLog
+from gateway.appkeys import AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, PLUGINS, RECORDING
+from gateway.cameras import CameraManager
+from gateway.config import Config
+from gateway.db import Database
+from gateway.errors import ConfigError, NotFound
+from gateway.events import EventBus
+from gateway.interfaces import StorageBackend, StorageUsage
+from gateway.plugins import Plugins
+from gateway.recording.index import Catalogue, Gap, Hold, ReplicationLag, Segment
+from gateway.recording.recorder import Recorder, RecorderStats
+from gateway.recording.retention import GB, RetentionSweeper, SweepReport
+
+logger = logging.getLogger(__name__)
+
+REPLICATE_BATCH = 50
+REPLICATE_BACKOFF_MAX = 30.0
+DEFAULT_RETENTION_DAYS = 45
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStatus:
+    cameras: dict[str, RecorderStats]
+    usage: StorageUsage | None
+    replication: ReplicationLag | None
+
+
+def make_backend(plugins: Plugins, backend_id: str, options: Any, data_dir: str, what: str) -> StorageBackend:
+    backends = plugins.storage_backends()
+    cls = backends.get(backend_id)
+    if cls is None:
+        known = ", ".join(sorted(backends)) or "none installed"
+        raise ConfigError("gateway.toml", what, f"unknown storage backend {backend_id!r} (known: {known})")
+    if not isinstance(options, msgspec.Struct):  # config loaded without the registry
+        options = msgspec.convert(options or {}, type=cls.Options, str_keys=True)
+    return cls(options, data_dir=data_dir)
+
+
+class RecordingService:
+    def __init__(
+        self,
+        config: Config,
+        plugins: Plugins,
+        db: Database,
+        audit: AuditLog,
+        events: EventBus,
+        cameras: CameraManager,
+        *,
+        clock: Callable[[], float] = time.time,
+        idle_flush: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.events = events
+        self.audit = audit
+        self.cameras = cameras
+        self.clock = clock
+        self.catalogue = Catalogue(db, audit, clock=clock)
+        data_dir = str(config.data_dir)
+        rec = config.recording
+        self.storage = make_backend(plugins, config.storage.backend, config.storage.options, data_dir, "storage.backend")
+        self.replica: StorageBackend | None = None
+        if rec.replicate_to is not None:
+            self.replica = make_backend(
+                plugins, rec.replicate_to.backend, rec.replicate_to.options, data_dir, "recording.replicate-to.backend"
+            )
+        self.sweeper = RetentionSweeper(
+            self.catalogue,
+            [s for s in (self.storage, self.replica) if s is not None],
+            retention_days=self._retention_days,
+            size_cap_bytes=int(rec.size_cap_gb * GB),
+            free_space_min_bytes=int(rec.free_space_min_gb * GB),
+            audit=audit,
+            events=events,
+            clock=clock,
+        )
+        self._idle_flush = idle_flush
+        self.recorders: dict[str, Recorder] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._replicate_wake = asyncio.Event()
+
+    def _retention_days(self, camera: str) -> float:
+        cfg = self.config.camera(camera)
+        return cfg.retention_days if cfg is not None else DEFAULT_RETENTION_DAYS
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def __aenter__(self) -> RecordingService:
+        try:
+            await self._stack.enter_async_context(self.storage)
+            if self.replica is not None:
+                await self._stack.enter_async_context(self.replica)
+            for camera in self.cameras:
+                if not camera.config.record:
+                    continue
+                recorder = Recorder(
+                    camera, self.storage, self.catalogue,
+                    segment_seconds=self.config.recording.segment_seconds,
+                    events=self.events, audit=self.audit, on_stored=self._on_stored, idle_flush=self._idle_flush,
+                )
+                await self._stack.enter_async_context(recorder)
+                self.recorders[camera.id] = recorder
+            self._tasks.append(asyncio.create_task(self.sweeper.run_forever(self.config.recording.sweep_interval), name="retention"))
+            if self.replica is not None:
+                self._tasks.append(asyncio.create_task(self._replicate_forever(), name="replication"))
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        logger.info("recording: %d cameras to %s", len(self.recorders), self.storage.id())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self._stack.aclose()  # recorders first (they store their last segment), then backends
+        self.recorders.clear()
+
+    # -- what playback needs -----------------------------------------------------------
+    async def timeline(self, camera: str, start: float, end: float) -> list[Segment | Gap]:
+        return await self.catalogue.timeline(camera, start, end)
+
+    async def segment(self, camera: str, segment_id: int) -> Segment:
+        return await self.catalogue.segment(camera, segment_id)
+
+    async def segment_stream(self, segment: Segment, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of a stored segment; falls back to the replica."""
+        backends = [b for b in (self.storage, self.replica) if b is not None]
+        backends.sort(key=lambda b: b.id() != segment.backend)
+        for i, backend in enumerate(backends):
+            try:
+                async for chunk in backend.open_segment(segment.storage_key, start, end):
+                    yield chunk
+                return
+            except NotFound:
+                if i == len(backends) - 1:
+                    raise
+
+    # -- holds ---------------------------------------------------------------------------
+    async def place_hold(self, camera: str, start: float, end: float, reason: str, by: str, source: str = "manual") -> Hold:
+        return await self.catalogue.place_hold(camera, start, end, reason, by, source)
+
+    async def release_hold(self, hold_id: int, by: str) -> Hold:
+        return await self.catalogue.release_hold(hold_id, by)
+
+    async def active_holds(self, camera: str | None = None) -> list[Hold]:
+        return await self.catalogue.active_holds(camera)
+
+    # -- operations ----------------------------------------------------------------------
+    async def sweep(self, now: float | None = None) -> SweepReport:
+        return await self.sweeper.sweep(now)
+
+    async def replication_lag(self) -> ReplicationLag | None:
+        return await self.catalogue.replication_lag() if self.replica is not None else None
+
+    async def status(self) -> RecordingStatus:
+        try:
+            usage = await self.storage.usage()
+        except Exception:
+            logger.exception("recording: storage usage unavailable")
+            usage = None
+        return RecordingStatus(
+            cameras={cid: r.stats for cid, r in self.recorders.items()},
+            usage=usage,
+            replication=await self.replication_lag(),
+        )
+
+    # -- replication ---------------------------------------------------------------------
+    def _on_stored(self, segment: Segment) -> None:
+        self._replicate_wake.set()
+
+    async def replicate_pending(self) -> int:
+        """Copy unreplicated segments to the replica, oldest first; returns how many."""
+        assert self.replica is not None
+        copied = 0
+        while batch := await self.catalogue.unreplicated(REPLICATE_BATCH):
+            for seg in batch:
+                try:
+                    data = b"".join([c async for c in self.storage.open_segment(seg.storage_key)])
+                except NotFound:  # deleted by retention meanwhile
+                    logger.warning("replication: %s is gone from %s; skipping", seg.storage_key, self.storage.id())
+                    await self.catalogue.mark_replicated(seg.id)
+                    continue
+                await self.replica.write_segment(seg.storage_key, data)
+                await self.catalogue.mark_replicated(seg.id)
+                copied += 1
+        return copied
+
+    async def _replicate_forever(self) -> None:
+        delay = 1.0
+        self._replicate_wake.set()
+        while True:
+            await self._replicate_wake.wait()
+            self._replicate_wake.clear()
+            try:
+                await self.replicate_pending()
+                delay = 1.0
+            except Exception as exc:
+                lag = await self.catalogue.replication_lag()
+                logger.warning("replication: %s; %d segments behind, retrying in %.0fs", exc, lag.pending, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REPLICATE_BACKOFF_MAX)
+                self._replicate_wake.set()
+
+
+async def recording_ctx(app: Any) -> AsyncIterator[None]:
+    """aiohttp cleanup context: ``app.cleanup_ctx.append(recording_ctx)`` after the cameras'."""
+    service = RecordingService(app[CONFIG], app[PLUGINS], app[DATABASE], app[AUDIT], app[EVENTS], app[CAMERAS])
+    async with service:
+        app[RECORDING] = service
+        yield
