@@ -133,6 +133,8 @@ segments = sa.Table(
     sa.Column("height", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("replicated_at", sa.Float),
+    #: Size of the segment's init section (ftyp+moov): HLS playback maps it by byte range.
+    sa.Column("init_bytes", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_segments_camera_start", "camera", "start"),
     sa.Index("ix_segments_start", "start"),
 )

@@ -52,3 +52,12 @@ def test_length_prefixed_roundtrip_and_avcc_extradata():
     pps = next(n for n in nals if h26x.nal_type("h264", n) == 8)
     avcc = bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1]) + len(sps).to_bytes(2, "big") + sps + b"\x01" + len(pps).to_bytes(2, "big") + pps
     assert h26x.parameter_sets_from_extradata("h264", avcc) == h26x.START_CODE + sps + h26x.START_CODE + pps
+
+
+def test_has_picture_tells_frames_from_bare_delimiters():
+    units = encode_frames(2)
+    assert h26x.has_picture("h264", units[0]) and h26x.has_picture("h264", units[1])
+    assert not h26x.has_picture("h264", b"\x00\x00\x00\x01\x09\x30")  # AUD only
+    hevc = encode_frames(1, codec="libx265")
+    assert h26x.has_picture("hevc", hevc[0])
+    assert not h26x.has_picture("hevc", b"\x00\x00\x00\x01\x46\x01\x50")  # AUD only

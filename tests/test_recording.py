@@ -98,7 +98,11 @@ def ffprobe(data: bytes, tmp: Path) -> dict[str, Any]:
     assert out.returncode == 0 and not out.stderr.strip(), f"ffprobe: {out.stderr}"
     info = json.loads(out.stdout)
     path.unlink()
-    return {"duration": float(info["format"]["duration"]), **info["streams"][0]}
+    fmt = info["format"]
+    # Media time is the wall clock (epoch x 90 kHz), so the stream starts where the
+    # segment starts in real time; ffprobe reports the end time as "duration".
+    start = float(fmt["start_time"])
+    return {"duration": float(fmt["duration"]) - start, "start_time": start, **info["streams"][0]}
 
 
 async def check_segments_play(segs: list[Segment], read: Callable[[Segment], Any], tmp: Path) -> None:
@@ -109,6 +113,7 @@ async def check_segments_play(segs: list[Segment], read: Callable[[Segment], Any
         probe = await asyncio.to_thread(ffprobe, data, tmp)
         assert probe["codec_name"] == "h264" and (probe["width"], probe["height"]) == (320, 240)
         assert abs(probe["duration"] - seg.duration) < 0.1, (probe, seg)
+        assert abs(probe["start_time"] - seg.start) < 0.05, (probe, seg)
         # every stored picture decodes (the demo camera may skip frames on a loaded machine,
         # so the count is compared with what was stored, not with 25 fps)
         assert int(probe["nb_read_frames"]) == int(probe["nb_read_packets"]) > 0, probe

@@ -352,13 +352,16 @@ class Fragmenter:
     start; a part ends before it would exceed ``part_ticks``.
     """
 
-    def __init__(self, segment_ticks: int, part_ticks: int, *, first_msn: int = 0, relative_segments: bool = False) -> None:
+    def __init__(self, segment_ticks: int, part_ticks: int, *, first_msn: int = 0, wallclock_timeline: bool = False) -> None:
         self.segment_ticks = segment_ticks
         self.part_ticks = part_ticks
-        #: Media time of each segment starts at 0 (``tfdt`` relative to the segment's first
-        #: sample), so a stored segment is a file of its own (the recorder); else the
-        #: stream's timeline runs on across segments (live HLS).
-        self.relative_segments = relative_segments
+        #: Media time is the wall clock (``tfdt`` = epoch seconds x 90 kHz, anchored at the
+        #: first keyframe and carried on by the stream's own clock): recordings from any
+        #: run of the gateway line up on one increasing timeline, gaps included, so a
+        #: player or an export can join stored segments without rewriting timestamps.
+        #: Otherwise the hub's timeline (live HLS).
+        self.wallclock_timeline = wallclock_timeline
+        self._offset: int | None = None if wallclock_timeline else 0
         self.next_msn = first_msn
         self.init: InitSegment | None = None
         self._info: StreamInfo | None = None
@@ -418,6 +421,8 @@ class Fragmenter:
             self.init = InitSegment(self._inits, init_segment(packet.info), packet.info, codec_string(packet.info))
             self._inits += 1
         self._anchor = (packet.dts, packet.wallclock)
+        if self._offset is None:
+            self._offset = round(packet.wallclock * CLOCK_RATE) - packet.dts
         self._start(packet, discontinuity=self._gap)
         self._gap = False
         self._held = (packet, data)
@@ -460,7 +465,7 @@ class Fragmenter:
             Part(
                 msn=seg.msn,
                 index=seg.parts,
-                data=fragment(self._sequence, seg.part_dts - (seg.start_dts if self.relative_segments else 0), seg.samples),
+                data=fragment(self._sequence, seg.part_dts + (self._offset or 0), seg.samples),
                 duration=seg.part_ticks,
                 independent=seg.samples[0].keyframe,
                 final=final,

@@ -72,6 +72,15 @@ def is_keyframe_nal(codec: str, kind: int) -> bool:
     return kind == H264_IDR
 
 
+def has_picture(codec: str, data: bytes) -> bool:
+    """Does the access unit carry a coded picture (a VCL NAL), not just AUD/SEI/parameters?"""
+    for nal in iter_nals(data):
+        kind = nal_type(codec, nal)
+        if (codec == "hevc" and 0 <= kind <= 31) or (codec != "hevc" and 1 <= kind <= 5):
+            return True
+    return False
+
+
 def is_annexb(data: bytes) -> bool:
     return data.startswith(b"\x00\x00\x01") or data.startswith(b"\x00\x00\x00\x01")
 

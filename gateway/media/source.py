@@ -21,7 +21,7 @@ from fractions import Fraction
 import av
 
 from gateway.config import IngestConfig
-from gateway.media.h26x import ParameterSetKeeper, is_annexb, length_prefixed_to_annexb, parameter_sets_from_extradata
+from gateway.media.h26x import ParameterSetKeeper, has_picture, is_annexb, length_prefixed_to_annexb, parameter_sets_from_extradata
 from gateway.media.hub import StreamHub
 from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
 from gateway.media.timestamps import TimestampSanitizer
@@ -103,6 +103,8 @@ class _Connection:
         def emit(data: bytes, raw: int | None, key: bool) -> None:
             nonlocal info, first
             data, key = keeper.process(data)
+            if not has_picture(codec, data):
+                return  # a lone delimiter or SEI (seen around reconnects): no frame for anyone
             if info is None:
                 if not key:
                     return  # nothing is decodable before the first keyframe

@@ -49,6 +49,7 @@ class Segment:
     height: int
     created_at: float
     replicated_at: float | None = None
+    init_bytes: int = 0
 
     kind = "segment"
 
@@ -131,11 +132,12 @@ class Catalogue:
         codec: str,
         width: int,
         height: int,
+        init_bytes: int = 0,
     ) -> Segment:
         values = dict(
             camera=camera, start=start, end=end, duration=end - start, bytes=bytes, sha256=sha256,
             storage_key=storage_key, backend=backend, codec=codec, width=width, height=height,
-            created_at=self.clock(), replicated_at=None,
+            created_at=self.clock(), replicated_at=None, init_bytes=init_bytes,
         )
         async with self.db.begin() as conn:
             result = await conn.execute(segments.insert().values(**values))

@@ -195,7 +195,7 @@ class Recorder:
         return None
 
     async def _read_forever(self) -> None:
-        fragmenter = Fragmenter(round(self.segment_seconds * CLOCK_RATE), FRAGMENT_TICKS, relative_segments=True)
+        fragmenter = Fragmenter(round(self.segment_seconds * CLOCK_RATE), FRAGMENT_TICKS, wallclock_timeline=True)
         try:
             self._reader = reader = await self._open_reader()
             if reader is None:
@@ -307,6 +307,7 @@ class Recorder:
         segment = await self.catalogue.add_segment(
             camera=self.camera_id, start=item.start, end=item.end, bytes=len(data), sha256=sha,
             storage_key=key, backend=self.storage.id(), codec=info.codec, width=info.width, height=info.height,
+            init_bytes=len(item.init.data),
         )
         self.stats.segments += 1
         self.stats.bytes += len(data)

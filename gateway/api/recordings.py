@@ -1,0 +1,134 @@
+"""Recorded video: timeline, HLS VOD playback by time range, segments with range requests.
+
+Everything here needs ``playback.view`` on the camera; the playlist request is the
+moment a user looks at a time range, so it is the one audited with that range.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from aiohttp import web
+
+from gateway.access.guard import principal, requires
+from gateway.access.middleware import client_address
+from gateway.api import json_response
+from gateway.api.audit import parse_time
+from gateway.appkeys import ACCESS, CAMERAS, RECORDING
+from gateway.errors import BadRequest, GatewayError
+from gateway.recording.index import Segment
+from gateway.recording.playback import vod_playlist
+
+#: The widest range one request may ask for: longer than any retention anyone keeps.
+MAX_RANGE = 400 * 86400
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class RangeNotSatisfiable(GatewayError):
+    status = 416
+
+
+def time_range(request: web.Request, *, default_span: float | None = None) -> tuple[float, float]:
+    q = request.query
+    now = time.time()
+    end = parse_time("to", q.get("to"))
+    start = parse_time("from", q.get("from"))
+    if start is None:
+        if default_span is None:
+            raise BadRequest("from is required (epoch seconds or ISO 8601)")
+        start = (end or now) - default_span
+    if end is None:
+        end = now
+    if end <= start:
+        raise BadRequest("'to' must be after 'from'")
+    if end - start > MAX_RANGE:
+        raise BadRequest(f"a range may span at most {MAX_RANGE // 86400} days")
+    if start > now + 60:
+        raise BadRequest("'from' is in the future")
+    return start, end
+
+
+def _camera(request: web.Request) -> str:
+    return request.app[CAMERAS].get(request.match_info["camera_id"]).id
+
+
+@requires("playback.view")
+async def timeline(request: web.Request) -> web.Response:
+    camera = _camera(request)
+    start, end = time_range(request, default_span=86400)
+    items = await request.app[RECORDING].timeline(camera, start, end)
+    return json_response(
+        {
+            "camera": camera,
+            "from": start,
+            "to": end,
+            "items": [
+                {"kind": "segment", "id": i.id, "start": i.start, "end": i.end, "duration": round(i.duration, 3), "bytes": i.bytes}
+                if isinstance(i, Segment)
+                else {"kind": "gap", "start": i.start, "end": i.end, "reason": i.reason}
+                for i in items
+            ],
+        }
+    )
+
+
+@requires("playback.view")
+async def playlist(request: web.Request) -> web.Response:
+    camera = _camera(request)
+    start, end = time_range(request)
+    seek = parse_time("start", request.query.get("start"))
+    if seek is not None and not start <= seek < end:
+        raise BadRequest("'start' must lie within the range")
+    items = await request.app[RECORDING].timeline(camera, start, end)
+    who = principal(request)
+    await request.app[ACCESS].audit.record(
+        "playback.view", user=who.username, client=client_address(request), camera=camera, range_from=start, range_to=end,
+        purpose=request.query.get("purpose") or None,
+    )
+    body = vod_playlist(items, f"/api/cameras/{camera}/recordings/segments/{{id}}.mp4", start_at=seek)
+    return web.Response(text=body, content_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-store"})
+
+
+@requires("playback.view")
+async def segment(request: web.Request) -> web.StreamResponse:
+    camera = _camera(request)
+    try:
+        segment_id = int(request.match_info["segment_id"])
+    except ValueError:
+        raise BadRequest("segment id must be a number") from None
+    service = request.app[RECORDING]
+    seg = await service.segment(camera, segment_id)
+    start, end, partial = 0, seg.bytes, False
+    header = request.headers.get("Range")
+    if header:
+        m = _RANGE.match(header.strip())
+        if not m or (m.group(1) == "" and m.group(2) == ""):
+            raise BadRequest(f"unsupported Range header {header!r} (one range in bytes)")
+        if m.group(1) == "":  # the last N bytes
+            start = max(0, seg.bytes - int(m.group(2)))
+        else:
+            start = int(m.group(1))
+            end = min(seg.bytes, int(m.group(2)) + 1) if m.group(2) else seg.bytes
+        if start >= seg.bytes or start >= end:
+            raise RangeNotSatisfiable(f"range {header} is outside the segment's {seg.bytes} bytes")
+        partial = True
+    resp = web.StreamResponse(status=206 if partial else 200)
+    resp.content_type = "video/mp4"
+    resp.content_length = end - start
+    resp.headers["Accept-Ranges"] = "bytes"
+    resp.headers["Cache-Control"] = "private, max-age=3600"
+    if partial:
+        resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{seg.bytes}"
+    await resp.prepare(request)
+    async for chunk in service.segment_stream(seg, start, end):
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+def setup(app: web.Application) -> None:
+    base = "/api/cameras/{camera_id}/recordings"
+    app.router.add_get(base, timeline, name="recordings")
+    app.router.add_get(base + "/playlist.m3u8", playlist, name="recordings-playlist")
+    app.router.add_get(base + "/segments/{segment_id}.mp4", segment, name="recordings-segment")
