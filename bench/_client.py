@@ -1,0 +1,258 @@
+"""Client side of the live benchmarks: processes, CPU from /proc, sign-in, WHEP viewers.
+
+Everything here talks to a gateway running as its own process, the way an outside client
+would: HTTP on loopback, aiortc peers, no imports from the gateway's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+SDP_TYPE = "application/sdp"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- processes and CPU -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    fields = data[data.rindex(")") + 2 :].split()  # the command name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
+
+
+class CpuMeter:
+    """Percent of one core a process used between ``start()`` and ``stop()``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._cpu = 0.0
+        self._wall = 0.0
+
+    def start(self) -> None:
+        self._cpu, self._wall = process_cpu_seconds(self.pid), time.monotonic()
+
+    def stop(self) -> float:
+        cpu, wall = process_cpu_seconds(self.pid) - self._cpu, time.monotonic() - self._wall
+        return 100 * cpu / wall
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 8.0) -> None:
+    """SIGTERM, then SIGKILL if it does not exit in time."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
+def percentile(values: list[float], p: float) -> float:
+    return float(np.percentile(values, p)) if values else float("nan")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# -- sign-in -----------------------------------------------------------------------------
+
+PASSWORD_LINE = re.compile(r"one-time password for (\S+): (\S+)")
+
+
+def create_user(config_dir: Path, username: str, role: str = "operator") -> str | None:
+    """Run ``citygate users add``; the one-time password, or None when the command does not exist yet."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "users", "add", username, "--role", role, "--all-areas", "--config", str(config_dir)],
+        capture_output=True, text=True, timeout=60,
+    )
+    if proc.returncode != 0:
+        if "invalid choice" in proc.stderr:  # no `users` command in this build: no access control yet
+            return None
+        raise RuntimeError(f"`citygate users add` failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    match = PASSWORD_LINE.search(proc.stdout)
+    if match is None:
+        raise RuntimeError(f"`citygate users add` printed no one-time password: {proc.stdout!r}")
+    return match.group(2)
+
+
+async def sign_in(base_url: str, username: str, one_time_password: str) -> str | None:
+    """Sign in, change the one-time password, and return an API token (None: the gateway has no sign-in)."""
+    # unsafe=True: aiohttp keeps no cookies from a bare IP address (127.0.0.1) otherwise.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        login = {"username": username, "password": one_time_password}
+        async with http.post(f"{base_url}/api/session", json=login) as resp:
+            if resp.status == 404:
+                return None
+            body = await resp.json()
+            if resp.status != 201:
+                raise RuntimeError(f"sign-in failed: {resp.status} {body}")
+        password = one_time_password
+        if body.get("must_change_password"):
+            password = "Lv-" + secrets.token_urlsafe(18)  # must not contain the username
+            change = {"old_password": one_time_password, "new_password": password}
+            async with http.post(
+                f"{base_url}/api/session/password", json=change, headers={"X-CSRF-Token": body["csrf_token"]}
+            ) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"password change failed: {resp.status} {await resp.text()}")
+        token_login = {"username": username, "password": password, "kind": "token", "name": "bench/live.py"}
+        async with http.post(f"{base_url}/api/session", json=token_login) as resp:
+            body = await resp.json()
+            if resp.status != 201:
+                raise RuntimeError(f"token sign-in failed: {resp.status} {body}")
+            return body["token"]
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def wait_camera_online(http: aiohttp.ClientSession, base_url: str, camera_id: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        async with http.get(f"{base_url}/api/cameras/{camera_id}") as resp:
+            if resp.status == 200:
+                last = await resp.json()
+                if last.get("state") == "online" and last.get("codec"):
+                    return
+            else:
+                last = f"{resp.status} {await resp.text()}"
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"camera {camera_id} not online within {timeout:.0f}s: {last}")
+
+
+# -- WHEP viewers ------------------------------------------------------------------------
+
+
+@dataclass
+class Viewer:
+    pc: RTCPeerConnection
+    location: str
+    posted_at: float  #: time.monotonic() just before the offer was POSTed
+
+    @property
+    def track(self):  # -> RemoteStreamTrack
+        return self.pc.getTransceivers()[0].receiver.track
+
+
+#: The viewers' UDP receive buffer. Linux's default (208 KiB) holds well under a second of
+#: a 2 Mbit/s stream; an event loop that stalls longer (several peers in one process on a
+#: busy machine) then loses packets in the kernel, and aiortc has no big buffer of its own
+#: the way browsers do. Capped by net.core.rmem_max.
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def enlarge_receive_buffers(pc: RTCPeerConnection, size: int = RECEIVE_BUFFER) -> None:
+    """Set SO_RCVBUF on the ICE sockets aiortc gathered (after setLocalDescription)."""
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection  # aioice.Connection
+        for protocol in connection._protocols:
+            sock = protocol.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def udp_receive_errors() -> int:
+    """Datagrams the kernel dropped, machine-wide, because a socket's receive buffer was full."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
+async def open_viewer(http: aiohttp.ClientSession, base_url: str, camera_id: str) -> Viewer:
+    """Offer a recvonly video peer to the WHEP endpoint and apply the answer."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: loopback only
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        enlarge_receive_buffers(pc)
+        posted = time.monotonic()
+        async with http.post(
+            f"{base_url}/api/cameras/{camera_id}/whep",
+            data=pc.localDescription.sdp.encode(),
+            headers={"Content-Type": SDP_TYPE},
+        ) as resp:
+            answer = await resp.text()
+            if resp.status != 201:
+                raise RuntimeError(f"WHEP offer refused: {resp.status} {answer.strip()}")
+            location = resp.headers["Location"]
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    except BaseException:
+        await pc.close()
+        raise
+    return Viewer(pc, location, posted)
+
+
+async def close_viewer(http: aiohttp.ClientSession, base_url: str, viewer: Viewer) -> None:
+    """DELETE the WHEP session (as a polite client does), then close the peer."""
+    try:
+        async with http.delete(base_url + viewer.location, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            await resp.read()
+    except (aiohttp.ClientError, TimeoutError):
+        pass  # the peer's close below ends the session anyway
+    await viewer.pc.close()
+
+
+async def packets_received(viewer: Viewer) -> int:
+    """RTP packets the viewer's receiver got (its ``inbound-rtp`` statistics)."""
+    report = await viewer.pc.getTransceivers()[0].receiver.getStats()
+    return sum(s.packetsReceived for s in report.values() if s.type == "inbound-rtp")
+
+
+def luma_top(frame, rows: int = 16) -> np.ndarray:
+    """The top ``rows`` rows of a decoded frame's Y plane, without converting the whole frame."""
+    plane = frame.planes[0]
+    data = np.frombuffer(plane, dtype=np.uint8)
+    return data[: rows * plane.line_size].reshape(rows, plane.line_size)[:, : frame.width]
+
+
+def install_frame_counter() -> dict[int, list[int]]:
+    """Make aiortc's receivers count complete frames instead of decoding them.
+
+    aiortc reassembles each frame from RTP in its jitter buffer (that part stays, as in any
+    receiver) and hands it to a decoder thread per receiver; this replaces that thread's
+    body with a counter. Returns ``{id(track queue): [frames, bytes]}``, filled as frames
+    arrive; nothing reaches ``track.recv()``. Call before any peer receives.
+    """
+    import aiortc.rtcrtpreceiver as receiver_module
+
+    counts: dict[int, list[int]] = {}
+
+    def count_frames(loop, input_q, output_q, decode_error) -> None:
+        slot = counts.setdefault(id(output_q), [0, 0])
+        while True:
+            task = input_q.get()
+            if task is None:
+                asyncio.run_coroutine_threadsafe(output_q.put(None), loop)
+                return
+            slot[0] += 1
+            slot[1] += len(task[1].data)
+
+    receiver_module.decoder_worker = count_frames
+    return counts
