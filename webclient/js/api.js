@@ -1,5 +1,5 @@
-// Every request to the gateway goes through this module: one place to add credentials,
-// CSRF tokens and the login redirect later.
+// Every request to the gateway goes through this module: one place for credentials, CSRF
+// tokens and the 401 hook that sends the user back to the sign-in screen.
 
 /** An HTTP error from the gateway (status > 0) or a network failure (status 0). */
 export class ApiError extends Error {
@@ -92,6 +92,74 @@ export async function signIn(username, password) {
   return body;
 }
 
+/** The signed-in session ({user, csrf_token, must_change_password, ...}), or null when there is none. */
+export async function getSession() {
+  try {
+    const body = await (await request("/api/session")).json();
+    resetSession(body.csrf_token);
+    return body;
+  } catch (err) {
+    if (err.status === 401) return null;
+    throw err;
+  }
+}
+
+/** End this browser's session. Never throws: a session that already ended is signed out too. */
+export async function signOut() {
+  try {
+    await request("/api/session", { method: "DELETE" });
+  } catch {
+    // already ended (401) or the gateway is unreachable: the cookie is useless either way
+  } finally {
+    resetSession(null);
+  }
+}
+
+function jsonBody(method, body) {
+  return { method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+}
+
+/** Change one's own password; a refused password throws ApiError(400) naming the rule. */
+export async function changePassword(oldPassword, newPassword) {
+  return (await request("/api/session/password", jsonBody("POST", { old_password: oldPassword, new_password: newPassword }))).json();
+}
+
+const userPath = (username) => `/api/users/${encodeURIComponent(username)}`;
+
+export async function listUsers() {
+  return (await request("/api/users")).json();
+}
+
+/** Create an account; resolves to {user, password} (the one-time password, shown once). */
+export async function createUser(fields) {
+  return (await request("/api/users", jsonBody("POST", fields))).json();
+}
+
+/** Change an account: {disabled, role, areas, all_areas, display_name, locked: false}. */
+export async function updateUser(username, changes) {
+  return (await request(userPath(username), jsonBody("PATCH", changes))).json();
+}
+
+/** A new one-time password for an account; resolves to {password, must_change_password}. */
+export async function resetPassword(username) {
+  return (await request(`${userPath(username)}/reset-password`, { method: "POST" })).json();
+}
+
+/** The audit query URL for `filters` ({user, camera, action, outcome, from, to, limit, before, format}). */
+export function auditUrl(filters = {}) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(filters)) {
+    if (value !== null && value !== undefined && value !== "") query.set(key, String(value));
+  }
+  const text = query.toString();
+  return text ? `/api/audit?${text}` : "/api/audit";
+}
+
+/** Audit entries, newest first: {entries, next_before}. */
+export async function listAudit(filters) {
+  return (await request(auditUrl(filters))).json();
+}
+
 const cameraPath = (id) => `/api/cameras/${encodeURIComponent(id)}`;
 
 export async function listCameras(options) {
@@ -118,13 +186,23 @@ export async function whepOffer(id, offerSdp, options = {}) {
   return { answer: await response.text(), location: location && new URL(location, response.url).href };
 }
 
+/** WHEP DELETEs still in flight: signing out waits for them while the session is valid. */
+const pendingReleases = new Set();
+
 /** End a WHEP session; `keepalive` lets it finish while the page unloads. Never throws. */
-export async function whepDelete(location) {
-  try {
-    await request(location, { method: "DELETE", keepalive: true });
-  } catch {
-    // the session is gone or the gateway is: either way nothing is left to release
-  }
+export function whepDelete(location) {
+  const done = request(location, { method: "DELETE", keepalive: true }).then(
+    () => {},
+    () => {}, // the session is gone or the gateway is: either way nothing is left to release
+  );
+  pendingReleases.add(done);
+  done.finally(() => pendingReleases.delete(done));
+  return done;
+}
+
+/** Resolves when every WHEP DELETE started so far has finished. */
+export async function releasesSettled() {
+  await Promise.allSettled([...pendingReleases]);
 }
 
 /** True when the hls.js module can be fetched (it is installed with npm, not committed). */

@@ -1,42 +1,20 @@
-// Entry point of the viewer: wires the camera list, the grid, the header and the keyboard.
+// Entry point: sign-in, then the pages the user's role allows (Live, Users, Audit) behind
+// a hash router, the user menu, and the way back to the sign-in screen (sign-out, or any
+// 401 while in use).
 
-import { hlsLibraryPresent, onUnauthorized } from "./api.js";
-import { showSignIn } from "./login.js";
+import { getSession, hlsLibraryPresent, onUnauthorized, releasesSettled, signOut } from "./api.js";
+import { AuditPage } from "./audit-view.js";
 import { CameraList } from "./camera-list.js";
 import { Grid, LAYOUTS } from "./grid.js";
 import { HLS_MODULE_URL } from "./hls-playback.js";
+import { authenticate, changePasswordForm } from "./login.js";
+import { Router } from "./router.js";
+import { UserMenu, can } from "./session.js";
+import { UsersPage } from "./users-admin.js";
 import { webRtcSupported } from "./whep.js";
 
 const KEY_LAYOUTS = { 1: 1, 4: 4, 9: 9, 6: 16 }; // "16" typed ends on 6
-
-function setupLayoutButtons(grid) {
-  const buttons = document.querySelectorAll("[data-layout-button]");
-  const sync = () =>
-    buttons.forEach((b) => b.setAttribute("aria-pressed", String(Number(b.dataset.layoutButton) === grid.layout)));
-  buttons.forEach((b) => b.addEventListener("click", () => grid.setLayout(Number(b.dataset.layoutButton))));
-  grid.addEventListener("change", sync);
-  sync();
-}
-
-function setupKeyboard(grid) {
-  document.addEventListener("keydown", (event) => {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
-    if (event.target.closest?.("input, textarea, select, [contenteditable]")) return;
-    const layout = KEY_LAYOUTS[event.key];
-    if (layout && LAYOUTS.includes(layout)) {
-      grid.setLayout(layout);
-    } else if (event.key === "Escape") {
-      grid.restore();
-    } else if (event.key === "Enter" && event.target.classList?.contains("tile")) {
-      grid.toggleMaximise();
-    } else if ((event.key === "Delete" || event.key === "Backspace") && event.target.classList?.contains("tile")) {
-      grid.clearSelected();
-    } else {
-      return;
-    }
-    event.preventDefault();
-  });
-}
+const SESSION_ENDED = "Your session ended; sign in again.";
 
 function setNotice(kind, text) {
   const node = document.getElementById(`notice-${kind}`);
@@ -53,49 +31,212 @@ async function checkCapabilities() {
   setNotice("capabilities", problems.join(" "));
 }
 
-function main() {
-  const list = new CameraList(document.getElementById("camera-list"));
-  const grid = new Grid(document.getElementById("grid"));
+/** localStorage with the user's name in every key: each account keeps its own wall. */
+function userStorage(username) {
+  const key = (name) => `${name}:${username}`;
+  return {
+    getItem: (name) => window.localStorage.getItem(key(name)),
+    setItem: (name, value) => window.localStorage.setItem(key(name), value),
+  };
+}
 
-  onUnauthorized(() => {
-    setNotice("gateway", "Not signed in.");
-    showSignIn(() => {
-      setNotice("gateway", "");
-      list.refresh();
+/** The live view: the camera list and the video wall; players run only while it is shown. */
+class LivePage {
+  #user;
+  list = null;
+  grid = null;
+
+  constructor(user) {
+    this.#user = user;
+  }
+
+  show() {
+    const gridRoot = document.getElementById("grid");
+    const listRoot = document.getElementById("camera-list");
+    gridRoot.replaceChildren();
+    listRoot.replaceChildren();
+    const grid = (this.grid = new Grid(gridRoot, { storage: userStorage(this.#user.username) }));
+    const list = (this.list = new CameraList(listRoot));
+    const empty = document.getElementById("live-empty");
+    list.addEventListener("select", (event) => {
+      grid.open(event.detail);
+      list.setOnWall(grid.shownCameras());
     });
+    list.addEventListener("update", (event) => {
+      if (this.list !== list) return;
+      grid.updateCameras(event.detail);
+      const count = event.detail.length;
+      const online = event.detail.filter((c) => c.state === "online").length;
+      document.getElementById("camera-count").textContent = count ? `${online} of ${count} online` : "none";
+      empty.hidden = count > 0;
+      document.body.classList.toggle("no-cameras", count === 0);
+    });
+    list.addEventListener("error", (event) => {
+      const err = event.detail;
+      if (err && err.status !== 401) setNotice("gateway", `Gateway: ${err.message}. Retrying…`);
+      else if (!err) setNotice("gateway", "");
+    });
+    grid.addEventListener("change", () => {
+      list.setOnWall(grid.shownCameras());
+      syncLayoutButtons(grid);
+    });
+    syncLayoutButtons(grid);
+    list.start();
+  }
+
+  /** Stop every player (their WHEP sessions are DELETEd) and the list's refreshes. */
+  hide() {
+    if (this.list) this.list.stop();
+    if (this.grid) this.grid.releaseAll();
+    this.list = this.grid = null;
+    document.getElementById("grid").replaceChildren();
+    document.getElementById("camera-list").replaceChildren();
+    document.getElementById("live-empty").hidden = true;
+    document.body.classList.remove("no-cameras");
+    document.getElementById("camera-count").textContent = "";
+    setNotice("gateway", "");
+  }
+}
+
+function syncLayoutButtons(grid) {
+  document
+    .querySelectorAll("[data-layout-button]")
+    .forEach((b) => b.setAttribute("aria-pressed", String(Number(b.dataset.layoutButton) === grid.layout)));
+}
+
+/** One signed-in user's pages; stop() tears everything down again. */
+class Workspace {
+  constructor(user) {
+    this.user = user;
+    const pages = { live: (this.live = new LivePage(user)) };
+    const linked = [];
+    if (can(user, "live.view", "snapshot.view")) linked.push("live");
+    if (can(user, "users.manage")) {
+      pages.users = this.users = new UsersPage(document.getElementById("page-users"), { me: user.username });
+      linked.push("users");
+    }
+    if (can(user, "audit.read")) {
+      pages.audit = this.audit = new AuditPage(document.getElementById("page-audit"));
+      linked.push("audit");
+    }
+    // Without live rights the live page still opens (cameras pushed to a rescue station
+    // appear there), but is home only when nothing else is.
+    const home = linked[0] || "live";
+    this.router = new Router(pages, { home, nav: document.getElementById("nav") });
+    this.router.start(linked);
+  }
+
+  get grid() {
+    return this.live.grid;
+  }
+
+  stop() {
+    this.router.stop();
+    this.live.hide();
+    if (this.users) this.users.destroy();
+    if (this.audit) this.audit.destroy();
+  }
+}
+
+function setupKeyboard(current) {
+  document.addEventListener("keydown", (event) => {
+    const grid = current()?.grid;
+    if (!grid || document.body.dataset.view !== "live") return;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.closest?.("input, textarea, select, [contenteditable], dialog")) return;
+    const layout = KEY_LAYOUTS[event.key];
+    if (layout && LAYOUTS.includes(layout)) {
+      grid.setLayout(layout);
+    } else if (event.key === "Escape") {
+      grid.restore();
+    } else if (event.key === "Enter" && event.target.classList?.contains("tile")) {
+      grid.toggleMaximise();
+    } else if ((event.key === "Delete" || event.key === "Backspace") && event.target.classList?.contains("tile")) {
+      grid.clearSelected();
+    } else {
+      return;
+    }
+    event.preventDefault();
+  });
+}
+
+async function main() {
+  let workspace = null;
+  let signingIn = false;
+  const menu = new UserMenu(document.getElementById("user-menu"));
+
+  const start = (user) => {
+    signingIn = false;
+    menu.show(user);
+    workspace = new Workspace(user);
+  };
+  const stop = () => {
+    menu.hide();
+    if (workspace) workspace.stop();
+    workspace = null;
+  };
+  const signInAgain = async (notice = "", pending = null, username = "") => {
+    signingIn = true;
+    start(await authenticate({ notice, pending, username }));
+  };
+
+  // A 401 while in use (idle timeout, disabled account, revoked session): back to sign-in.
+  onUnauthorized(() => {
+    if (!workspace || signingIn) return;
+    const { username } = workspace.user;
+    stop();
+    signInAgain(SESSION_ENDED, null, username);
   });
 
-  list.addEventListener("select", (event) => {
-    grid.open(event.detail);
-    list.setOnWall(grid.shownCameras());
+  menu.addEventListener("sign-out", async () => {
+    if (!workspace) return;
+    stop(); // players DELETE their WHEP sessions while the session is still valid ...
+    signingIn = true;
+    await releasesSettled(); // ... and they finish before it ends
+    await signOut();
+    signInAgain();
   });
-  list.addEventListener("update", (event) => {
-    grid.updateCameras(event.detail);
-    const count = event.detail.length;
-    const online = event.detail.filter((c) => c.state === "online").length;
-    document.getElementById("camera-count").textContent = `${online} of ${count} online`;
+  menu.addEventListener("change-password", async () => {
+    if (await changePasswordForm({ username: workspace?.user.username || "" })) {
+      setNotice("info", "Password changed. Your other sessions were signed out.");
+      setTimeout(() => setNotice("info", ""), 6000);
+    }
   });
-  list.addEventListener("error", (event) => {
-    const err = event.detail;
-    if (err && err.status !== 401) setNotice("gateway", `Gateway: ${err.message}. Retrying…`);
-    else if (!err) setNotice("gateway", "");
-  });
-  grid.addEventListener("change", () => list.setOnWall(grid.shownCameras()));
 
-  setupLayoutButtons(grid);
-  setupKeyboard(grid);
-  list.start();
-  checkCapabilities();
+  document.querySelectorAll("[data-layout-button]").forEach((b) =>
+    b.addEventListener("click", () => workspace?.grid?.setLayout(Number(b.dataset.layoutButton))),
+  );
+  setupKeyboard(() => workspace);
 
   // Release every WebRTC session on the gateway when the page goes away.
-  window.addEventListener("pagehide", () => grid.releaseAll());
+  window.addEventListener("pagehide", () => workspace?.grid?.releaseAll());
   // Back from the back/forward cache with released players: start afresh.
   window.addEventListener("pageshow", (event) => {
     if (event.persisted) window.location.reload();
   });
 
   // For tests and the browser console.
-  window.citygate = { grid, list };
+  window.citygate = {
+    get grid() {
+      return workspace?.grid ?? null;
+    },
+    get list() {
+      return workspace?.live.list ?? null;
+    },
+    get user() {
+      return workspace?.user ?? null;
+    },
+  };
+
+  checkCapabilities();
+  let session = null;
+  try {
+    session = await getSession();
+  } catch (err) {
+    setNotice("gateway", `Gateway: ${err.message}.`);
+  }
+  if (session && !session.must_change_password) start(session.user);
+  else await signInAgain("", session);
 }
 
 main();

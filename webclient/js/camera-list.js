@@ -20,6 +20,7 @@ export class CameraList extends EventTarget {
   #root;
   #items = new Map(); // id -> {li, ...parts}
   #timer = null;
+  #running = false;
   #thumbsAt = 0;
   #onWall = new Set();
   cameras = [];
@@ -30,14 +31,17 @@ export class CameraList extends EventTarget {
   }
 
   start() {
+    this.#running = true;
     const tick = async () => {
       await this.refresh();
-      this.#timer = setTimeout(tick, REFRESH_MS);
+      if (this.#running) this.#timer = setTimeout(tick, REFRESH_MS);
     };
     tick();
   }
 
+  /** Stop refreshing, also when a refresh is in flight (sign-out, leaving the live view). */
   stop() {
+    this.#running = false;
     clearTimeout(this.#timer);
   }
 
