@@ -2,7 +2,7 @@
 
 import asyncio
 import re
-import sqlite3
+import sqlalchemy as sa
 import subprocess
 import sys
 import time
@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.access.control import AccessControl
 from gateway.access.guard import route_access
 from gateway.access.policy import Action, load_roles
-from gateway.appkeys import ACCESS, AUDIT, IDENTITY
+from gateway.appkeys import ACCESS, AUDIT, DATABASE, IDENTITY
 from tests.fixtures_app import camera_toml
 
 ROOT = Path(__file__).parent.parent
@@ -230,11 +230,10 @@ async def test_csrf_is_required_for_cookie_sessions(gw):
 
 async def test_audit_verify_names_an_edited_row(gw):
     await gw.app[AUDIT].flush()
-    db_file = gw.conf_dir / "data" / "citygate.db"
     ok = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--config", str(gw.conf_dir)], capture_output=True, text=True)
     assert ok.returncode == 0 and "audit chain intact" in ok.stdout, ok.stdout + ok.stderr
-    with sqlite3.connect(db_file) as conn:
-        conn.execute("UPDATE audit SET camera = 'elsewhere' WHERE id = 3")
+    async with gw.app[DATABASE].begin() as conn:  # someone with write access to the database
+        await conn.execute(sa.text("UPDATE audit SET camera = 'elsewhere' WHERE id = 3"))
     bad = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--config", str(gw.conf_dir)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert "BROKEN at entry 3: entry 3 was altered" in bad.stdout
@@ -254,3 +253,20 @@ async def test_audit_api_filters_and_csv(gw):
     assert "login.ok" in text
     async with auditor.get(f"{gw.url}/api/audit?from=tomorrow") as resp:
         assert resp.status == 400 and "from must be" in (await resp.json())["error"]
+
+
+async def test_hls_viewing_is_audited_with_start_and_stop(gw, monkeypatch):
+    from gateway.live.hls import HLS_VIEWERS
+
+    gw.app[HLS_VIEWERS].idle = 1.0
+    async with gw.session.get(f"{gw.url}/api/cameras/c-centre/hls/index.m3u8") as resp:
+        assert resp.status == 200
+    async with gw.session.get(f"{gw.url}/api/cameras/c-centre/hls/stream.m3u8") as resp:
+        assert resp.status == 200
+    assert len(gw.app[HLS_VIEWERS]) == 1  # one view, however many requests
+    await asyncio.sleep(3.0)
+    assert len(gw.app[HLS_VIEWERS]) == 0
+    starts = [r for r in await gw.app[AUDIT].query(action="live.start", user="tester") if r["detail"]["kind"] == "hls"]
+    stops = [r for r in await gw.app[AUDIT].query(action="live.stop", user="tester") if r["detail"]["kind"] == "hls"]
+    assert len(starts) == 1 and len(stops) == 1 and stops[0]["camera"] == "c-centre", (starts, stops)
+    assert stops[0]["detail"]["duration"] >= 0

@@ -25,13 +25,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.access.guard import requires
-from gateway.appkeys import CAMERAS, CONFIG
+from gateway.access.guard import principal, requires
+from gateway.access.middleware import client_address
+from gateway.appkeys import ACCESS, CAMERAS, CONFIG
 from gateway.cameras import Camera
 from gateway.config import HlsConfig
 from gateway.errors import BadRequest, CameraUnavailable, NotFound, StreamClosed, Unavailable
 from gateway.live import playlist
 from gateway.live.fmp4 import Fragmenter, InitSegment, Part
+from gateway.live.hls_viewers import HlsViewers
 from gateway.media.hub import HubReader
 from gateway.media.packet import CLOCK_RATE
 from gateway.media.source import SourceState
@@ -337,6 +339,7 @@ class HlsManager:
 
 
 HLS = web.AppKey("hls", HlsManager)
+HLS_VIEWERS = web.AppKey("hls_viewers", HlsViewers)
 
 
 # --------------------------------------------------------------------------------------
@@ -359,12 +362,13 @@ def _query_int(request: web.Request, name: str) -> int | None:
 @contextlib.asynccontextmanager
 async def _muxer(request: web.Request, *, start: bool) -> AsyncIterator[HlsMuxer]:
     camera = request.app[CAMERAS].get(request.match_info["camera_id"])
-    manager = request.app[HLS]
-    muxer = manager.get(camera) if start else manager.running(camera.id)
-    if muxer is None:
-        raise NotFound(f"camera {camera.id}: no HLS stream running")
-    with muxer.in_use():
-        yield muxer
+    with request.app[HLS_VIEWERS].request(principal(request), camera.id, client_address(request)):
+        manager = request.app[HLS]
+        muxer = manager.get(camera) if start else manager.running(camera.id)
+        if muxer is None:
+            raise NotFound(f"camera {camera.id}: no HLS stream running")
+        with muxer.in_use():
+            yield muxer
 
 
 def _unavailable(muxer: HlsMuxer, what: str) -> Unavailable:
@@ -466,8 +470,10 @@ async def partial_segment(request: web.Request) -> web.Response:
 async def _hls_ctx(app: web.Application) -> AsyncIterator[None]:
     manager = HlsManager(app[CONFIG].hls)
     app[HLS] = manager
-    yield
-    await manager.aclose()
+    async with HlsViewers(app[ACCESS]) as viewers:
+        app[HLS_VIEWERS] = viewers
+        yield
+        await manager.aclose()
 
 
 async def _on_shutdown(app: web.Application) -> None:
