@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +117,40 @@ def _toml_value(value: Any) -> str:
 
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
+#: Set (e.g. by .ci/run) to run the database-backed tests against PostgreSQL:
+#: ``postgresql+asyncpg://postgres@127.0.0.1:55432/postgres``. Each test gets a fresh database.
+PG_ENV = "CITYGATE_TEST_DATABASE_URL"
+
 
 @pytest.fixture
-async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+async def database_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL database when configured."""
+    admin_url = os.environ.get(PG_ENV)
+    if not admin_url:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'citygate.db'}"
+        return
+    import asyncpg
+
+    name = f"citygate_test_{uuid.uuid4().hex[:12]}"
+    dsn = admin_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, _ = admin_url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def make_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[GatewayFactory]:
     """``await make_gateway(cameras_toml, gateway_toml="", plugins=None)`` → a running gateway."""
     running: list[RunningGateway] = []
 
@@ -126,6 +159,8 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         conf.mkdir()
         (conf / "cameras.toml").write_text(textwrap.dedent(cameras))
         base = '[server]\ndata-dir = "data"\n[ingest]\nbackoff-initial = 0.2\nbackoff-max = 2.0\nread-timeout = 3.0\n'
+        if not running and os.environ.get(PG_ENV):
+            base += f'[database]\nurl = "{database_url}"\n'
         (conf / "gateway.toml").write_text(base + textwrap.dedent(gateway_toml))
         (conf / "roles.toml").write_text((ROOT / "conf" / "roles.toml").read_text())
         plugins = plugins or load_plugins()

@@ -1,5 +1,5 @@
 import asyncio
-import sqlite3
+import sqlalchemy as sa
 import subprocess
 import sys
 
@@ -10,9 +10,15 @@ from gateway.db import Database
 
 
 @pytest.fixture
-async def db(tmp_path):
-    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'citygate.db'}") as database:
+async def db(database_url):
+    async with Database(database_url) as database:
         yield database
+
+
+async def tamper(db: Database, sql: str) -> None:
+    """What someone with write access to the database could do."""
+    async with db.begin() as conn:
+        await conn.execute(sa.text(sql))
 
 
 async def test_entries_chain_and_verify(db):
@@ -27,8 +33,7 @@ async def test_edited_row_is_named_by_verify(db, tmp_path):
     async with AuditLog(db) as log:
         for i in range(10):
             await log.record("login.ok", user="alice", detail={"n": i})
-    with sqlite3.connect(tmp_path / "citygate.db") as conn:  # an attacker with file access
-        conn.execute("UPDATE audit SET user = 'mallory' WHERE id = 7")
+    await tamper(db, "UPDATE audit SET \"user\" = 'mallory' WHERE id = 7")
     result = await AuditLog(db).verify()
     assert not result.ok and result.broken_id == 7
     assert "entry 7 was altered" in result.reason
@@ -38,14 +43,13 @@ async def test_deleted_row_is_detected(db, tmp_path):
     async with AuditLog(db) as log:
         for _ in range(5):
             await log.record("snapshot", user="bob")
-    with sqlite3.connect(tmp_path / "citygate.db") as conn:
-        conn.execute("DELETE FROM audit WHERE id = 3")
+    await tamper(db, "DELETE FROM audit WHERE id = 3")
     result = await AuditLog(db).verify()
     assert not result.ok and result.broken_id == 3 and "deleted" in result.reason
 
 
-async def test_two_writers_extend_one_chain(db, tmp_path):
-    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'citygate.db'}") as other_db:
+async def test_two_writers_extend_one_chain(db, database_url):
+    async with Database(database_url) as other_db:
         async with AuditLog(db) as a, AuditLog(other_db) as b:
             await asyncio.gather(*(x.record("ptz.session", user="u") for _ in range(30) for x in (a, b)))
         result = await AuditLog(db).verify()

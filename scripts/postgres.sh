@@ -1,0 +1,20 @@
+# Start a throw-away PostgreSQL on loopback for the database tests (sourced by .ci/run).
+# Needs root (Debian's postgresql package; the server runs as the postgres user).
+start_test_postgres() {
+  apt_install postgresql
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  PGDATA=$(mktemp -d /tmp/citygate-pg.XXXXXX)
+  chown postgres "$PGDATA"
+  su postgres -s /bin/sh -c "$bin/initdb -D $PGDATA -A trust -U postgres" >/dev/null
+  su postgres -s /bin/sh -c "$bin/pg_ctl -D $PGDATA -l $PGDATA/server.log -w \
+    -o '-c listen_addresses=127.0.0.1 -p 55432 -k $PGDATA -c fsync=off' start" >/dev/null
+  export CITYGATE_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"
+  PG_BIN="$bin"
+}
+
+stop_test_postgres() {
+  [ -n "${PGDATA:-}" ] || return 0
+  su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $PGDATA -m fast stop" >/dev/null 2>&1 || true
+  rm -rf "$PGDATA"
+}
