@@ -25,6 +25,8 @@ from gateway.api import audit as audit_api
 from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
 from gateway.api import health as health_api
+from gateway.api import ptz as ptz_api
+from gateway.api import pushes as pushes_api
 from gateway.api import recordings as recordings_api
 from gateway.api import session as session_api
 from gateway.api import users as users_api
@@ -32,6 +34,7 @@ from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, ID
 from gateway.cameras import CameraManager
 from gateway.config import Config
 from gateway.db import Database
+from gateway.dispatch import notify, push
 from gateway.events import EventBus
 from gateway.live import hls, webrtc
 from gateway.plugins import Plugins
@@ -60,7 +63,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DATABASE] = db
         async with AuditLog(db, sink=app[EVENTS].publish) as audit:
             app[AUDIT] = audit
-            identity = Identity(db, audit, config.security, app[POLICY])
+            identity = Identity(db, audit, config.security, app[POLICY], hasher=app.get(PASSWORD_HASHER))
             app[IDENTITY] = identity
             async with AccessControl(db=db, policy=app[POLICY], audit=audit, config=config, sessions=identity) as access:
                 app[ACCESS] = access
@@ -101,6 +104,8 @@ async def _plugins_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 FIRST_ADMIN_HOOK = web.AppKey("first_admin_hook", object)
+#: Tests pass a cheap Argon2 parameter set; production keeps argon2-cffi's defaults.
+PASSWORD_HASHER = web.AppKey("password_hasher", object)
 
 
 def build_app(
@@ -109,6 +114,7 @@ def build_app(
     policy: Policy,
     *,
     on_first_admin: Callable[[str, str], None] = _log_first_admin,
+    password_hasher: object | None = None,
 ) -> web.Application:
     """The whole gateway. ``on_first_admin`` is told the one-time credentials of the
     first account when the gateway starts with no accounts at all."""
@@ -117,6 +123,8 @@ def build_app(
     app[PLUGINS] = plugins
     app[POLICY] = policy
     app[FIRST_ADMIN_HOOK] = on_first_admin
+    if password_hasher is not None:
+        app[PASSWORD_HASHER] = password_hasher
     app[STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_events_ctx)
     app.cleanup_ctx.append(_store_ctx)
@@ -130,8 +138,12 @@ def build_app(
     health_api.setup(app)
     cameras_api.setup(app)
     recordings_api.setup(app)
+    ptz_api.setup(app)
     webrtc.setup(app)
     hls.setup(app)
+    push.setup(app)
+    pushes_api.setup(app)
+    notify.setup(app)
     plugins.add_routes(app)
     if WEBCLIENT_DIR.is_dir():
         app.router.add_get("/", _index)

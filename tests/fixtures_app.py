@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from argon2 import PasswordHasher
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -23,6 +24,9 @@ from gateway.appkeys import CAMERAS, IDENTITY
 from gateway.plugins import Plugins, load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Argon2id with small parameters: every test gateway signs users in, and the default
+#: parameters (memory-hard on purpose) would cost seconds per test. Production is unchanged.
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 TEST_PASSWORD = "Tr0ub4dor-and-3-horses"
 
 
@@ -166,7 +170,7 @@ async def make_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[Gatew
         plugins = plugins or load_plugins()
         backends = plugins.storage_backends()
         config = config_mod.load(conf, vendors=plugins.camera_vendors(), storage_backends=backends or None)
-        app = build_app(config, plugins, load_roles(conf), on_first_admin=lambda *_: None)
+        app = build_app(config, plugins, load_roles(conf), on_first_admin=lambda *_: None, password_hasher=FAST_HASHER)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         anonymous = aiohttp.ClientSession()
