@@ -17,11 +17,11 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from gateway.access.guard import PRINCIPAL, authenticated, public
+from gateway.access.guard import PRINCIPAL, Principal, authenticated, public
 from gateway.access.identity import SESSION_COOKIE, User
 from gateway.access.middleware import client_address
 from gateway.api import json_response
-from gateway.appkeys import IDENTITY
+from gateway.appkeys import ACCESS, IDENTITY
 from gateway.errors import BadRequest
 
 
@@ -51,14 +51,16 @@ async def read_json(request: web.Request, type_: type) -> object:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
-def user_view(request: web.Request, user: User) -> dict:
+def user_view(request: web.Request, user: User, who: Principal | None = None) -> dict:
+    """The user as the web client needs it. ``actions`` include what active grants
+    (emergency pushes) add, so a station's client knows it may watch something."""
     policy = request.app[IDENTITY].policy
     role = policy.role(user.role)
-    return {
-        **user.to_json(),
-        "role_title": role.title if role else user.role,
-        "actions": sorted(role.actions) if role else [],
-    }
+    actions = request.app[ACCESS].actions_for(who) if who is not None else sorted(role.actions) if role else []
+    view = {**user.to_json(), "role_title": role.title if role else user.role, "actions": actions}
+    if who is not None and "users.manage" in actions:  # the admin page's role picker
+        view["roles"] = [{"name": r.name, "title": r.title} for r in policy.roles.values()]
+    return view
 
 
 @public
@@ -74,7 +76,7 @@ async def login(request: web.Request) -> web.Response:
     )
     user = await identity.get_user(principal.username)
     body = {
-        "user": user_view(request, user),
+        "user": user_view(request, user, principal),
         "csrf_token": principal.csrf_token,
         "must_change_password": principal.must_change_password,
         "expires_at": principal.expires_at,
@@ -94,7 +96,7 @@ async def whoami(request: web.Request) -> web.Response:
     user = await request.app[IDENTITY].get_user(principal.username)
     return json_response(
         {
-            "user": user_view(request, user),
+            "user": user_view(request, user, principal),
             "csrf_token": principal.csrf_token,
             "must_change_password": principal.must_change_password,
             "expires_at": principal.expires_at,
