@@ -25,6 +25,7 @@ from gateway.api import audit as audit_api
 from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
 from gateway.api import health as health_api
+from gateway.api import ptz as ptz_api
 from gateway.api import recordings as recordings_api
 from gateway.api import session as session_api
 from gateway.api import users as users_api
@@ -135,6 +136,7 @@ def build_app(
     health_api.setup(app)
     cameras_api.setup(app)
     recordings_api.setup(app)
+    ptz_api.setup(app)
     webrtc.setup(app)
     hls.setup(app)
     plugins.add_routes(app)

@@ -11,11 +11,14 @@ if TYPE_CHECKING:
     from gateway.access.control import AccessControl
     from gateway.access.policy import Policy
     from gateway.db import Database
+    from gateway.dispatch.notify import EventsChannel
+    from gateway.dispatch.push import PushService
     from gateway.cameras import CameraManager
     from gateway.config import Config
     from gateway.access.identity import Identity
     from gateway.events import EventBus
     from gateway.plugins import Plugins
+    from gateway.ptz import PtzService
     from gateway.recording.service import RecordingService
 
 CONFIG = web.AppKey("config", "Config")
@@ -29,3 +32,6 @@ ACCESS = web.AppKey("access", "AccessControl")
 IDENTITY = web.AppKey("identity", "Identity")
 RECORDING = web.AppKey("recording", "RecordingService")
 POLICY = web.AppKey("policy", "Policy")
+PTZ = web.AppKey("ptz", "PtzService")
+PUSHES = web.AppKey("pushes", "PushService")
+EVENTS_CHANNEL = web.AppKey("events_channel", "EventsChannel")

@@ -136,6 +136,65 @@ class SecurityConfig(Base):
     login_attempts_per_minute_per_client: Annotated[int, Meta(ge=1, le=100000)] = 30
 
 
+class PtzConfig(Base):
+    """PTZ control: one controller per camera at a time (see ``gateway.ptz``)."""
+
+    #: The control lock lapses this long after its holder's last command.
+    lock_idle_seconds: Seconds = 30.0
+    #: A continuous move stops by itself this long after the last command (a client that
+    #: vanished mid-move must not leave the dome spinning); clients repeat moves sooner.
+    move_timeout_seconds: Seconds = 5.0
+    #: Time allowed for one command to reach the camera.
+    command_timeout_seconds: Seconds = 10.0
+
+
+class PushConfig(Base):
+    """Emergency pushes of live cameras to rescue and crisis-management stations."""
+
+    #: Duration of a push when the sender gives none.
+    default_minutes: Annotated[float, Meta(ge=0.05, le=7 * 24 * 60)] = 60
+    #: The longest a push (or an extended push) may still run.
+    max_minutes: Annotated[float, Meta(ge=0.05, le=7 * 24 * 60)] = 720
+    #: The role of station accounts: only users with this role receive pushes.
+    station_role: Annotated[str, Meta(min_length=1)] = "rescue-station"
+
+    def __post_init__(self) -> None:
+        if self.default_minutes > self.max_minutes:
+            raise ValueError("default-minutes must not exceed max-minutes")
+
+
+class WebhookConfig(Base):
+    """One receiver of the built-in webhook event sink (signed JSON POSTs)."""
+
+    url: str
+    #: The HMAC-SHA256 key; better given through ``secret-env`` (which wins when both are set).
+    secret: str | None = None
+    secret_env: str | None = None
+    #: Event kinds to deliver; shell-style patterns ("push.*", "camera.offline", "*").
+    kinds: tuple[str, ...] = ("push.*",)
+    #: Seconds per attempt.
+    timeout: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    #: Further attempts after the first fails; then the sink gives up with an alarm.
+    retries: Annotated[int, Meta(ge=0, le=20)] = 5
+    #: Delay before the first retry; doubles per retry up to ``backoff-max``.
+    backoff_initial: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    backoff_max: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    #: Events waiting for this receiver; when full, new events are dropped (and logged).
+    queue_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError(f"webhook url {self.url!r} must be an http:// or https:// URL")
+        if self.secret is None and self.secret_env is None:
+            raise ValueError("a webhook needs secret-env (or secret) to sign its requests")
+        if not self.kinds or any(not k.strip() for k in self.kinds):
+            raise ValueError("kinds must list at least one event kind pattern")
+
+
+class EventsConfig(Base):
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+
 class GatewayFile(Base):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -145,6 +204,9 @@ class GatewayFile(Base):
     hls: HlsConfig = HlsConfig()
     storage: StorageConfig = StorageConfig()
     recording: RecordingConfig = RecordingConfig()
+    ptz: PtzConfig = PtzConfig()
+    push: PushConfig = PushConfig()
+    events: EventsConfig = EventsConfig()
 
 
 class CameraConfig(Base):
@@ -189,6 +251,9 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     cameras: tuple[CameraConfig, ...]
     security: SecurityConfig = SecurityConfig()
     recording: RecordingConfig = RecordingConfig()
+    ptz: PtzConfig = PtzConfig()
+    push: PushConfig = PushConfig()
+    events: EventsConfig = EventsConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -322,6 +387,7 @@ def load(
 
     live = resolve_env(gateway.live, env, file=gw_display, key="live", errors=errors)
     database = resolve_env(gateway.database, env, file=gw_display, key="database", errors=errors)
+    events = resolve_env(gateway.events, env, file=gw_display, key="events", errors=errors)
 
     storage = gateway.storage
     if storage_backends is not None:
@@ -375,4 +441,7 @@ def load(
         cameras=tuple(cameras),
         security=gateway.security,
         recording=recording,
+        ptz=gateway.ptz,
+        push=gateway.push,
+        events=events,
     )

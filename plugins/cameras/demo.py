@@ -1,7 +1,8 @@
 """The demo camera: a virtual H.264 camera served over RTSP from inside the gateway.
 
-Each demo camera renders a test pattern with a moving box, its name, a human-readable UTC
-clock and the machine-readable time code (``gateway.media.timecode``) carrying the capture
+Each demo camera renders a picture (by default a window over a generated city panorama
+that pan, tilt and zoom commands move: a virtual PTZ dome) with a moving box, its name, a
+human-readable UTC clock and the machine-readable time code (``gateway.media.timecode``) carrying the capture
 time of every frame, encodes it with libx264 in a worker thread paced by the wall clock,
 and serves it at ``rtsp://<bind>:<port>/<camera id>`` (TCP interleaved).
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from gateway import hookimpl
 from gateway.errors import NotFound
-from gateway.interfaces import CameraVendor, StreamProfile
+from gateway.interfaces import CameraVendor, PtzCapabilities, PtzPreset, StreamProfile
 from gateway.media.bitmapfont import draw_text, text_size
 from gateway.media.h26x import ParameterSetKeeper
 from gateway.media.hub import StreamHub
@@ -38,9 +39,11 @@ from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
 from gateway.media.timecode import STRIP_HEIGHT, draw_timecode
 from gateway.rtsp.server import RtspServer
 
+from .virtual_ptz import Panorama, VirtualHead
+
 logger = logging.getLogger(__name__)
 
-PATTERNS = ("bars", "gradient", "busy")
+PATTERNS = ("panorama", "bars", "gradient", "busy")
 #: 75 % colour bars (white, yellow, cyan, green, magenta, red, blue) as BT.601 limited-range YUV.
 BARS_RGB = ((191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191))
 
@@ -53,7 +56,8 @@ class DemoOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     keyframe_interval: float = 2.0  #: seconds
     port: int = 0  #: 0 = an ephemeral port
     bind: str = "127.0.0.1"
-    pattern: str = "bars"
+    #: "panorama" is a virtual PTZ dome over a generated city scene; the others are fixed.
+    pattern: str = "panorama"
     #: When > 0, encode this many seconds once and loop them (cheap; the time code is not live).
     preencoded_seconds: float = 0.0
 
@@ -95,6 +99,10 @@ class DemoCamera(CameraVendor):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.frames_skipped = 0
+        #: The virtual dome's position (pattern "panorama", live encoding only).
+        self.head: VirtualHead | None = (
+            VirtualHead() if self.options.pattern == "panorama" and self.options.preencoded_seconds == 0 else None
+        )
 
     @property
     def name(self) -> str:
@@ -145,6 +153,42 @@ class DemoCamera(CameraVendor):
             raise NotFound(f"camera {self.camera.id}: the demo camera has no {profile} stream")
         return self._url()
 
+    # -- virtual PTZ -------------------------------------------------------------------
+    def ptz_capabilities(self) -> PtzCapabilities:
+        if self.head is None:
+            return PtzCapabilities()
+        return PtzCapabilities(continuous=True, absolute=True, relative=True, presets=True, home=True)
+
+    def _head(self) -> VirtualHead:
+        if self.head is None:
+            raise NotImplementedError("this demo camera has no virtual PTZ (pattern is not panorama, or pre-encoded)")
+        return self.head
+
+    async def ptz_continuous_move(self, pan: float, tilt: float, zoom: float) -> None:
+        self._head().continuous_move(pan, tilt, zoom)
+
+    async def ptz_stop(self) -> None:
+        self._head().stop()
+
+    async def ptz_absolute_move(self, pan: float, tilt: float, zoom: float) -> None:
+        self._head().absolute_move(pan, tilt, zoom)
+
+    async def ptz_relative_move(self, pan: float, tilt: float, zoom: float) -> None:
+        self._head().relative_move(pan, tilt, zoom)
+
+    async def ptz_presets(self) -> list[PtzPreset]:
+        return [PtzPreset(token, name) for token, name in self._head().presets()]
+
+    async def ptz_goto_preset(self, token: str) -> None:
+        if not self._head().goto_preset(token):
+            raise NotFound(f"camera {self.camera.id}: no preset {token!r}")
+
+    async def ptz_set_preset(self, name: str) -> PtzPreset:
+        return PtzPreset(self._head().set_preset(name), name)
+
+    async def ptz_home(self) -> None:
+        self._head().home()
+
     def _url(self) -> str:
         if self._server is None:
             raise RuntimeError(f"camera {self.camera.id}: demo camera not started")
@@ -188,7 +232,7 @@ class DemoCamera(CameraVendor):
             slot += 1
 
     def _encode_live(self, publish: Callable[[MediaPacket], bool]) -> None:
-        renderer = _Renderer(self.options, self.name)
+        renderer = _Renderer(self.options, self.name, self.head)
         encoder = _Encoder(self.options)
         for slot in self._slots():
             captured = time.time()
@@ -222,11 +266,14 @@ class DemoCamera(CameraVendor):
 class _Renderer:
     """Draws frames into a reused YUV 4:2:0 buffer over a background built once."""
 
-    def __init__(self, options: DemoOptions, name: str) -> None:
+    def __init__(self, options: DemoOptions, name: str, head: VirtualHead | None = None) -> None:
         self.width, self.height = options.width, options.height
         self.fps = options.fps
         self.name = name
         self.scale = max(1, self.height // 240)
+        self._head = head
+        self._panorama = Panorama(self.width, self.height) if options.pattern == "panorama" else None
+        self._view_key: object = None
         self._background = _background(options.pattern, self.width, self.height)
         self._buffer = np.empty_like(self._background)
         # A neutral black panel under the strip for the clock and the name.
@@ -256,7 +303,22 @@ class _Renderer:
         v = flat[w * h + w * h // 4 :].reshape(h // 2, w // 2)
         return y, u, v
 
+    def _update_view(self) -> str:
+        """Redraw the background from the panorama if the dome moved; return its position text."""
+        assert self._panorama is not None
+        pan, tilt, zoom = self._head.position(time.monotonic()) if self._head is not None else (0.0, 0.0, 0.5)
+        key = self._panorama.view_key(pan, tilt, zoom)
+        if key != self._view_key:
+            self._view_key = key
+            y, u, v = self._planes(self._background)
+            self._panorama.render(key, y, u, v)
+            y[: self._panel] = 16
+            u[: self._panel // 2] = 128
+            v[: self._panel // 2] = 128
+        return f"  pan {pan * 180:+04.0f}  tilt {tilt * 90:+03.0f}  zoom {self._panorama.magnification(zoom):.1f}x"
+
     def render(self, index: int, captured: float) -> av.VideoFrame:
+        heading = self._update_view() if self._panorama is not None else ""
         np.copyto(self._buffer, self._background)
         y, u, v = self._planes(self._buffer)
         if self._texture is not None:
@@ -274,7 +336,7 @@ class _Renderer:
         stamp = datetime.fromtimestamp(captured, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
         left = 2 * self.scale
         draw_text(y, stamp, left, self._text_top, self._text_size, 235)
-        draw_text(y, self.name, left, self._text_top + self._line_height, self._text_size, 235)
+        draw_text(y, self.name + heading, left, self._text_top + self._line_height, self._text_size, 235)
         draw_timecode(y, int(captured * 1000))
         return av.VideoFrame.from_ndarray(self._buffer.reshape(self.height * 3 // 2, self.width), format="yuv420p")
 
@@ -282,6 +344,8 @@ class _Renderer:
 def _background(pattern: str, width: int, height: int) -> np.ndarray:
     """The static picture as a flat I420 buffer; chroma is neutral under the time-code strip."""
     columns = np.arange(width // 2)
+    if pattern == "panorama":  # drawn per view by the renderer
+        return np.full(width * height * 3 // 2, 128, dtype=np.uint8)
     if pattern == "bars":
         rgb = np.array(BARS_RGB, dtype=np.float64)[(columns * len(BARS_RGB)) // (width // 2)]
     else:
