@@ -26,6 +26,7 @@ from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
 from gateway.api import health as health_api
 from gateway.api import ptz as ptz_api
+from gateway.api import pushes as pushes_api
 from gateway.api import recordings as recordings_api
 from gateway.api import session as session_api
 from gateway.api import users as users_api
@@ -33,6 +34,7 @@ from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, ID
 from gateway.cameras import CameraManager
 from gateway.config import Config
 from gateway.db import Database
+from gateway.dispatch import notify, push
 from gateway.events import EventBus
 from gateway.live import hls, webrtc
 from gateway.plugins import Plugins
@@ -139,6 +141,9 @@ def build_app(
     ptz_api.setup(app)
     webrtc.setup(app)
     hls.setup(app)
+    push.setup(app)
+    pushes_api.setup(app)
+    notify.setup(app)
     plugins.add_routes(app)
     if WEBCLIENT_DIR.is_dir():
         app.router.add_get("/", _index)

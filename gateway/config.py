@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from gateway.errors import ConfigError, ConfigErrors
+from gateway.polygons import polygon_problem
 
 GATEWAY_FILE = "gateway.toml"
 CAMERAS_FILE = "cameras.toml"
@@ -191,8 +192,65 @@ class WebhookConfig(Base):
             raise ValueError("kinds must list at least one event kind pattern")
 
 
+class EvidenceConfig(Base):
+    """Evidence release: request expiry, production, where packages and the signing key live."""
+
+    #: A request not approved (or rejected) within this time expires.
+    request_expiry_hours: Annotated[float, Meta(gt=0, le=24 * 365)] = 72
+    #: Produce the package as soon as a request is approved (as user "system").
+    auto_produce: bool = False
+    #: Where packages are written; relative to the data dir.
+    package_dir: Annotated[str, Meta(min_length=1)] = "exports"
+    #: The Ed25519 signing key (created on first start, mode 0600); relative to the data dir.
+    key_path: Annotated[str, Meta(min_length=1)] = "keys/evidence-signing-key.pem"
+    #: The longest time range one request may cover.
+    max_range_hours: Annotated[float, Meta(gt=0, le=24 * 90)] = 24
+    #: Cameras in one request.
+    max_cameras: Annotated[int, Meta(ge=1, le=100)] = 16
+
+    def __post_init__(self) -> None:
+        if self.key_path.endswith(("/", "\\")):
+            raise ValueError("key-path must name a file")
+        if Path(self.key_path).resolve() == Path(self.package_dir).resolve() or Path(self.package_dir) in Path(self.key_path).parents:
+            raise ValueError("key-path must not lie inside package-dir: packages are downloaded, the key never is")
+
+
 class EventsConfig(Base):
     webhooks: tuple[WebhookConfig, ...] = ()
+
+
+class MaskingConfig(Base):
+    """The mask stage's encoder: one libx264 encode per masked camera, shared by every reader."""
+
+    #: libx264 preset; ultrafast costs the least CPU per camera.
+    preset: str = "ultrafast"
+    #: Target bits per second of the masked stream.
+    bitrate: Annotated[int, Meta(ge=50_000, le=50_000_000)] = 2_000_000
+    #: Seconds between keyframes of the masked stream (a new viewer waits at most this long
+    #: without the hub's GOP cache; recordings cut segments on keyframes).
+    keyframe_interval: Annotated[float, Meta(ge=0.2, le=20)] = 2.0
+    #: libx264 threads per camera; 1 is cheapest per camera, 0 lets x264 choose.
+    encoder_threads: Annotated[int, Meta(ge=0, le=16)] = 1
+
+    def __post_init__(self) -> None:
+        presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+        if self.preset not in presets:
+            raise ValueError(f"preset {self.preset!r} must be one of {', '.join(presets)}")
+
+
+class MaskConfig(Base):
+    """A privacy mask kept as code; the database can add masks but never weaken these."""
+
+    #: Polygon corners as ``[x, y]`` pairs, normalised to 0..1 (origin top left).
+    points: tuple[tuple[float, float], ...]
+    filter: str = "fill"
+    #: The filter's own options (``block`` for pixelate, ``radius`` for blur).
+    options: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        problem = polygon_problem(self.points)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 class GatewayFile(Base):
@@ -207,6 +265,8 @@ class GatewayFile(Base):
     ptz: PtzConfig = PtzConfig()
     push: PushConfig = PushConfig()
     events: EventsConfig = EventsConfig()
+    masking: MaskingConfig = MaskingConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
 
 
 class CameraConfig(Base):
@@ -222,6 +282,8 @@ class CameraConfig(Base):
     retention_days: Annotated[int, Meta(ge=1, le=3650)] = 45
     #: The vendor's own options; after ``load()`` an instance of the vendor's ``Options``.
     options: Any = {}
+    #: Privacy masks declared in config (``[[camera.masks]]``); applied before every reader.
+    masks: tuple[MaskConfig, ...] = ()
 
     def __post_init__(self) -> None:
         if not _CAMERA_ID.match(self.id):
@@ -254,6 +316,8 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     ptz: PtzConfig = PtzConfig()
     push: PushConfig = PushConfig()
     events: EventsConfig = EventsConfig()
+    masking: MaskingConfig = MaskingConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -359,12 +423,14 @@ def load(
     vendors: Mapping[str, type],
     storage_backends: Mapping[str, type] | None = None,
     env: Mapping[str, str] | None = None,
+    mask_filters: Mapping[str, type] | None = None,
 ) -> Config:
     """Load and validate the configuration directory ``root``.
 
-    ``vendors`` and ``storage_backends`` are the registries from the plugin manager; a
-    camera naming an unknown vendor is an error. Raises ``ConfigErrors`` listing every
-    mistake found.
+    ``vendors``, ``storage_backends`` and ``mask_filters`` are the registries from the
+    plugin manager; a camera naming an unknown vendor or mask filter is an error (without
+    ``mask_filters``, the gateway checks mask filters again when it starts). Raises
+    ``ConfigErrors`` listing every mistake found.
     """
     env = os.environ if env is None else env
     root_path = Path(root)
@@ -426,6 +492,8 @@ def load(
             errors.append(ConfigError(cam_display, f"{key}.vendor", f"unknown vendor {camera.vendor!r} (known: {known})"))
             continue
         opts = _plugin_options(camera.options, vendor, file=cam_display, key=f"{key}.options", env=env, errors=errors)
+        if mask_filters is not None:
+            errors.extend(mask_filter_errors(camera, mask_filters, file=cam_display, key=key))
         cameras.append(msgspec.structs.replace(camera, options=opts))
 
     if errors:
@@ -444,4 +512,16 @@ def load(
         ptz=gateway.ptz,
         push=gateway.push,
         events=events,
+        masking=gateway.masking,
+        evidence=gateway.evidence,
     )
+
+
+def mask_filter_errors(camera: CameraConfig, filters: Mapping[str, type], *, file: str, key: str) -> list[ConfigError]:
+    """One error per config mask of ``camera`` naming a filter no plugin provides."""
+    known = ", ".join(sorted(filters)) or "none installed"
+    return [
+        ConfigError(file, f"{key}.masks[{i}].filter", f"unknown mask filter {mask.filter!r} (known: {known})")
+        for i, mask in enumerate(camera.masks)
+        if mask.filter not in filters
+    ]

@@ -167,6 +167,99 @@ evidence_holds = sa.Table(
 )
 
 
+# -- emergency pushes (migration 3) --------------------------------------------------
+
+pushes = sa.Table(
+    "pushes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("cameras", sa.JSON, nullable=False),
+    #: Usernames of the stations the cameras were pushed to.
+    sa.Column("stations", sa.JSON, nullable=False),
+    #: The grant made for each station: ``{username: grant id}``.
+    sa.Column("grants", sa.JSON, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    #: Set when the push ends; ``end_reason`` is "revoked" or "expired".
+    sa.Column("ended_at", sa.Float, index=True),
+    sa.Column("end_reason", sa.String(16)),
+    sa.Column("ended_by", sa.String(64)),
+)
+
+
+# -- privacy masks (migration 4) ------------------------------------------------------
+
+#: Every saved mask set of a camera, newest = highest version; rows are never changed or
+#: deleted, so the history says who set which masks, when and why. Masks declared in the
+#: config are not stored here (the database cannot weaken them).
+mask_versions = sa.Table(
+    "mask_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    #: ``[{"points": [[x, y], ...], "filter": "fill", "options": {}}, ...]``, normalised 0..1.
+    sa.Column("masks", sa.JSON, nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("camera", "version", name="uq_mask_versions_camera_version"),
+)
+
+
+# -- evidence release (migration 5) ---------------------------------------------------
+
+#: One row per export request; its life is in ``export_register``.
+export_requests = sa.Table(
+    "export_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    #: pending | approved | rejected | expired | producing | produced | failed
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("format", sa.String(64), nullable=False),
+    sa.Column("cameras", sa.JSON, nullable=False),
+    sa.Column("range_from", sa.Float, nullable=False),
+    sa.Column("range_to", sa.Float, nullable=False),
+    sa.Column("case_number", sa.String(100), nullable=False, index=True),
+    sa.Column("authority", sa.String(200), nullable=False),
+    sa.Column("legal_basis", sa.String(500), nullable=False),
+    sa.Column("purpose", sa.String(1000), nullable=False),
+    sa.Column("requested_by", sa.String(64), nullable=False, index=True),
+    sa.Column("requested_by_id", sa.Integer, nullable=False),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("decided_by", sa.String(64)),
+    sa.Column("decided_at", sa.Float),
+    sa.Column("decision_reason", sa.String(1000)),
+    #: Evidence hold ids placed at approval.
+    sa.Column("holds", sa.JSON, nullable=False),
+    sa.Column("holds_released_at", sa.Float),
+    sa.Column("produced_by", sa.String(64)),
+    sa.Column("produced_at", sa.Float),
+    sa.Column("package_name", sa.String(300)),
+    sa.Column("package_bytes", sa.BigInteger),
+    sa.Column("package_sha256", sa.String(64)),
+    sa.Column("error", sa.String(1000)),
+    sa.Column("downloads", sa.Integer, nullable=False, server_default="0"),
+)
+
+#: The release register: every step of every request; each row is also in the audit chain.
+export_register = sa.Table(
+    "export_register",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.Integer, sa.ForeignKey("export_requests.id"), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    #: filed | approved | rejected | expired | produced | production_failed | downloaded | hold_released
+    sa.Column("event", sa.String(32), nullable=False, index=True),
+    sa.Column("user", sa.String(64)),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("audit_id", sa.BigInteger, nullable=False),
+)
+
+
 # --------------------------------------------------------------------------------------
 # migrations
 
@@ -181,10 +274,25 @@ def _v2_recordings(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[segments, recording_gaps, evidence_holds])
 
 
+def _v3_pushes(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[pushes])
+
+
+def _v4_masks(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[mask_versions])
+
+
+def _v5_exports(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[export_requests, export_register])
+
+
 #: (version, description, function). Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "users, sessions, grants, audit", _v1_initial),
     (2, "recording segments, gaps, evidence holds", _v2_recordings),
+    (3, "emergency pushes", _v3_pushes),
+    (4, "privacy mask versions", _v4_masks),
+    (5, "evidence export requests and release register", _v5_exports),
 ]
 
 

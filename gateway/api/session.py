@@ -21,7 +21,8 @@ from gateway.access.guard import PRINCIPAL, Principal, authenticated, public
 from gateway.access.identity import SESSION_COOKIE, User
 from gateway.access.middleware import client_address
 from gateway.api import json_response
-from gateway.appkeys import ACCESS, IDENTITY
+from gateway.appkeys import ACCESS, CONFIG, IDENTITY
+from gateway.config import PushConfig
 from gateway.errors import BadRequest
 
 
@@ -58,6 +59,9 @@ def user_view(request: web.Request, user: User, who: Principal | None = None) ->
     role = policy.role(user.role)
     actions = request.app[ACCESS].actions_for(who) if who is not None else sorted(role.actions) if role else []
     view = {**user.to_json(), "role_title": role.title if role else user.role, "actions": actions}
+    # A rescue or crisis-management station: its client opens the station page.
+    config = request.app.get(CONFIG)
+    view["station"] = user.role == (config.push if config is not None else PushConfig()).station_role
     if who is not None and "users.manage" in actions:  # the admin page's role picker
         view["roles"] = [{"name": r.name, "title": r.title} for r in policy.roles.values()]
     return view

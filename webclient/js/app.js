@@ -7,8 +7,14 @@ import { AuditPage } from "./audit-view.js";
 import { CameraList } from "./camera-list.js";
 import { Grid, LAYOUTS } from "./grid.js";
 import { HLS_MODULE_URL } from "./hls-playback.js";
+import { EventsClient } from "./events.js";
+import { ExportsPage } from "./exports.js";
 import { authenticate, changePasswordForm } from "./login.js";
+import { MaskEditorPage } from "./mask-editor.js";
+import { PlaybackPage } from "./playback.js";
+import { PushDialog } from "./push-dialog.js";
 import { Router } from "./router.js";
+import { StationPage } from "./station.js";
 import { UserMenu, can } from "./session.js";
 import { UsersPage } from "./users-admin.js";
 import { webRtcSupported } from "./whep.js";
@@ -81,6 +87,17 @@ class LivePage {
       syncLayoutButtons(grid);
     });
     syncLayoutButtons(grid);
+    // "#/live?camera=d1" (the playback page's "Jump to live"): show that camera.
+    const wanted = new URLSearchParams(window.location.hash.split("?")[1] || "").get("camera");
+    if (wanted) {
+      history.replaceState(null, "", "#/live");
+      const reveal = (event) => {
+        list.removeEventListener("update", reveal);
+        if (event.detail.some((c) => c.id === wanted) && !grid.shownCameras().has(wanted)) grid.open(wanted);
+        list.setOnWall(grid.shownCameras());
+      };
+      list.addEventListener("update", reveal);
+    }
     list.start();
   }
 
@@ -115,15 +132,35 @@ class Workspace {
       pages.users = this.users = new UsersPage(document.getElementById("page-users"), { me: user.username });
       linked.push("users");
     }
+    // Like live, the playback page opens for everyone (the gateway says why it refuses);
+    // its link shows only with the right.
+    pages.playback = this.playback = new PlaybackPage(document.getElementById("page-playback"), { user });
+    if (can(user, "playback.view")) linked.push("playback");
     if (can(user, "audit.read")) {
       pages.audit = this.audit = new AuditPage(document.getElementById("page-audit"));
       linked.push("audit");
     }
+    if (can(user, "mask.edit")) {
+      pages.masks = this.masks = new MaskEditorPage(document.getElementById("page-masks"));
+      linked.push("masks");
+    }
+    if (can(user, "export.request", "export.approve", "export.produce", "audit.read")) {
+      pages.exports = this.exports = new ExportsPage(document.getElementById("page-exports"), { user });
+      linked.push("exports");
+    }
     // Without live rights the live page still opens (cameras pushed to a rescue station
     // appear there), but is home only when nothing else is.
-    const home = linked[0] || "live";
+    // The events channel (pushes, camera notices). A station account lands on the station
+    // page, where pushed cameras open by themselves, and has no navigation.
+    this.events = new EventsClient();
+    if (user.station) {
+      pages.station = this.station = new StationPage(document.getElementById("page-station"), { events: this.events });
+    }
+    if (can(user, "push.send")) this.pushes = new PushDialog({ events: this.events });
+    this.events.start();
+    const home = this.station ? "station" : linked[0] || "live";
     this.router = new Router(pages, { home, nav: document.getElementById("nav") });
-    this.router.start(linked);
+    this.router.start(this.station ? [] : linked);
   }
 
   get grid() {
@@ -132,9 +169,13 @@ class Workspace {
 
   stop() {
     this.router.stop();
+    this.events.stop();
+    if (this.pushes) this.pushes.destroy();
     this.live.hide();
     if (this.users) this.users.destroy();
     if (this.audit) this.audit.destroy();
+    if (this.masks) this.masks.destroy();
+    this.playback.destroy();
   }
 }
 
@@ -225,6 +266,9 @@ async function main() {
     },
     get user() {
       return workspace?.user ?? null;
+    },
+    get station() {
+      return workspace?.station?.info ?? null;
     },
   };
 

@@ -1,0 +1,1 @@
+"""Dispatch: emergency pushes of live cameras to stations, and the events channel."""

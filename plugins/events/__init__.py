@@ -1,0 +1,1 @@
+"""Built-in event sinks: plugins that pass gateway events on to other systems."""
