@@ -1,10 +1,11 @@
 """Playback of recordings as HLS VOD over the catalogue: pure functions, no I/O.
 
 Every stored segment is a self-contained fMP4 file (init section + fragments) whose media
-time starts at 0, so each one is mapped with its own ``EXT-X-MAP`` (a byte range over its
-init section) and follows an ``EXT-X-DISCONTINUITY``. ``EXT-X-PROGRAM-DATE-TIME`` gives
-each segment's wall-clock start, which is how a player seeks by time of day; a gap in the
-recording is a longer discontinuity between two program date-times.
+time is the wall clock (epoch seconds on the 90 kHz clock), so each one is mapped with its
+own ``EXT-X-MAP`` (a byte range over its init section) and follows an
+``EXT-X-DISCONTINUITY``; timestamps still increase across segments and gaps, so players
+that ignore discontinuities (ffmpeg) play the range end to end. ``EXT-X-PROGRAM-DATE-TIME``
+gives each segment's wall-clock start, which is how a player seeks by time of day.
 """
 
 from __future__ import annotations

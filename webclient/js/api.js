@@ -174,6 +174,19 @@ export function hlsUrl(id) {
   return `${cameraPath(id)}/hls/index.m3u8`;
 }
 
+/** A camera's recorded spans and gaps in [from, to) (epoch seconds): {camera, from, to, items}. */
+export async function listRecordings(id, from, to, options) {
+  const query = new URLSearchParams({ from: String(from), to: String(to) });
+  return (await request(`${cameraPath(id)}/recordings?${query}`, options)).json();
+}
+
+/** The HLS VOD playlist of a camera's recordings in [from, to); playback begins at `start` (wall clock). */
+export function recordingsPlaylistUrl(id, from, to, start = null) {
+  const query = new URLSearchParams({ from: String(from), to: String(to) });
+  if (start !== null && start !== undefined) query.set("start", String(start));
+  return `${cameraPath(id)}/recordings/playlist.m3u8?${query}`;
+}
+
 /** POST a WHEP offer; returns `{answer, location}` (the session URL to DELETE later). */
 export async function whepOffer(id, offerSdp, options = {}) {
   const response = await request(`${cameraPath(id)}/whep`, {
@@ -212,4 +225,16 @@ export async function hlsLibraryPresent(url) {
   } catch {
     return false;
   }
+}
+
+/** A camera's privacy masks: {camera, version, masks: [{index, points, filter, options, source, locked}], filters}. */
+export async function getMasks(id) {
+  return (await request(`${cameraPath(id)}/masks`)).json();
+}
+
+/** Replace a camera's (database) masks as a new version; `version` is the one last read. */
+export async function saveMasks(id, masks, reason, version) {
+  const body = JSON.stringify({ masks, reason, version });
+  const headers = { "Content-Type": "application/json" };
+  return (await request(`${cameraPath(id)}/masks`, { method: "PUT", headers, body })).json();
 }

@@ -38,7 +38,8 @@ export class Router {
   }
 
   #apply() {
-    let name = window.location.hash.replace(/^#\/?/, "");
+    // "#/live?camera=d1": the page is "live"; the page reads its own parameters.
+    let name = window.location.hash.replace(/^#\/?/, "").split("?")[0];
     if (!Object.hasOwn(this.#pages, name)) {
       name = this.#home;
       history.replaceState(null, "", `#/${name}`);
