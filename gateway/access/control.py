@@ -92,10 +92,6 @@ class AccessControl:
             except asyncio.CancelledError:
                 pass
 
-    def attach_sessions(self, sessions: SessionSource) -> None:
-        self._sessions = sessions
-        sessions.add_listener(lambda _user_id: self.recheck_soon())
-
     # -- decisions ---------------------------------------------------------------------
     def camera_area(self, camera_id: str) -> str:
         try:
