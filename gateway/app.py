@@ -24,6 +24,7 @@ from gateway.access.policy import Policy
 from gateway.api import audit as audit_api
 from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
+from gateway.api import exports as exports_api
 from gateway.api import health as health_api
 from gateway.api import ptz as ptz_api
 from gateway.api import pushes as pushes_api
@@ -138,6 +139,7 @@ def build_app(
     health_api.setup(app)
     cameras_api.setup(app)
     recordings_api.setup(app)
+    exports_api.setup(app)  # its context runs after the recording service's
     ptz_api.setup(app)
     webrtc.setup(app)
     hls.setup(app)

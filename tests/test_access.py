@@ -24,7 +24,9 @@ ROLES = tomllib.loads((ROOT / "conf" / "roles.toml").read_text())["role"]
 SMALL = {"width": 320, "height": 240}
 
 #: Routes that must be reachable without a session, and nothing else.
-PUBLIC = {("POST", "/api/session"), ("GET", "/"), ("HEAD", "/"), ("OPTIONS", "/api/cameras/{camera_id}/whep")}
+PUBLIC = {("POST", "/api/session"), ("GET", "/"), ("HEAD", "/"), ("OPTIONS", "/api/cameras/{camera_id}/whep"),
+          # the evidence signing key's PUBLIC half: courts fetch it to verify packages
+          ("GET", "/api/evidence/public-key"), ("HEAD", "/api/evidence/public-key")}
 
 
 def concrete(path: str) -> str:

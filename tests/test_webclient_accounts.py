@@ -281,7 +281,7 @@ async def test_auditor_reads_the_audit_log_and_sees_no_cameras(make_gateway, new
     await signed_in(page, gw, "audrey")
     await page.wait_for_selector("#page-audit:not([hidden])")
     assert page.url.endswith("#/audit")
-    assert await nav_links(page) == ["Audit"]
+    assert await nav_links(page) == ["Audit", "Exports"]  # the auditor reads the release register
     assert "Auditor" in await page.inner_text("#user-menu")
 
     rows = page.locator("#page-audit tbody tr")
@@ -371,7 +371,7 @@ async def test_operator_sees_no_users_or_audit_navigation(make_gateway, new_page
     page = await new_page()
     await signed_in(page, gw, "tester")
     await page.wait_for_selector('#camera-list li[data-camera-id="d1"]')
-    assert await nav_links(page) == ["Live"]
+    assert await nav_links(page) == ["Live", "Playback", "Exports"]  # operators may request exports
     assert await page.locator('#nav a[data-route="users"]').is_hidden()
     assert await page.locator('#nav a[data-route="audit"]').is_hidden()
     # Typing the address does not open them either: the live view stays.

@@ -1,0 +1,205 @@
+"""Evidence export requests and the release register (see ``gateway.evidence.requests``).
+
+``POST /api/exports``                      file a request; ``export.request`` on every camera
+``GET /api/exports``                       requests (oversight roles: all; others: their own);
+                                           filters ``status``, ``camera``, ``requested_by``,
+                                           ``case_number``, ``from``, ``to``; ``mine=1``
+``GET /api/exports/formats``               the export formats offered
+``GET /api/exports/register``              the release register (JSON); filters ``request``,
+``GET /api/exports/register.csv``          ``event``, ``user``, ``case_number``, ``from``, ``to``
+``GET /api/exports/{id}``                  one request with its register entries
+``POST /api/exports/{id}/approve``         ``{reason}``; ``export.approve``, never one's own
+``POST /api/exports/{id}/reject``          ``{reason}``; ``export.approve``, never one's own
+``POST /api/exports/{id}/produce``         ``export.produce``; runs in the background (202)
+``POST /api/exports/{id}/release-holds``   ``{reason}``; ``export.approve``
+``GET /api/exports/{id}/download``         the package; the requester only; every download logged
+``GET /api/evidence/public-key``           the gateway's Ed25519 public key (PEM); public
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from gateway.access.guard import authenticated, principal, public, requires
+from gateway.access.middleware import client_address
+from gateway.api import json_response
+from gateway.api.audit import parse_time
+from gateway.api.session import read_json
+from gateway.errors import BadRequest, Forbidden, NotFound
+from gateway.evidence.requests import EXPORTS, EVENTS, STATUSES, ExportRequest, NewRequest, RegisterEntry, exports_ctx, register_csv
+
+
+class Decision(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: str
+
+
+def _id(request: web.Request) -> int:
+    return int(request.match_info["request_id"])
+
+
+def _view(req: ExportRequest) -> dict:
+    view = msgspec.to_builtins(req)
+    view["from"], view["to"] = view.pop("range_from"), view.pop("range_to")
+    if req.package_name:
+        view["download"] = f"/api/exports/{req.id}/download"
+    return view
+
+
+def _entry(entry: RegisterEntry, req: ExportRequest | None = None) -> dict:
+    view = msgspec.to_builtins(entry)
+    if req is not None:
+        view.update(case_number=req.case_number, cameras=req.cameras, status=req.status, requested_by=req.requested_by)
+    return view
+
+
+def _choice(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is not None and value not in allowed:
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}")
+    return value or None
+
+
+@requires("export.request", camera_param=None)
+async def file_request(request: web.Request) -> web.Response:
+    new = await read_json(request, NewRequest)
+    assert isinstance(new, NewRequest)
+    req = await request.app[EXPORTS].file(principal(request), new, client=client_address(request))
+    return json_response(_view(req), status=201)
+
+
+@authenticated
+async def list_requests(request: web.Request) -> web.Response:
+    service = request.app[EXPORTS]
+    who = principal(request)
+    q = request.query
+    mine = q.get("mine") in ("1", "true") or not service.oversees(who)
+    found = await service.list(
+        status=_choice("status", q.get("status"), STATUSES),
+        requested_by=who.username if mine else q.get("requested_by") or None,
+        camera=q.get("camera") or None,
+        case_number=q.get("case_number") or None,
+        since=parse_time("from", q.get("from")),
+        until=parse_time("to", q.get("to")),
+    )
+    return json_response([_view(r) for r in found])
+
+
+@authenticated
+async def list_formats(request: web.Request) -> web.Response:
+    formats = request.app[EXPORTS].formats
+    return json_response([
+        {"id": fid, "title": getattr(cls, "title", fid), "media_type": cls.media_type, "max_cameras": getattr(cls, "max_cameras", None)}
+        for fid, cls in sorted(formats.items())
+    ])
+
+
+async def _register_rows(request: web.Request) -> list:
+    service = request.app[EXPORTS]
+    if not service.oversees(principal(request)):
+        raise Forbidden("the release register is for approvers, producers and auditors")
+    q = request.query
+    request_id = q.get("request")
+    if request_id is not None and not request_id.isdigit():
+        raise BadRequest("request must be a number")
+    return await service.register(
+        request_id=int(request_id) if request_id else None,
+        event=_choice("event", q.get("event"), EVENTS),
+        user=q.get("user") or None,
+        case_number=q.get("case_number") or None,
+        since=parse_time("from", q.get("from")),
+        until=parse_time("to", q.get("to")),
+    )
+
+
+@authenticated
+async def register_json(request: web.Request) -> web.Response:
+    return json_response([_entry(e, r) for e, r in await _register_rows(request)])
+
+
+@authenticated
+async def register_csv_view(request: web.Request) -> web.Response:
+    body = register_csv(await _register_rows(request))
+    return web.Response(
+        text=body, content_type="text/csv", charset="utf-8",
+        headers={"Content-Disposition": 'attachment; filename="release-register.csv"'},
+    )
+
+
+@authenticated
+async def get_request(request: web.Request) -> web.Response:
+    service = request.app[EXPORTS]
+    req = await service.get(_id(request))
+    if not service.may_see(principal(request), req):
+        raise NotFound(f"no export request {req.id}")
+    entries = [e for e, _ in await service.register(request_id=req.id)]
+    return json_response({**_view(req), "register": [_entry(e) for e in reversed(entries)]})
+
+
+@requires("export.approve", camera_param=None)
+async def approve(request: web.Request) -> web.Response:
+    body = await read_json(request, Decision)
+    req = await request.app[EXPORTS].approve(principal(request), _id(request), body.reason, client=client_address(request))
+    return json_response(_view(req))
+
+
+@requires("export.approve", camera_param=None)
+async def reject(request: web.Request) -> web.Response:
+    body = await read_json(request, Decision)
+    req = await request.app[EXPORTS].reject(principal(request), _id(request), body.reason, client=client_address(request))
+    return json_response(_view(req))
+
+
+@requires("export.produce", camera_param=None)
+async def produce(request: web.Request) -> web.Response:
+    req = await request.app[EXPORTS].produce(principal(request).username, _id(request))
+    return json_response(_view(req), status=202)
+
+
+@requires("export.approve", camera_param=None)
+async def release_holds(request: web.Request) -> web.Response:
+    body = await read_json(request, Decision)
+    req = await request.app[EXPORTS].release_holds(principal(request), _id(request), body.reason, client=client_address(request))
+    return json_response(_view(req))
+
+
+@authenticated
+async def download(request: web.Request) -> web.StreamResponse:
+    service = request.app[EXPORTS]
+    path, req = await service.download(principal(request), _id(request), client=client_address(request))
+    fmt = service.formats.get(req.format)
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": fmt.media_type if fmt else "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{req.package_name}"',
+            "Cache-Control": "no-store",
+            "X-Package-SHA256": req.package_sha256 or "",
+        },
+    )
+
+
+@public
+async def public_key(request: web.Request) -> web.Response:
+    signer = request.app[EXPORTS].signer
+    assert signer is not None
+    return web.Response(
+        body=signer.public_pem, content_type="application/x-pem-file",
+        headers={"X-Key-Fingerprint": signer.fingerprint, "Content-Disposition": 'inline; filename="citygate-evidence-public-key.pem"'},
+    )
+
+
+def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(exports_ctx)
+    app.router.add_post("/api/exports", file_request, name="exports-file")
+    app.router.add_get("/api/exports", list_requests, name="exports")
+    app.router.add_get("/api/exports/formats", list_formats, name="exports-formats")
+    app.router.add_get("/api/exports/register", register_json, name="exports-register")
+    app.router.add_get("/api/exports/register.csv", register_csv_view, name="exports-register-csv")
+    base = r"/api/exports/{request_id:\d+}"
+    app.router.add_get(base, get_request, name="export")
+    app.router.add_post(base + "/approve", approve, name="export-approve")
+    app.router.add_post(base + "/reject", reject, name="export-reject")
+    app.router.add_post(base + "/produce", produce, name="export-produce")
+    app.router.add_post(base + "/release-holds", release_holds, name="export-release-holds")
+    app.router.add_get(base + "/download", download, name="export-download")
+    app.router.add_get("/api/evidence/public-key", public_key, name="evidence-public-key")

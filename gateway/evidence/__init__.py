@@ -1,0 +1,1 @@
+"""Evidence release: requests with four-eyes approval, the release register, signed packages."""

@@ -1,0 +1,218 @@
+"""What export format plugins build packages from: the job, and helpers to write them.
+
+An ``ExportJob`` carries the approved request, the cameras with their segments and gaps,
+and a blocking ``fetch`` for segment bytes: a format does all of its work in one worker
+thread (``asyncio.to_thread``), fetching stored segments from the event loop through
+``fetch``, so nothing blocks the loop.
+
+Stored segments are self-contained fMP4 files whose media time is the wall clock, and
+every segment of a camera carries the same ``ftyp``+``moov`` while the stream's codec
+parameters stay the same. ``join_segments`` therefore writes one playable MP4 per run of
+segments: the first segment whole, then only the ``moof``+``mdat`` fragments of the
+rest, byte for byte as recorded (no remux, no re-encode). When the codec parameters
+change (a camera reconfigured) a new file begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import struct
+import zipfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from gateway import __version__
+from gateway.evidence.signing import MANIFEST, PUBLIC_KEY, SIGNATURE, Signer
+from gateway.recording.index import Gap, Segment
+
+FETCH_TIMEOUT = 120.0
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class CameraExtract:
+    camera: str
+    title: str
+    start: float  #: the requested range
+    end: float
+    items: tuple[Segment | Gap, ...]
+
+    @property
+    def segments(self) -> list[Segment]:
+        return [i for i in self.items if isinstance(i, Segment)]
+
+    @property
+    def gaps(self) -> list[Gap]:
+        return [i for i in self.items if isinstance(i, Gap)]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportJob:
+    request: dict[str, Any]  #: the request as the register shows it (ids, case, who, when)
+    cameras: tuple[CameraExtract, ...]
+    produced_by: str
+    produced_at: float
+    signer: Signer
+    read_segment: Callable[[Segment], Awaitable[bytes]]
+    loop: asyncio.AbstractEventLoop
+    #: The format's settings for this job (e.g. media release detector settings).
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def fetch(self, segment: Segment) -> bytes:
+        """A segment's bytes, checked against the catalogue's SHA-256. Worker threads only."""
+        data = asyncio.run_coroutine_threadsafe(self.read_segment(segment), self.loop).result(FETCH_TIMEOUT)
+        if len(data) != segment.bytes or hashlib.sha256(data).hexdigest() != segment.sha256:
+            raise ValueError(f"camera {segment.camera}: segment {segment.id} does not match its catalogued SHA-256")
+        return data
+
+    def base_manifest(self, format_id: str) -> dict[str, Any]:
+        return {
+            "format": format_id,
+            "manifest_version": 1,
+            "request": self.request,
+            "produced": {
+                "by": self.produced_by,
+                "at": iso(self.produced_at),
+                "at_epoch": self.produced_at,
+                "gateway": f"citygate {__version__}",
+                "key_fingerprint": self.signer.fingerprint,
+            },
+        }
+
+
+class HashingWriter:
+    """Counts and hashes what passes through to ``sink``."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self.sink = sink
+        self.size = 0
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        self.size += len(data)
+        return self.sink.write(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class PackageWriter:
+    """A ZIP package (stored, not compressed: video does not compress) with a signed manifest."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.zf = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self.files: list[dict[str, Any]] = []
+
+    @contextmanager
+    def open(self, name: str, **meta: Any) -> Iterator[HashingWriter]:
+        with self.zf.open(name, "w", force_zip64=True) as f:
+            writer = HashingWriter(f)
+            yield writer
+        self.files.append({"path": name, "bytes": writer.size, "sha256": writer.hexdigest(), **meta})
+
+    def finish(self, manifest: dict[str, Any], signer: Signer) -> bytes:
+        """Write the manifest (listing every file), its signature and the public key."""
+        manifest = {**manifest, "files": self.files}
+        body = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+        self.zf.writestr(MANIFEST, body)
+        self.zf.writestr(SIGNATURE, signer.sign(body))
+        self.zf.writestr(PUBLIC_KEY, signer.public_pem)
+        self.zf.close()
+        return body
+
+    def abort(self) -> None:
+        self.zf.close()
+
+
+def init_length(data: bytes) -> int:
+    """Bytes before the first ``moof``: the segment's ``ftyp``+``moov``."""
+    offset = 0
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, offset)
+        if kind == b"moof":
+            return offset
+        if size == 1:
+            size = struct.unpack_from(">Q", data, offset + 8)[0]
+        if size < 8:
+            break
+        offset += size
+    raise ValueError("not a fragmented MP4 segment: no moof box")
+
+
+@dataclass(slots=True)
+class JoinedFile:
+    path: str
+    segments: list[Segment] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "from": iso(self.segments[0].start),
+            "to": iso(self.segments[-1].end),
+            "segments": [
+                {"id": s.id, "start": iso(s.start), "end": iso(s.end), "bytes": s.bytes, "recorded_sha256": s.sha256}
+                for s in self.segments
+            ],
+        }
+
+
+def join_segments(
+    job: ExportJob, extract: CameraExtract, open_file: Callable[[str], Any], name: Callable[[int], str]
+) -> list[JoinedFile]:
+    """Write the camera's segments as few MP4 files as the codec parameters allow.
+
+    ``open_file(path)`` is a context manager giving a writable file; ``name(n)`` the path
+    of the n-th file (0-based). Blocking: run in a worker thread."""
+    files: list[JoinedFile] = []
+    current_init: bytes | None = None
+    stack: Any = None
+    out: Any = None
+    try:
+        for seg in extract.segments:
+            data = job.fetch(seg)
+            n = init_length(data)
+            init = data[:n]
+            if init != current_init:
+                if stack is not None:
+                    stack.__exit__(None, None, None)
+                joined = JoinedFile(name(len(files)))
+                files.append(joined)
+                stack = open_file(joined.path)
+                out = stack.__enter__()
+                out.write(data)
+                current_init = init
+            else:
+                out.write(memoryview(data)[n:])
+            files[-1].segments.append(seg)
+    finally:
+        if stack is not None:
+            stack.__exit__(None, None, None)
+    return files
+
+
+def camera_description(extract: CameraExtract) -> dict[str, Any]:
+    segs = extract.segments
+    return {
+        "id": extract.camera,
+        "title": extract.title,
+        "requested": {"from": iso(extract.start), "to": iso(extract.end), "from_epoch": extract.start, "to_epoch": extract.end},
+        "covered": (
+            {"from": iso(segs[0].start), "to": iso(segs[-1].end), "from_epoch": segs[0].start, "to_epoch": segs[-1].end}
+            if segs else None
+        ),
+        "recorded_seconds": round(sum(s.duration for s in segs), 3),
+        "gaps": [
+            {"from": iso(g.start), "to": iso(g.end), "seconds": round(g.end - g.start, 3), "reason": g.reason}
+            for g in extract.gaps
+        ],
+    }
