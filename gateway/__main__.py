@@ -28,7 +28,9 @@ def _load(config_dir: str):  # -> tuple[Config, Plugins, Policy]
     backends = plugins.storage_backends()
     errors = []
     try:
-        config = config_mod.load(config_dir, vendors=plugins.camera_vendors(), storage_backends=backends or None)
+        config = config_mod.load(
+            config_dir, vendors=plugins.camera_vendors(), storage_backends=backends or None, mask_filters=plugins.mask_filters()
+        )
     except ConfigErrors as exc:
         errors += exc.errors
     try:

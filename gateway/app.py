@@ -26,6 +26,7 @@ from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
 from gateway.api import exports as exports_api
 from gateway.api import health as health_api
+from gateway.api import masks as masks_api
 from gateway.api import ptz as ptz_api
 from gateway.api import pushes as pushes_api
 from gateway.api import recordings as recordings_api
@@ -38,6 +39,7 @@ from gateway.db import Database
 from gateway.dispatch import notify, push
 from gateway.events import EventBus
 from gateway.live import hls, webrtc
+from gateway.masks import attach as attach_masks
 from gateway.plugins import Plugins
 from gateway.recording.service import recording_ctx
 
@@ -93,6 +95,7 @@ async def _cameras_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     manager = CameraManager(config, app[PLUGINS].camera_vendors(), app[EVENTS])
     app[CAMERAS] = manager
+    await attach_masks(app, manager)  # privacy masks in place before any camera starts
     async with manager:
         logger.info("started %d cameras", len(manager))
         yield
@@ -138,6 +141,7 @@ def build_app(
     audit_api.setup(app)
     health_api.setup(app)
     cameras_api.setup(app)
+    masks_api.setup(app)
     recordings_api.setup(app)
     exports_api.setup(app)  # its context runs after the recording service's
     ptz_api.setup(app)

@@ -3,6 +3,20 @@
 This is the seam the architecture asks for: nothing outside a ``Camera`` touches its hub
 directly; readers are opened through ``Camera.open_reader``. When cameras move to worker
 processes or other nodes, this is the class that becomes a proxy.
+
+Privacy masks. The source publishes into a private ``_Inlet``, which keeps the camera's
+*unmasked* hub. A camera without masks is passthrough: the inlet forwards every packet to
+the public hub (``Camera.hub``) untouched. A camera with masks runs a ``MaskStage`` that
+reads the unmasked hub and publishes masked packets to the public hub; the inlet then
+forwards nothing. Every reader (live, LL-HLS, recorder, snapshot, export, re-stream) is
+opened on the public hub, so none can see the unmasked picture of a masked camera. The
+unmasked hub is deliberately not an attribute, property or method result of ``Camera``
+(nor of ``RtspSource``, which only sees the inlet): code outside this module has no name
+by which to reach it, and a future reader cannot be wired to it by mistake.
+
+Changing masks switches live. Public hub and viewers stay; the masked path starts with a
+new ``StreamInfo`` and a keyframe marked as a discontinuity, and the public hub's
+timestamps keep increasing across the switch (the inlet drops anything that would not).
 """
 
 from __future__ import annotations
@@ -12,13 +26,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from gateway.config import CameraConfig, Config, IngestConfig
+from gateway.config import CameraConfig, Config, IngestConfig, MaskingConfig
 from gateway.errors import CameraUnavailable, NotFound
 from gateway.events import EventBus
-from gateway.interfaces import CameraVendor, PtzCapabilities, StreamProfile
+from gateway.interfaces import CameraVendor, MaskFilter, MaskShape, PtzCapabilities, StreamProfile
 from gateway.media.hub import HubReader, HubStats, StreamHub
+from gateway.media.masking import MaskStage, StageStats, instantiate_filters
 from gateway.media.packet import MediaPacket, StreamInfo
 from gateway.media.source import RtspSource, SourceState, SourceStatus
 
@@ -36,8 +52,90 @@ class CameraSnapshot:
     ptz: PtzCapabilities
 
 
+def config_shapes(config: CameraConfig) -> tuple[MaskShape, ...]:
+    """The masks a camera's config declares, as shapes for the mask stage."""
+    return tuple(MaskShape(points=tuple(m.points), filter=m.filter, options=dict(m.options)) for m in config.masks)
+
+
+class _Inlet:
+    """Where the source's packets enter a camera; the only holder of the unmasked hub.
+
+    Runs on the event loop (the source hands packets over with ``call_soon_threadsafe``).
+    """
+
+    def __init__(self, camera_id: str, public: StreamHub, *, masked: bool) -> None:
+        self._unmasked = StreamHub(f"{camera_id} (unmasked)")
+        self._public = public
+        self._name = camera_id
+        #: True while a mask stage feeds the public hub: no source packet goes there then.
+        self.masked = masked
+        self._need_keyframe = False
+        self._on_unmasked: Callable[[], None] | None = None
+        self._last_pts: int | None = None
+
+    # -- from the source ---------------------------------------------------------------
+    def publish(self, packet: MediaPacket) -> None:
+        self._unmasked.publish(packet)
+        if self.masked:
+            if self._on_unmasked is None or not packet.keyframe or not self._after_last(packet):
+                return
+            # masks removed: back to passthrough at a keyframe, so viewers decode at once
+            self.masked, done, self._on_unmasked = False, self._on_unmasked, None
+            self._need_keyframe = False
+            done()
+            packet = replace(packet, discontinuity=True)
+        elif self._need_keyframe:
+            if not packet.keyframe:
+                return
+            self._need_keyframe = False
+            packet = replace(packet, discontinuity=True)
+        self._to_public(packet)
+
+    # -- from the mask stage -----------------------------------------------------------
+    def publish_masked(self, packet: MediaPacket) -> None:
+        if self.masked:
+            self._to_public(packet)
+
+    def _after_last(self, packet: MediaPacket) -> bool:
+        return self._last_pts is None or packet.pts > self._last_pts
+
+    def _to_public(self, packet: MediaPacket) -> None:
+        if not self._after_last(packet):
+            return  # never let the public timeline run backwards across a switch
+        self._last_pts = packet.pts
+        self._public.publish(packet)
+
+    # -- from the camera ---------------------------------------------------------------
+    def open_unmasked(self) -> HubReader:
+        return self._unmasked.open_reader(f"mask stage {self._name}", lossless=False)
+
+    @property
+    def last_pts(self) -> int | None:
+        return self._last_pts
+
+    def mask_now(self) -> None:
+        """From this packet on, only the mask stage feeds the public hub."""
+        self.masked = True
+        self._on_unmasked = None
+
+    def unmask_at_next_keyframe(self, done: Callable[[], None]) -> None:
+        self._on_unmasked = done
+
+    def close(self) -> None:
+        self._unmasked.close()
+
+
 class Camera:
-    def __init__(self, config: CameraConfig, vendor_cls: type[CameraVendor], ingest: IngestConfig, events: EventBus) -> None:
+    def __init__(
+        self,
+        config: CameraConfig,
+        vendor_cls: type[CameraVendor],
+        ingest: IngestConfig,
+        events: EventBus,
+        *,
+        masking: MaskingConfig | None = None,
+        filters: Mapping[str, type[MaskFilter]] | None = None,
+    ) -> None:
         self.config = config
         self.id = config.id
         self.vendor = vendor_cls(config, config.options)
@@ -46,8 +144,18 @@ class Camera:
         self._ingest = ingest
         self._stack = contextlib.AsyncExitStack()
         self._failed: SourceStatus | None = None
-        self.source = RtspSource(config.id, self.hub, lambda: self.vendor.stream_url(StreamProfile.MAIN), ingest)
-        self.source.add_listener(self._on_status)
+        self._masking = masking or MaskingConfig()
+        self._filters = instantiate_filters(filters or {})
+        self._shapes = config_shapes(config)
+        self._stage: MaskStage | None = None
+        self._mask_lock = asyncio.Lock()
+        self._started = False
+        self._retiring: set[asyncio.Task[None]] = set()
+        # Masked from the first packet when the config declares masks: fail closed.
+        inlet = _Inlet(config.id, self.hub, masked=bool(self._shapes))
+        self._inlet = inlet
+        self._source = RtspSource(config.id, inlet, lambda: self.vendor.stream_url(StreamProfile.MAIN), ingest)  # type: ignore[arg-type]
+        self._source.add_listener(self._on_status)
 
     def _on_status(self, status: SourceStatus) -> None:
         if status.state in (SourceState.ONLINE, SourceState.OFFLINE):
@@ -61,15 +169,85 @@ class Camera:
             self._failed = SourceStatus(SourceState.OFFLINE, time.time(), f"vendor failed to start: {exc}")
             self._events.emit("camera.offline", camera=self.id, error=self._failed.last_error)
             return
-        await self._stack.enter_async_context(self.source)
+        async with self._mask_lock:
+            self._started = True
+            await self._apply_masks()
+        await self._stack.enter_async_context(self._source)
 
     async def stop(self) -> None:
+        async with self._mask_lock:
+            self._started = False
+            stage, self._stage = self._stage, None
+            if stage is not None:
+                await stage.aclose()
+        for task in list(self._retiring):
+            await task
         self.hub.close()
         await self._stack.aclose()
+        self._inlet.close()
 
     @property
     def status(self) -> SourceStatus:
-        return self._failed or self.source.status
+        return self._failed or self._source.status
+
+    # -- privacy masks -----------------------------------------------------------------
+    @property
+    def masks(self) -> tuple[MaskShape, ...]:
+        """The masks applied now (config and database together)."""
+        return self._shapes
+
+    @property
+    def masked(self) -> bool:
+        return bool(self._shapes)
+
+    def set_filters(self, filters: Mapping[str, type[MaskFilter]]) -> None:
+        """The filter plugins; set before ``start`` (a running stage keeps its own)."""
+        self._filters = instantiate_filters(filters)
+
+    async def set_masks(self, shapes: Sequence[MaskShape]) -> None:
+        """Apply ``shapes`` live: start, change or stop the mask stage; viewers stay."""
+        async with self._mask_lock:
+            self._shapes = tuple(shapes)
+            if self._started:
+                await self._apply_masks()
+            else:  # applied at start; until then the inlet already fails closed
+                self._inlet.masked = bool(self._shapes)
+
+    async def _apply_masks(self) -> None:
+        stage = self._stage
+        if self._shapes:
+            self._inlet.mask_now()
+            if stage is not None:
+                stage.set_shapes(self._shapes)
+                return
+            self._stage = MaskStage(
+                self.id,
+                self._inlet.open_unmasked(),
+                self._inlet.publish_masked,
+                self._shapes,
+                self._filters,
+                self._masking,
+                after_pts=self._inlet.last_pts,
+            )
+            await self._stage.__aenter__()
+            logger.info("camera %s: masking %d region(s)", self.id, len(self._shapes))
+        elif stage is not None:
+            # Keep the masked picture flowing until the camera's next keyframe, then switch.
+            self._inlet.unmask_at_next_keyframe(lambda: self._retire(stage))
+            logger.info("camera %s: masks removed; passthrough from the next keyframe", self.id)
+        else:
+            self._inlet.masked = False
+
+    def _retire(self, stage: MaskStage) -> None:
+        if self._stage is stage:
+            self._stage = None
+        task = asyncio.get_running_loop().create_task(stage.aclose(), name=f"mask-retire:{self.id}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def mask_stats(self) -> StageStats | None:
+        """CPU per step of the running mask stage, if the camera is masked."""
+        return self._stage.stats if self._stage is not None else None
 
     def snapshot(self) -> CameraSnapshot:
         return CameraSnapshot(
@@ -99,9 +277,18 @@ class Camera:
 class CameraManager:
     """Owns every configured camera; started and stopped as one async context."""
 
-    def __init__(self, config: Config, vendors: dict[str, type[CameraVendor]], events: EventBus) -> None:
+    def __init__(
+        self,
+        config: Config,
+        vendors: dict[str, type[CameraVendor]],
+        events: EventBus,
+        *,
+        filters: Mapping[str, type[MaskFilter]] | None = None,
+    ) -> None:
         self._cameras = {
-            c.id: Camera(c, vendors[c.vendor], config.ingest, events) for c in config.cameras if c.enabled
+            c.id: Camera(c, vendors[c.vendor], config.ingest, events, masking=config.masking, filters=filters)
+            for c in config.cameras
+            if c.enabled
         }
 
     async def __aenter__(self) -> CameraManager:

@@ -1,0 +1,308 @@
+"""Privacy masks as data: config masks plus versioned database masks, applied to cameras.
+
+A camera's masks are the union of the masks its config declares (kept as code, shown
+locked, never removable through the API) and the newest mask set saved in the database.
+Every save writes a new version row (who, when, why) and an audit entry; nothing is
+updated in place. ``attach`` puts the database masks on the cameras *before* they start,
+so not one unmasked picture reaches a reader, the recorder included.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+
+from gateway.access.audit import AuditLog
+from gateway.appkeys import AUDIT, CONFIG, DATABASE, PLUGINS
+from gateway.cameras import Camera, CameraManager, config_shapes
+from gateway.config import CAMERAS_FILE, Config, mask_filter_errors
+from gateway.db import Database, mask_versions
+from gateway.errors import BadRequest, ConfigErrors, Conflict, Forbidden
+from gateway.interfaces import MaskFilter, MaskShape
+from gateway.polygons import polygon_problem
+
+logger = logging.getLogger(__name__)
+
+MAX_MASKS = 32
+MAX_REASON = 500
+#: Limits of the built-in filters' numeric options (pixels at full resolution).
+_NUMERIC_OPTIONS = {"pixelate": {"block": (4, 256)}, "blur": {"radius": (2, 128)}}
+
+
+class MaskEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """One mask on the wire and in the database."""
+
+    points: tuple[tuple[float, float], ...]
+    filter: str = "fill"
+    options: dict[str, Any] = {}
+
+    def shape(self) -> MaskShape:
+        return MaskShape(points=self.points, filter=self.filter, options=dict(self.options))
+
+
+class MaskView(msgspec.Struct, kw_only=True, frozen=True):
+    index: int
+    points: tuple[tuple[float, float], ...]
+    filter: str
+    options: dict[str, Any]
+    #: "config" (locked: only an edit of the config file removes it) or "database".
+    source: str
+    locked: bool
+
+
+class MaskSetView(msgspec.Struct, kw_only=True, frozen=True):
+    camera: str
+    #: The database version in force (0: none saved yet).
+    version: int
+    masks: tuple[MaskView, ...]
+    updated_by: str | None = None
+    updated_at: float | None = None
+    reason: str | None = None
+    filters: tuple[str, ...] = ()
+
+
+class MaskVersionView(msgspec.Struct, kw_only=True, frozen=True):
+    version: int
+    masks: tuple[MaskEntry, ...]
+    reason: str
+    created_by: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    version: int
+    masks: tuple[MaskEntry, ...]
+    reason: str | None = None
+    created_by: str | None = None
+    created_at: float | None = None
+
+
+def parse_masks(raw: Any, filters: Mapping[str, Any], *, key: str = "masks") -> tuple[MaskEntry, ...]:
+    """Validate masks from a request; a ``BadRequest`` names the mask and the reason."""
+    if not isinstance(raw, list):
+        raise BadRequest(f"{key} must be a list of masks")
+    if len(raw) > MAX_MASKS:
+        raise BadRequest(f"{key}: at most {MAX_MASKS} masks per camera")
+    return tuple(parse_mask(item, filters, key=f"{key}[{i}]") for i, item in enumerate(raw))
+
+
+def parse_mask(raw: Any, filters: Mapping[str, Any], *, key: str = "mask") -> MaskEntry:
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{key} must be an object with points and filter")
+    unknown = set(raw) - {"points", "filter", "options"}
+    if unknown:
+        raise BadRequest(f"{key}: unknown field {sorted(unknown)[0]!r}")
+    points = raw.get("points")
+    problem = polygon_problem(points) if points is not None else "points are missing"
+    if problem is not None:
+        raise BadRequest(f"{key}: {problem}")
+    name = raw.get("filter", "fill")
+    if name not in filters:
+        raise BadRequest(f"{key}: unknown filter {name!r} (known: {', '.join(sorted(filters))})")
+    options = raw.get("options", {})
+    if not isinstance(options, dict) or not all(isinstance(v, (int, float, str, bool)) for v in options.values()):
+        raise BadRequest(f"{key}: options must be an object of plain values")
+    for option, (low, high) in _NUMERIC_OPTIONS.get(name, {}).items():
+        value = options.get(option)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise BadRequest(f"{key}: option {option!r} of {name} must be a whole number of pixels from {low} to {high}")
+    return MaskEntry(points=tuple((float(x), float(y)) for x, y in points), filter=name, options=options)
+
+
+def parse_reason(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise BadRequest("a reason is required for every mask change")
+    if len(raw) > MAX_REASON:
+        raise BadRequest(f"the reason is longer than {MAX_REASON} characters")
+    return raw.strip()
+
+
+class MaskService:
+    """Owns mask persistence and keeps every camera's mask stage in step with it."""
+
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        config: Config,
+        cameras: CameraManager,
+        filters: Mapping[str, type[MaskFilter]],
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._config = config
+        self._cameras = cameras
+        self.filters = dict(filters)
+        self._saved: dict[str, _Saved] = {}
+
+    async def load(self) -> None:
+        """Read the newest version of every camera and apply it (before cameras start)."""
+        newest = (
+            sa.select(mask_versions.c.camera, sa.func.max(mask_versions.c.version).label("v"))
+            .group_by(mask_versions.c.camera)
+            .subquery()
+        )
+        q = sa.select(mask_versions).join(
+            newest, sa.and_(mask_versions.c.camera == newest.c.camera, mask_versions.c.version == newest.c.v)
+        )
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        for row in rows:
+            self._saved[row["camera"]] = _row_to_saved(row)
+        for camera in self._cameras:
+            await self._apply(camera)
+
+    def _config_entries(self, camera: Camera) -> tuple[MaskEntry, ...]:
+        return tuple(MaskEntry(points=s.points, filter=s.filter, options=dict(s.options)) for s in config_shapes(camera.config))
+
+    async def _apply(self, camera: Camera) -> None:
+        saved = self._saved.get(camera.id)
+        shapes = list(config_shapes(camera.config))
+        if saved is not None:
+            shapes += [m.shape() for m in saved.masks]
+        await camera.set_masks(shapes)
+
+    # -- reading -------------------------------------------------------------------------
+    def view(self, camera_id: str) -> MaskSetView:
+        camera = self._cameras.get(camera_id)
+        saved = self._saved.get(camera.id) or _Saved(0, ())
+        views: list[MaskView] = []
+        for entry in self._config_entries(camera):
+            views.append(MaskView(index=len(views), points=entry.points, filter=entry.filter, options=entry.options, source="config", locked=True))
+        for entry in saved.masks:
+            views.append(MaskView(index=len(views), points=entry.points, filter=entry.filter, options=entry.options, source="database", locked=False))
+        return MaskSetView(
+            camera=camera.id,
+            version=saved.version,
+            masks=tuple(views),
+            updated_by=saved.created_by,
+            updated_at=saved.created_at,
+            reason=saved.reason,
+            filters=tuple(sorted(self.filters)),
+        )
+
+    def database_masks(self, camera_id: str) -> tuple[MaskEntry, ...]:
+        saved = self._saved.get(camera_id)
+        return saved.masks if saved is not None else ()
+
+    async def versions(self, camera_id: str, limit: int = 100) -> list[MaskVersionView]:
+        camera = self._cameras.get(camera_id)
+        q = (
+            sa.select(mask_versions)
+            .where(mask_versions.c.camera == camera.id)
+            .order_by(mask_versions.c.version.desc())
+            .limit(limit)
+        )
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [
+            MaskVersionView(
+                version=r["version"], masks=msgspec.convert(r["masks"], tuple[MaskEntry, ...]), reason=r["reason"],
+                created_by=r["created_by"], created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    # -- changing ------------------------------------------------------------------------
+    async def save(
+        self,
+        camera_id: str,
+        masks: Sequence[MaskEntry],
+        *,
+        reason: str,
+        user: str,
+        client: str | None = None,
+        change: str = "replace",
+        expected_version: int | None = None,
+    ) -> MaskSetView:
+        """Store ``masks`` (the database masks of the camera) as a new version; apply; audit."""
+        camera = self._cameras.get(camera_id)
+        masks = tuple(masks)
+        now = time.time()
+        try:
+            async with self._db.begin() as conn:
+                current = (
+                    await conn.execute(
+                        sa.select(sa.func.max(mask_versions.c.version)).where(mask_versions.c.camera == camera.id)
+                    )
+                ).scalar() or 0
+                if expected_version is not None and expected_version != current:
+                    raise Conflict(
+                        f"the masks of camera {camera.id} changed meanwhile (version {current}, not {expected_version}); reload and retry"
+                    )
+                version = current + 1
+                await conn.execute(
+                    mask_versions.insert().values(
+                        camera=camera.id, version=version, masks=msgspec.to_builtins(masks), reason=reason,
+                        created_by=user, created_at=now,
+                    )
+                )
+        except IntegrityError as exc:
+            raise Conflict(f"the masks of camera {camera.id} changed meanwhile; reload and retry") from exc
+        self._saved[camera.id] = _Saved(version, masks, reason, user, now)
+        await self._apply(camera)
+        await self._audit.record(
+            "mask.edit", user=user, client=client, camera=camera.id, purpose=reason,
+            detail={"change": change, "version": version, "database_masks": len(masks), "config_masks": len(camera.config.masks)},
+        )
+        logger.info("camera %s: masks version %d by %s (%s)", camera.id, version, user, change)
+        return self.view(camera.id)
+
+    async def add(self, camera_id: str, mask: MaskEntry, **kw: Any) -> MaskSetView:
+        return await self.save(camera_id, (*self.database_masks(camera_id), mask), change="add", **kw)
+
+    async def delete(self, camera_id: str, index: int, *, user: str, client: str | None, reason: str) -> MaskSetView:
+        """Remove mask ``index`` of the combined list; a config mask cannot be removed."""
+        camera = self._cameras.get(camera_id)
+        n_config = len(camera.config.masks)
+        db_masks = self.database_masks(camera.id)
+        if not 0 <= index < n_config + len(db_masks):
+            raise BadRequest(f"camera {camera.id} has no mask {index}")
+        if index < n_config:
+            await self._audit.record(
+                "mask.edit", outcome="refused", user=user, client=client, camera=camera.id, purpose=reason,
+                detail={"change": "delete", "index": index, "reason": "declared in the config"},
+            )
+            raise Forbidden(f"mask {index} of camera {camera.id} is declared in {CAMERAS_FILE}; only a config change removes it")
+        kept = db_masks[: index - n_config] + db_masks[index - n_config + 1 :]
+        return await self.save(camera.id, kept, reason=reason, user=user, client=client, change="delete")
+
+
+def _row_to_saved(row: Any) -> _Saved:
+    return _Saved(
+        version=row["version"], masks=msgspec.convert(row["masks"], tuple[MaskEntry, ...]), reason=row["reason"],
+        created_by=row["created_by"], created_at=row["created_at"],
+    )
+
+
+MASKS = web.AppKey("masks", MaskService)
+
+
+async def attach(app: web.Application, cameras: CameraManager) -> MaskService:
+    """Give the cameras their filter plugins and database masks; call before they start."""
+    config: Config = app[CONFIG]
+    filters = app[PLUGINS].mask_filters()
+    display = str(Path(config.root) / CAMERAS_FILE)
+    errors = [
+        e
+        for i, c in enumerate(config.cameras)
+        for e in mask_filter_errors(c, filters, file=display, key=f"camera[{i}]")
+    ]
+    if errors:
+        raise ConfigErrors(errors)
+    for camera in cameras:
+        camera.set_filters(filters)
+    service = MaskService(app[DATABASE], app[AUDIT], config, cameras, filters)
+    await service.load()
+    app[MASKS] = service
+    return service
