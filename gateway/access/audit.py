@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.db import Database, audit
 from gateway.interfaces import Event
+from gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +79,8 @@ class AuditLog:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.flush()
-        if self._writer is not None:
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-            self._writer = None
+        await cancel_and_wait(self._writer)
+        self._writer = None
 
     # -- writing -----------------------------------------------------------------------
     def _entry(self, action: str, outcome: str, **fields: Any) -> dict[str, Any]:

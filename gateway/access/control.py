@@ -24,6 +24,7 @@ from gateway.access.policy import Action, Decision, Grant, Policy, Subject
 from gateway.config import Config
 from gateway.db import Database, grants
 from gateway.errors import BadRequest, NotFound
+from gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +86,7 @@ class AccessControl:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            try:
-                await self._watcher
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._watcher)
 
     # -- decisions ---------------------------------------------------------------------
     def camera_area(self, camera_id: str) -> str:

@@ -39,6 +39,7 @@ from gateway.config import PushConfig
 from gateway.db import Database, pushes
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
 from gateway.events import EventBus
+from gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +128,7 @@ class PushService:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            try:
-                await self._watcher
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._watcher)
 
     # -- questions -----------------------------------------------------------------------
     def now(self) -> float:

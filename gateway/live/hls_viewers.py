@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gateway.access.control import AccessControl, LiveTicket
 from gateway.access.guard import Principal
+from gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +45,7 @@ class HlsViewers:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         for key in list(self._views):
             await self._end(key, "gateway shutting down")
 
