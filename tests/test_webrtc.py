@@ -319,7 +319,7 @@ async def test_per_camera_and_global_viewer_limits_answer_503(gst_gateway: Runni
 
 @pytest.mark.gstreamer
 async def test_h265_camera_is_refused_with_a_reason(gst_gateway: RunningGateway) -> None:
-    pc = client_offer_pc()
+    pc = client_offer_pc(["h264"])  # a viewer that cannot take H.265 (see test_webrtc_hevc.py)
     await pc.setLocalDescription(await pc.createOffer())
     status, _, body = await post_offer(gst_gateway, "gst265", pc.localDescription.sdp)
     await pc.close()

@@ -1,7 +1,8 @@
 """A video track that hands aiortc the camera's encoded packets, so nothing is re-encoded.
 
 aiortc's sender calls ``recv()``; when it gets an ``av.Packet`` (not a frame) it only
-splits the Annex B access unit into NAL units and packetizes them (``H264Encoder.pack``),
+splits the Annex B access unit into NAL units and packetizes them (``H264Encoder.pack``, or
+``gateway.live.hevc_rtc.HevcEncoder.pack`` for H.265),
 with the RTP timestamp ``convert_timebase(pts, time_base, 1/90000)`` plus a random origin.
 It adds no pacing of its own: packets leave as fast as ``recv()`` returns them, which is as
 fast as the camera delivers them.
@@ -26,7 +27,7 @@ BURST_STEP = 90
 
 
 class PacketTrack(MediaStreamTrack):
-    """Forwards the H.264 access units of one hub reader as ``av.Packet``s.
+    """Forwards the access units of one hub reader, in ``codec``, as ``av.Packet``s.
 
     The reader starts at the hub's cached keyframe, so the first ``recv()`` returns at once
     with a decodable picture. The packets already queued at that moment (the cached GOP and
@@ -39,9 +40,10 @@ class PacketTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, reader: HubReader, label: str) -> None:
+    def __init__(self, reader: HubReader, label: str, codec: str = "h264") -> None:
         super().__init__()
         self._reader = reader
+        self._codec = codec
         self._label = label
         self._burst_left: int | None = None
         self._last_pts = 0
@@ -60,8 +62,8 @@ class PacketTrack(MediaStreamTrack):
         except StreamClosed:
             self._end("camera stream ended")
             raise MediaStreamError from None
-        if media.info.codec != "h264":
-            logger.warning("%s: stream changed to %s; WebRTC here sends H.264 only", self._label, media.info.codec)
+        if media.info.codec != self._codec:
+            logger.warning("%s: stream changed from %s to %s", self._label, self._codec, media.info.codec)
             self._end(f"camera stream changed to {media.info.codec}")
             raise MediaStreamError
         if self._burst_left is None:

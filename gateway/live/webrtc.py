@@ -5,8 +5,10 @@
     DELETE /api/whep/sessions/{session_id} → 204
     OPTIONS /api/cameras/{camera_id}/whep  → 204, Accept-Post: application/sdp
 
-Only H.264 is offered, whatever the viewer lists first (aiortc has no H.265): a camera that
-sends H.265 is refused with 409 and the client falls back to LL-HLS. There is no trickle
+The camera's codec is sent, whatever the viewer lists first. Every offer must list H.264;
+an H.265 camera is sent as H.265 when the offer also lists H265 (aiortc learns H.265 from
+``gateway.live.hevc_rtc``, installed at import of this module), and is refused with 409 and
+a reason otherwise, so the client falls back to LL-HLS. There is no trickle
 ICE and no ICE restart: the answer carries every candidate (aiortc gathers them all in
 ``setLocalDescription``), and PATCH on a session is answered 405, as WHEP allows.
 
@@ -48,7 +50,10 @@ from gateway.appkeys import ACCESS, CAMERAS, CONFIG
 from gateway.cameras import Camera
 from gateway.config import LiveConfig
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
+from gateway.live import hevc_rtc
 from gateway.live.packet_track import PacketTrack
+
+hevc_rtc.install()
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +66,20 @@ SILENCE_TIMEOUT = 5.0
 WATCH_INTERVAL = 1.0
 
 
-def h264_preferences() -> list[RTCRtpCodecCapability]:
-    """aiortc's H.264 codecs, plus RTX so lost packets can be retransmitted."""
-    codecs = RTCRtpSender.getCapabilities("video").codecs
-    return [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
+#: The SDP encoding name (``a=rtpmap``) of each camera codec WebRTC can send.
+RTP_NAMES = {"h264": "H264", "hevc": "H265"}
+
+
+def codec_preferences(codec: str) -> list[RTCRtpCodecCapability]:
+    """aiortc's codecs for ``codec`` ('h264' or 'hevc'), plus RTX so lost packets can be retransmitted."""
+    wanted = ("video/" + RTP_NAMES[codec].lower(), "video/rtx")
+    return [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in wanted]
+
+
+def offered_video_codecs(offer: str) -> set[str]:
+    """The encoding names (upper case, e.g. ``H264``) the offer's video m-lines list."""
+    description = aiortc_sdp.SessionDescription.parse(offer)
+    return {c.name.upper() for m in description.media if m.kind == "video" for c in m.rtp.codecs}
 
 
 def rtc_configuration(live: LiveConfig) -> RTCConfiguration:
@@ -83,7 +98,7 @@ def check_offer(offer: str) -> None:
     if not video:
         raise BadRequest("SDP offer has no video m-line")
     if not any(c.mimeType.lower() == "video/h264" for m in video for c in m.rtp.codecs):
-        raise BadRequest("SDP offer lists no H.264 codec; this gateway's WebRTC sends H.264 only")
+        raise BadRequest("SDP offer lists no H.264 codec; every WebRTC viewer of this gateway must accept H.264")
     # aiortc would accept this and fail the DTLS handshake later, leaving a dead session.
     if not all(m.dtls is not None and m.dtls.fingerprints for m in video):
         raise BadRequest("SDP offer has no DTLS fingerprint (a=fingerprint)")
@@ -160,20 +175,23 @@ class WebRtcSession:
         """Attach the camera, apply the offer, return the answer SDP (ICE gathering complete)."""
         reader = camera.open_reader(f"webrtc {self.id}")
         info = reader.info
-        if info is None or info.codec != "h264":
+        codec = info.codec if info is not None else "unknown"
+        if codec not in RTP_NAMES or RTP_NAMES[codec] not in offered_video_codecs(offer):
             reader.close()
-            codec = "H.265" if info is not None and info.codec == "hevc" else (info.codec if info else "unknown")
-            raise Conflict(
-                f"camera {camera.id} sends {codec}; WebRTC here supports H.264 only (use LL-HLS for this camera)"
-            )
-        track = self.track = PacketTrack(reader, f"camera {camera.id}: viewer {self.id}")
+            if codec == "hevc":
+                raise Conflict(
+                    f"camera {camera.id} sends H.265 and this viewer's offer lists no H265, "
+                    "so WebRTC can send it H.264 only (use LL-HLS for this camera)"
+                )
+            raise Conflict(f"camera {camera.id} sends {codec}; WebRTC here sends H.264 or H.265 only")
+        track = self.track = PacketTrack(reader, f"camera {camera.id}: viewer {self.id}", codec)
         # The sender stops the track when the camera's stream ends, and when the peer goes away.
         track.on("ended", lambda: self._spawn_close(track.end_reason or "media sender stopped"))
-        # The transceiver must exist, with H.264 preferred, before the offer is applied:
-        # setRemoteDescription binds the offer's video m-line to it and keeps only the
-        # preferred codecs, so a browser that lists VP8 first still gets H.264.
+        # The transceiver must exist, with the camera's codec preferred, before the offer is
+        # applied: setRemoteDescription binds the offer's video m-line to it and keeps only
+        # the preferred codecs, so a browser that lists VP8 first still gets H.264 (or H.265).
         transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
-        transceiver.setCodecPreferences(h264_preferences())
+        transceiver.setCodecPreferences(codec_preferences(codec))
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             answer = await self.pc.createAnswer()

@@ -6,6 +6,12 @@
 
 import { FrameWatch } from "./frame-watch.js";
 import { HlsError, HlsPlayback, hevcSupported } from "./hls-playback.js";
+
+/** Can this browser receive H.265 over WebRTC? (The gateway negotiates it when offered.) */
+function webrtcHevcSupported() {
+  const caps = globalThis.RTCRtpReceiver?.getCapabilities?.("video");
+  return Boolean(caps?.codecs?.some((c) => c.mimeType.toLowerCase() === "video/h265"));
+}
 import { WebRtcError, WhepSession, webRtcSupported } from "./whep.js";
 
 const FIRST_FRAME_WEBRTC_MS = 5000;
@@ -136,7 +142,7 @@ export class Player {
 
   async #attempt() {
     if (this.#webrtcBroken && performance.now() > this.#webrtcRetryAt) this.#webrtcBroken = null;
-    if (!this.#webrtcBroken && !this.#hevc) {
+    if (!this.#webrtcBroken && (!this.#hevc || webrtcHevcSupported())) {
       const outcome = await this.#tryWebRtc();
       if (outcome) return outcome;
     }
@@ -184,7 +190,10 @@ export class Player {
     }
     // HTTP errors
     if (err.status === 409) {
-      this.#hevc = true; // WebRTC here is H.264 only
+      // The camera sends H.265 and this browser's offer could not carry it: LL-HLS (hvc1)
+      // or a plain message; WebRTC is tried again later in case the camera changes.
+      this.#hevc = true;
+      this.#webrtcFailed(err.message);
       return null;
     }
     if (err.status === 401 || err.status === 403 || err.status === 404) return new Outcome(err.message);
