@@ -45,6 +45,16 @@ async def test_timeline_playlist_and_segments(recorded):
     assert inner and inner[0]["end"] - inner[0]["start"] >= 2.0, gaps
     assert inner[0]["reason"] in ("camera offline", "no recording")
 
+    # long ranges come as spans of contiguous recording: the same coverage, few items
+    async with gw.session.get(
+        f"{gw.url}/api/cameras/cam/recordings", params={"from": t0 - 5, "to": t1, "detail": "spans"}
+    ) as resp:
+        spans = [i for i in (await resp.json())["items"] if i["kind"] == "span"]
+    assert len(spans) == len(inner) + 1 and sum(s["segments"] for s in spans) == len(segs)
+    assert spans[0]["start"] == segs[0]["start"] and spans[-1]["end"] == segs[-1]["end"]
+    async with gw.session.get(f"{gw.url}/api/cameras/cam/recordings", params={"from": t0 - 86400 * 3, "to": t1}) as resp:
+        assert (await resp.json())["detail"] == "spans"  # the default beyond a day
+
     # the VOD playlist: one discontinuity per segment, PDTs equal to the catalogue
     async with gw.session.get(
         f"{gw.url}/api/cameras/cam/recordings/playlist.m3u8", params={"from": t0 - 5, "to": t1}

@@ -17,7 +17,7 @@ from gateway.api import json_response
 from gateway.api.audit import parse_time
 from gateway.appkeys import ACCESS, CAMERAS, RECORDING
 from gateway.errors import BadRequest, GatewayError
-from gateway.recording.index import Segment
+from gateway.recording.index import Segment, Span
 from gateway.recording.playback import vod_playlist
 
 #: The widest range one request may ask for: longer than any retention anyone keeps.
@@ -53,24 +53,30 @@ def _camera(request: web.Request) -> str:
     return request.app[CAMERAS].get(request.match_info["camera_id"]).id
 
 
+#: Beyond this range the timeline merges contiguous segments into spans by default.
+SPANS_BEYOND = 86400 + 60
+
+
+def _item(i: Segment | Span | Gap) -> dict:
+    if isinstance(i, Segment):
+        return {"kind": "segment", "id": i.id, "start": i.start, "end": i.end, "duration": round(i.duration, 3), "bytes": i.bytes}
+    if isinstance(i, Span):
+        return {"kind": "span", "start": i.start, "end": i.end, "segments": i.segments, "bytes": i.bytes}
+    return {"kind": "gap", "start": i.start, "end": i.end, "reason": i.reason}
+
+
 @requires("playback.view")
 async def timeline(request: web.Request) -> web.Response:
+    """Segments and gaps; with ``detail=spans`` (the default beyond a day) contiguous
+    recording is merged into spans, so weeks of 60 s segments stay a small answer."""
     camera = _camera(request)
     start, end = time_range(request, default_span=86400)
-    items = await request.app[RECORDING].timeline(camera, start, end)
-    return json_response(
-        {
-            "camera": camera,
-            "from": start,
-            "to": end,
-            "items": [
-                {"kind": "segment", "id": i.id, "start": i.start, "end": i.end, "duration": round(i.duration, 3), "bytes": i.bytes}
-                if isinstance(i, Segment)
-                else {"kind": "gap", "start": i.start, "end": i.end, "reason": i.reason}
-                for i in items
-            ],
-        }
-    )
+    detail = request.query.get("detail") or ("spans" if end - start > SPANS_BEYOND else "segments")
+    if detail not in ("segments", "spans"):
+        raise BadRequest("detail must be segments or spans")
+    service = request.app[RECORDING]
+    items = await (service.spans if detail == "spans" else service.timeline)(camera, start, end)
+    return json_response({"camera": camera, "from": start, "to": end, "detail": detail, "items": [_item(i) for i in items]})
 
 
 @requires("playback.view")

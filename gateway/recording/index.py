@@ -56,6 +56,23 @@ class Segment:
 
 
 @dataclass(frozen=True, slots=True)
+class Span:
+    """Contiguous recording made of ``segments`` segments."""
+
+    camera: str
+    start: float
+    end: float
+    segments: int
+    bytes: int
+
+    kind = "span"
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
 class Gap:
     camera: str
     start: float
@@ -256,6 +273,37 @@ class Catalogue:
         async with self.db.begin() as conn:
             await conn.execute(recording_gaps.delete().where(recording_gaps.c.camera == camera, recording_gaps.c.end < before))
 
+    async def spans(self, camera: str, start: float, end: float) -> list[Span | Gap]:
+        """Like ``timeline`` but with contiguous runs of segments merged into spans.
+
+        For long ranges (weeks of 60 s segments): only start, end and size are read, and
+        a few spans come back instead of tens of thousands of segments.
+        """
+        if end <= start:
+            raise BadRequest("the end of the range must be after its start")
+        query = (
+            sa.select(segments.c.start, segments.c.end, segments.c.bytes)
+            .where(
+                segments.c.camera == camera,
+                segments.c.start >= start - MAX_SEGMENT_SECONDS,
+                segments.c.start < end,
+                segments.c.end > start,
+            )
+            .order_by(segments.c.start)
+        )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        runs: list[list[float]] = []  # [start, end, count, bytes]
+        for seg_start, seg_end, size in rows:
+            if runs and seg_start - runs[-1][1] <= CONTIGUOUS:
+                run = runs[-1]
+                run[1] = max(run[1], seg_end)
+                run[2] += 1
+                run[3] += size
+            else:
+                runs.append([seg_start, seg_end, 1, size])
+        return await self._with_gaps(camera, start, end, [Span(camera, r[0], r[1], int(r[2]), int(r[3])) for r in runs])
+
     async def timeline(self, camera: str, start: float, end: float) -> list[Segment | Gap]:
         """Segments and gaps covering ``[start, end)`` in order; gaps are clipped to the range.
 
@@ -265,9 +313,12 @@ class Catalogue:
         """
         if end <= start:
             raise BadRequest("the end of the range must be after its start")
-        segs = await self.segments(camera, start, end)
+        return await self._with_gaps(camera, start, end, await self.segments(camera, start, end))
+
+    async def _with_gaps(self, camera: str, start: float, end: float, items: list[Any]) -> list[Any]:
+        """Put a gap between recorded items that do not touch, and at both ends."""
         recorded = await self.gaps(camera, start, end)
-        out: list[Segment | Gap] = []
+        out: list[Any] = []
         cursor = start
 
         def hole(until: float) -> None:
@@ -281,10 +332,10 @@ class Catalogue:
                     reason, best, gap_id = g.reason, overlap, g.id
             out.append(Gap(camera, cursor, until, reason, id=gap_id))
 
-        for seg in segs:
-            hole(seg.start)
-            out.append(seg)
-            cursor = max(cursor, seg.end)
+        for item in items:
+            hole(item.start)
+            out.append(item)
+            cursor = max(cursor, item.end)
         hole(end)
         return out
 

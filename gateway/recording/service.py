@@ -29,7 +29,7 @@ from gateway.errors import ConfigError, NotFound
 from gateway.events import EventBus
 from gateway.interfaces import StorageBackend, StorageUsage
 from gateway.plugins import Plugins
-from gateway.recording.index import Catalogue, Gap, Hold, ReplicationLag, Segment
+from gateway.recording.index import Catalogue, Gap, Hold, ReplicationLag, Segment, Span
 from gateway.recording.recorder import Recorder, RecorderStats
 from gateway.recording.retention import GB, RetentionSweeper, SweepReport
 
@@ -143,6 +143,9 @@ class RecordingService:
     # -- what playback needs -----------------------------------------------------------
     async def timeline(self, camera: str, start: float, end: float) -> list[Segment | Gap]:
         return await self.catalogue.timeline(camera, start, end)
+
+    async def spans(self, camera: str, start: float, end: float) -> list[Span | Gap]:
+        return await self.catalogue.spans(camera, start, end)
 
     async def segment(self, camera: str, segment_id: int) -> Segment:
         return await self.catalogue.segment(camera, segment_id)
