@@ -264,6 +264,7 @@ async def test_layout_keys_and_remembered_wall(make_gateway, page) -> None:
     await page.keyboard.press("Escape")
     assert await page.locator("#grid .tile:visible").count() == 9
     await page.reload()
+    await page.wait_for_selector('#grid .tile[data-index="8"]', state="attached")  # the wall renders after the session check
     assert await page.locator("#grid .tile").count() == 9
     assert await wait_phase(page, 4, "live") == "live · WebRTC"
     await page.keyboard.press("1")

@@ -12,6 +12,7 @@ import { ExportsPage } from "./exports.js";
 import { authenticate, changePasswordForm } from "./login.js";
 import { MaskEditorPage } from "./mask-editor.js";
 import { PlaybackPage } from "./playback.js";
+import { PtzPads } from "./ptz-pad.js";
 import { PushDialog } from "./push-dialog.js";
 import { Router } from "./router.js";
 import { StationPage } from "./station.js";
@@ -51,6 +52,8 @@ class LivePage {
   #user;
   list = null;
   grid = null;
+  ptz = null;
+  events = null; // the workspace's events channel (PTZ lock holders)
 
   constructor(user) {
     this.#user = user;
@@ -98,11 +101,14 @@ class LivePage {
       };
       list.addEventListener("update", reveal);
     }
+    if (can(this.#user, "ptz.control")) this.ptz = new PtzPads({ grid, list, user: this.#user, events: this.events });
     list.start();
   }
 
   /** Stop every player (their WHEP sessions are DELETEd) and the list's refreshes. */
   hide() {
+    if (this.ptz) this.ptz.destroy();
+    this.ptz = null;
     if (this.list) this.list.stop();
     if (this.grid) this.grid.releaseAll();
     this.list = this.grid = null;
@@ -153,6 +159,7 @@ class Workspace {
     // The events channel (pushes, camera notices). A station account lands on the station
     // page, where pushed cameras open by themselves, and has no navigation.
     this.events = new EventsClient();
+    this.live.events = this.events;
     if (user.station) {
       pages.station = this.station = new StationPage(document.getElementById("page-station"), { events: this.events });
     }

@@ -88,6 +88,13 @@ export class Grid extends EventTarget {
     if (this.#selected === index) return;
     this.#selected = index;
     this.#tiles.forEach((t, i) => t.element.classList.toggle("selected", i === index));
+    this.dispatchEvent(new CustomEvent("select", { detail: { index } }));
+  }
+
+  /** The tile that PTZ and keys act on: the maximised one, else the selected one (the only one in layout 1). */
+  activeTile() {
+    const index = this.#maximised ?? this.#selected ?? (this.layout === 1 ? 0 : null);
+    return index === null || index >= this.layout ? null : this.#tiles[index];
   }
 
   /** Put a camera in the selected tile, else the first free one, else the first. */
