@@ -390,6 +390,13 @@ async def measure_timeline(args: argparse.Namespace) -> dict:
             cameras = ["cam1"] + [f"cam{i}" for i in range(2, 2 + args.other_cameras)]
             t = time.perf_counter()
             rows = await fill(db, cameras, t0, days)
+            # the rows were bulk-inserted, not added one by one: build the runs the way the
+            # catalogue keeps them
+            from gateway.recording.index import _rebuild_runs
+
+            async with db.begin() as conn:
+                for camera in cameras:
+                    await _rebuild_runs(conn, camera, t0 - DAY, t1 + DAY)
             fill_s = time.perf_counter() - t
             cat = Catalogue(db)
 

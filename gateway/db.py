@@ -139,6 +139,20 @@ segments = sa.Table(
     sa.Index("ix_segments_start", "start"),
 )
 
+#: Contiguous runs of segments, kept by the catalogue as segments are added and removed,
+#: so a timeline over weeks reads a handful of rows instead of every 60 s segment.
+recording_runs = sa.Table(
+    "recording_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("segments", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Index("ix_recording_runs_camera_start", "camera", "start"),
+)
+
 recording_gaps = sa.Table(
     "recording_gaps",
     metadata,
@@ -274,6 +288,29 @@ def _v2_recordings(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[segments, recording_gaps, evidence_holds])
 
 
+def _v6_runs(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[recording_runs])
+    # Backfill from the segments already catalogued (ordered per camera).
+    rows = conn.execute(
+        sa.select(segments.c.camera, segments.c.start, segments.c.end, segments.c.bytes).order_by(segments.c.camera, segments.c.start)
+    ).all()
+    runs: list[dict] = []
+    for camera, start, end, size in rows:
+        last = runs[-1] if runs else None
+        if last is not None and last["camera"] == camera and start - last["end"] <= RUN_TOLERANCE:
+            last["end"] = max(last["end"], end)
+            last["segments"] += 1
+            last["bytes"] += size
+        else:
+            runs.append({"camera": camera, "start": start, "end": end, "segments": 1, "bytes": size})
+    if runs:
+        conn.execute(recording_runs.insert(), runs)
+
+
+#: Two segments closer than this (seconds) are one run; the catalogue uses the same value.
+RUN_TOLERANCE = 0.25
+
+
 def _v3_pushes(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[pushes])
 
@@ -293,6 +330,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (3, "emergency pushes", _v3_pushes),
     (4, "privacy mask versions", _v4_masks),
     (5, "evidence export requests and release register", _v5_exports),
+    (6, "contiguous recording runs", _v6_runs),
 ]
 
 

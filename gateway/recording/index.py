@@ -21,13 +21,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.access.audit import AuditLog
-from gateway.db import Database, evidence_holds, recording_gaps, segments
+from gateway.db import Database, evidence_holds, recording_gaps, segments, RUN_TOLERANCE, recording_runs
 from gateway.errors import BadRequest, NotFound
 
 logger = logging.getLogger(__name__)
 
 #: Two segments closer than this are contiguous (timestamps are rounded to the frame).
-CONTIGUOUS = 0.25
+CONTIGUOUS = RUN_TOLERANCE
 #: No segment is longer than this; bounds index range scans by start time.
 MAX_SEGMENT_SECONDS = 3600.0
 #: Reason of a gap between segments that no recorded gap row explains.
@@ -168,6 +168,7 @@ class Catalogue:
         )
         async with self.db.begin() as conn:
             result = await conn.execute(segments.insert().values(**values))
+            await _extend_run(conn, camera, start, end, bytes)
         return Segment(id=result.inserted_primary_key[0], **values)
 
     async def segment(self, camera: str, segment_id: int) -> Segment:
@@ -212,9 +213,19 @@ class Catalogue:
             return list((await conn.execute(sa.select(segments.c.camera).distinct())).scalars())
 
     async def remove_segments(self, ids: Sequence[int]) -> None:
-        if ids:
-            async with self.db.begin() as conn:
-                await conn.execute(segments.delete().where(segments.c.id.in_(list(ids))))
+        if not ids:
+            return
+        async with self.db.begin() as conn:
+            extents = (
+                await conn.execute(
+                    sa.select(segments.c.camera, sa.func.min(segments.c.start), sa.func.max(segments.c.end))
+                    .where(segments.c.id.in_(list(ids)))
+                    .group_by(segments.c.camera)
+                )
+            ).all()
+            await conn.execute(segments.delete().where(segments.c.id.in_(list(ids))))
+            for camera, lo, hi in extents:
+                await _rebuild_runs(conn, camera, lo, hi)
 
     async def total_bytes(self) -> int:
         async with self.db.connect() as conn:
@@ -276,33 +287,19 @@ class Catalogue:
     async def spans(self, camera: str, start: float, end: float) -> list[Span | Gap]:
         """Like ``timeline`` but with contiguous runs of segments merged into spans.
 
-        For long ranges (weeks of 60 s segments): only start, end and size are read, and
-        a few spans come back instead of tens of thousands of segments.
+        For long ranges (weeks of 60 s segments): read from the runs the catalogue keeps
+        as it adds and removes segments, so a handful of rows instead of tens of thousands.
         """
         if end <= start:
             raise BadRequest("the end of the range must be after its start")
         query = (
-            sa.select(segments.c.start, segments.c.end, segments.c.bytes)
-            .where(
-                segments.c.camera == camera,
-                segments.c.start >= start - MAX_SEGMENT_SECONDS,
-                segments.c.start < end,
-                segments.c.end > start,
-            )
-            .order_by(segments.c.start)
+            sa.select(recording_runs.c.start, recording_runs.c.end, recording_runs.c.segments, recording_runs.c.bytes)
+            .where(recording_runs.c.camera == camera, recording_runs.c.start < end, recording_runs.c.end > start)
+            .order_by(recording_runs.c.start)
         )
         async with self.db.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        runs: list[list[float]] = []  # [start, end, count, bytes]
-        for seg_start, seg_end, size in rows:
-            if runs and seg_start - runs[-1][1] <= CONTIGUOUS:
-                run = runs[-1]
-                run[1] = max(run[1], seg_end)
-                run[2] += 1
-                run[3] += size
-            else:
-                runs.append([seg_start, seg_end, 1, size])
-        return await self._with_gaps(camera, start, end, [Span(camera, r[0], r[1], int(r[2]), int(r[3])) for r in runs])
+            runs = (await conn.execute(query)).all()
+        return await self._with_gaps(camera, start, end, [Span(camera, r[0], r[1], r[2], r[3]) for r in runs])
 
     async def timeline(self, camera: str, start: float, end: float) -> list[Segment | Gap]:
         """Segments and gaps covering ``[start, end)`` in order; gaps are clipped to the range.
@@ -384,3 +381,54 @@ class Catalogue:
             query = query.where(evidence_holds.c.camera == camera)
         async with self.db.connect() as conn:
             return [_hold(r) for r in await conn.execute(query)]
+
+
+async def _extend_run(conn: Any, camera: str, start: float, end: float, size: int) -> None:
+    """Add a stored segment to the camera's run it continues, or start a new run."""
+    last = (
+        await conn.execute(
+            sa.select(recording_runs.c.id, recording_runs.c.end)
+            .where(recording_runs.c.camera == camera, recording_runs.c.start <= start)
+            .order_by(recording_runs.c.start.desc())
+            .limit(1)
+        )
+    ).first()
+    if last is not None and start - last.end <= CONTIGUOUS:
+        await conn.execute(
+            recording_runs.update()
+            .where(recording_runs.c.id == last.id)
+            .values(
+                end=sa.func.max(recording_runs.c.end, end) if conn.dialect.name == "sqlite" else sa.func.greatest(recording_runs.c.end, end),
+                segments=recording_runs.c.segments + 1,
+                bytes=recording_runs.c.bytes + size,
+            )
+        )
+    else:
+        await conn.execute(recording_runs.insert().values(camera=camera, start=start, end=end, segments=1, bytes=size))
+
+
+async def _rebuild_runs(conn: Any, camera: str, lo: float, hi: float) -> None:
+    """Recompute the runs touching ``[lo, hi]`` from the segments that remain there."""
+    touching = recording_runs.c.camera == camera, recording_runs.c.start <= hi + CONTIGUOUS, recording_runs.c.end >= lo - CONTIGUOUS
+    extent = (await conn.execute(sa.select(sa.func.min(recording_runs.c.start), sa.func.max(recording_runs.c.end)).where(*touching))).first()
+    if extent is not None and extent[0] is not None:
+        lo, hi = min(lo, extent[0]), max(hi, extent[1])
+    await conn.execute(recording_runs.delete().where(*touching))
+    rows = (
+        await conn.execute(
+            sa.select(segments.c.start, segments.c.end, segments.c.bytes)
+            .where(segments.c.camera == camera, segments.c.start >= lo - MAX_SEGMENT_SECONDS, segments.c.start <= hi, segments.c.end >= lo)
+            .order_by(segments.c.start)
+        )
+    ).all()
+    runs: list[dict[str, Any]] = []
+    for start, end, size in rows:
+        if runs and start - runs[-1]["end"] <= CONTIGUOUS:
+            run = runs[-1]
+            run["end"] = max(run["end"], end)
+            run["segments"] += 1
+            run["bytes"] += size
+        else:
+            runs.append({"camera": camera, "start": start, "end": end, "segments": 1, "bytes": size})
+    if runs:
+        await conn.execute(recording_runs.insert(), runs)
