@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,41 +16,17 @@ import pytest
 
 from gateway.live.webrtc import WEBRTC_SESSIONS
 from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
+from tests.fixtures_browser import CHROMIUM, HLS_JS, WEBCLIENT  # noqa: F401 - re-exported for other test modules
 from tests.fixtures_cameras import GstCamera, free_port
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 
-CHROMIUM = os.environ.get("CITYGATE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    # Plain host candidates instead of mDNS names: aioice resolves mDNS names through
-    # per-thread state (an asyncio.Lock and a UDP endpoint) that outlives one test's event
-    # loop, so the next test's peers fail with "bound to a different event loop".
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
-WEBCLIENT = Path(__file__).resolve().parent.parent / "webclient"
-HLS_JS = WEBCLIENT / "node_modules" / "hls.js" / "dist" / "hls.mjs"
 SMALL_DEMO = {"width": 640, "height": 360, "fps": 15, "bitrate": 600_000, "keyframe_interval": 1.0}
 SCREENSHOT = Path(os.environ.get("CITYGATE_SCREENSHOT", "/tmp/webclient.png"))
 
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[playwright_api.Browser]:
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture
@@ -69,20 +43,6 @@ async def page(browser: playwright_api.Browser) -> AsyncIterator[playwright_api.
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
-@pytest.fixture(scope="session")
-def hls_js() -> Path:
-    """hls.js installed from npm the way scripts/webclient.sh does it; skip if that cannot happen."""
-    if not HLS_JS.is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("npm is not installed: cannot install hls.js for the LL-HLS fallback")
-        subprocess.run(
-            [npm, "ci", "--prefix", str(WEBCLIENT), "--no-audit", "--no-fund", "--loglevel=error"],
-            check=True,
-            timeout=300,
-        )
-    assert HLS_JS.is_file()
-    return HLS_JS
 
 
 # --------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import asyncio
 import csv
 import io
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,23 +22,14 @@ from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 
-from tests.test_webclient import CHROMIUM, CHROMIUM_ARGS, SMALL_DEMO, wait_phase, wait_until  # noqa: E402
+from tests.fixtures_browser import CHROMIUM  # noqa: E402
+from tests.test_webclient import SMALL_DEMO, wait_phase, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
 SHOTS = Path(os.environ.get("CITYGATE_SCREENSHOT_DIR", "/tmp"))
 STRONG = "lantern-orchard-quietly-7"
 SESSION_ENDED = "Your session ended; sign in again."
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[playwright_api.Browser]:
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from tests.fixtures_app import camera_toml
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 
-from tests.test_webclient_accounts import browser, new_page, sign_in  # noqa: E402,F401
-from tests.test_webclient import CHROMIUM  # noqa: E402
+from tests.test_webclient_accounts import new_page, sign_in  # noqa: E402,F401 (new_page is a fixture)
+from tests.fixtures_browser import CHROMIUM  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM}")
 

@@ -4,29 +4,18 @@ saves it with a reason; the gateway then reports and applies the mask. Operators
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.appkeys import AUDIT
 from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
-from tests.test_webclient import CHROMIUM, CHROMIUM_ARGS
+from tests.fixtures_browser import CHROMIUM
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
 #: Where the admin clicks, as fractions of the snapshot.
 CORNERS = [(0.2, 0.3), (0.5, 0.3), (0.5, 0.6), (0.2, 0.6)]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[playwright_api.Browser]:
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def open_as(browser: playwright_api.Browser, gw: RunningGateway, username: str) -> playwright_api.Page:

@@ -22,7 +22,7 @@ from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 
-from tests.test_webclient import CHROMIUM, CHROMIUM_ARGS, hls_js  # noqa: E402, F401  (hls_js is a fixture)
+from tests.fixtures_browser import CHROMIUM  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
@@ -33,16 +33,6 @@ PAGE = "#page-playback"
 TIMELINE = "#playback-timeline"
 CLOCK = f"{PAGE} .playback-clock"
 VIDEO = f"{PAGE} video"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[playwright_api.Browser]:
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

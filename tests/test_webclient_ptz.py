@@ -17,7 +17,7 @@ from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 
-from tests.test_webclient import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.fixtures_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 SCREENSHOT = Path(os.environ.get("CITYGATE_SCREENSHOT_DIR", "/tmp")) / "ptz.png"
 WIDTH, HEIGHT = 320, 240
