@@ -18,6 +18,7 @@ when the event loop must keep running (e.g. a source reconnecting meanwhile).
 from __future__ import annotations
 
 import contextlib
+import logging
 import ctypes
 import os
 import selectors
@@ -90,8 +91,18 @@ class GstCamera:
         host: str = "127.0.0.1",
         start_timeout: float = 15.0,
         env: dict[str, str] | None = None,
+        heal: bool = False,
     ) -> None:
         self.host = host
+        #: Restart the server when it dies on its own. gst-rtsp-server 1.22 occasionally
+        #: aborts in ``gst_rtsp_media_get_rates`` when a client arrives while a shared media
+        #: is being torn down; the shared session camera must outlive that. Tests that kill
+        #: the camera on purpose use their own, unhealed instance.
+        self._heal = heal
+        self._lock = threading.RLock()
+        self._intended_exit = False
+        self._closed = False
+        self._monitor: threading.Thread | None = None
         self._port_chosen = port is None
         self.port = port or free_port(host)
         self.mounts = tuple(mounts)
@@ -108,8 +119,32 @@ class GstCamera:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> GstCamera:
-        if self.running:
-            return self
+        with self._lock:
+            if self.running:
+                return self
+            self._intended_exit = False
+            camera = self._start_with_retries()
+            if self._heal and self._monitor is None:
+                self._monitor = threading.Thread(target=self._watch, name="gst-camera-heal", daemon=True)
+                self._monitor.start()
+            return camera
+
+    def _watch(self) -> None:
+        while not self._closed:
+            time.sleep(0.2)
+            with self._lock:
+                if self._closed or self._intended_exit or self.proc is None or self.proc.poll() is None:
+                    continue
+                status, stderr = self.proc.returncode, self.stderr_text().strip()[-400:]
+                logging.getLogger(__name__).warning(
+                    "GStreamer test camera on port %d died (status %s); restarting it: %s", self.port, status, stderr
+                )
+                try:
+                    self._start_once()
+                except GstCameraError as exc:
+                    logging.getLogger(__name__).warning("restarting the GStreamer test camera failed: %s", exc)
+
+    def _start_with_retries(self) -> GstCamera:
         for attempt in range(3):
             try:
                 return self._start_once()
@@ -208,27 +243,37 @@ class GstCamera:
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after 3 s; wait for the process."""
-        self._terminate(kill_after=3.0)
-        self._close_pipes()
+        with self._lock:
+            self._intended_exit = True
+            self._closed = True
+            self._terminate(kill_after=3.0)
+            self._close_pipes()
 
     def kill(self) -> None:
         """SIGKILL at once: the camera vanishes without closing its connections cleanly."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._close_pipes()
+        with self._lock:
+            self._intended_exit = True
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self._close_pipes()
 
     def restart(self) -> GstCamera:
         """Stop if running, then start again on the same port."""
-        self.stop()
-        deadline = time.monotonic() + 5
-        while True:  # the old listener may linger for a moment after SIGKILL
-            try:
-                return self._start_once()  # never a new port, unlike start()
-            except GstCameraError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        with self._lock:
+            self._intended_exit = True
+            self._terminate(kill_after=3.0)
+            self._close_pipes()
+            deadline = time.monotonic() + 5
+            while True:  # the old listener may linger for a moment after SIGKILL
+                try:
+                    camera = self._start_once()  # never a new port, unlike start()
+                    self._intended_exit = False
+                    return camera
+                except GstCameraError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
 
     def __enter__(self) -> GstCamera:
         return self.start()
@@ -277,7 +322,7 @@ def gst_camera(gstreamer_available: None) -> Iterator[GstCamera]:
 
 @pytest.fixture(scope="session")
 def _session_gst_camera() -> Iterator[GstCamera]:
-    camera = GstCamera()
+    camera = GstCamera(heal=True)
     try:
         yield camera
     finally:

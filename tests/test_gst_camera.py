@@ -273,3 +273,25 @@ def test_stalled_camera_fixture_gives_a_loopback_rtsp_url(stalled_camera: str) -
         reply = sock.recv(4096)
     assert reply.startswith(b"RTSP/1.0 200 OK\r\n")
     assert b"CSeq: 7\r\n" in reply
+
+
+@pytest.mark.gstreamer
+def test_a_healing_camera_comes_back_after_a_crash_but_not_after_stop(gstreamer_available) -> None:
+    import os
+    import signal
+    import time
+
+    from tests.fixtures_cameras import GstCamera
+
+    cam = GstCamera(heal=True, mounts=("h264",)).start()
+    try:
+        crashed = cam.proc.pid
+        os.kill(crashed, signal.SIGABRT)  # what gst-rtsp-server's assertion does
+        deadline = time.monotonic() + 20
+        while not (cam.running and cam.proc.pid != crashed):
+            assert time.monotonic() < deadline, "the camera did not come back"
+            time.sleep(0.1)
+    finally:
+        cam.stop()
+    time.sleep(0.6)
+    assert not cam.running
