@@ -33,7 +33,6 @@ import re
 import secrets
 import select
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -42,9 +41,13 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _client import free_port, process_cpu_seconds, stop_process  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: Recorders store their open segment on a clean stop: give the gateway time for it.
+STOP_TIMEOUT = 30.0
 USERNAME = "recbench"
 
 TARGET_CAMERAS = 50
@@ -62,18 +65,6 @@ def verdict(ok: bool) -> str:
 # -- processes and CPU -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        data = f.read()
-    fields = data[data.rindex(")") + 2 :].split()  # the command name may contain spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def rss_mib(pid: int) -> float:
@@ -92,17 +83,6 @@ def machine_jiffies() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def stop_process(proc: subprocess.Popen | None, timeout: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL if it does not exit in time."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
-
 
 def start_farm(width: int, height: int) -> tuple[subprocess.Popen, str]:
     farm = subprocess.Popen(
@@ -113,7 +93,7 @@ def start_farm(width: int, height: int) -> tuple[subprocess.Popen, str]:
     ready, _, _ = select.select([farm.stdout], [], [], 60.0)
     line = farm.stdout.readline().split() if ready else []
     if len(line) != 2 or line[0] != "READY":
-        stop_process(farm)
+        stop_process(farm, STOP_TIMEOUT)
         raise RuntimeError("the camera farm did not start")
     return farm, line[1]
 
@@ -258,7 +238,7 @@ async def run_cameras(farm: subprocess.Popen, farm_url: str, count: int, args: a
         if gateway.poll() is not None:
             raise RuntimeError(f"the gateway exited during the run ({gateway.returncode})")
 
-        stop_process(gateway)  # recorders store their open segment on a clean stop
+        stop_process(gateway, STOP_TIMEOUT)  # recorders store their open segment on a clean stop
         report = catalogue_report(conf / "data" / "citygate.db", t0, t1, args.segment_seconds, count)
         log.flush()
         behind = (tmp / "gateway.log").read_text(errors="replace").count("fell behind")
@@ -276,7 +256,7 @@ async def run_cameras(farm: subprocess.Popen, farm_url: str, count: int, args: a
             **report,
         }
     finally:
-        stop_process(gateway)
+        stop_process(gateway, STOP_TIMEOUT)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -521,7 +501,7 @@ async def run_camera_counts(args: argparse.Namespace) -> list[dict]:
             results.append(r)
             print(f"  {count} cameras: online after {r['startup_s']:.1f} s, {r['cpu_pct']:.1f} % of one core", flush=True)
     finally:
-        stop_process(farm)
+        stop_process(farm, STOP_TIMEOUT)
     return results
 
 
