@@ -188,14 +188,26 @@ class MaskFilter:
 
 
 class ExportFormat:
-    """Turns the recorded segments of a time range into a package (a file)."""
+    """Turns the recorded segments of a time range into a package (a file).
+
+    ``Options`` are the settings a request may choose (watermark, anonymisation...): checked
+    when the request is filed, merged over ``[evidence.format-options.<id>]`` defaults,
+    stored with the request (the approver approves exactly these) and handed to
+    ``produce`` as ``job.options``.
+    """
 
     @staticmethod
     def id() -> str:
         raise NotImplementedError
 
-    #: The MIME type of the produced package.
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+    #: The MIME type and file name suffix of the produced package.
     media_type: ClassVar[str] = "application/octet-stream"
+    suffix: ClassVar[str] = ".bin"
+    #: What the web client shows in its format list.
+    title: ClassVar[str] = ""
+    #: The most cameras one request of this format may name (None: the configured limit).
+    max_cameras: ClassVar[int | None] = None
 
     async def produce(self, job: Any, output_path: str) -> None:
         raise NotImplementedError

@@ -90,7 +90,10 @@ def segment_row(camera: str, seg_id: int, data: bytes, start: float, frames: int
     )
 
 
-def make_job(clips: dict[str, list[list[np.ndarray]]], signer: Signer, start: float, options: dict | None = None) -> ExportJob:
+def make_job(
+    clips: dict[str, list[list[np.ndarray]]], signer: Signer, start: float, options: dict | None = None,
+    *, request_id: int = 1, case_number: str = "T-1", produced_at: float | None = None,
+) -> ExportJob:
     """A job over in-memory segments: ``{camera: [frames of segment 1, frames of segment 2, ...]}``."""
     store: dict[int, bytes] = {}
     extracts = []
@@ -110,6 +113,16 @@ def make_job(clips: dict[str, list[list[np.ndarray]]], signer: Signer, start: fl
         return store[seg.id]
 
     return ExportJob(
-        request={"id": 1, "case_number": "T-1"}, cameras=tuple(extracts), produced_by="tester", produced_at=time.time(),
+        request={"id": request_id, "case_number": case_number}, cameras=tuple(extracts), produced_by="tester",
+        produced_at=time.time() if produced_at is None else produced_at,
         signer=signer, read_segment=read, loop=asyncio.get_running_loop(), options=options or {},
+        mask_filters=installed_mask_filters(),
     )
+
+
+def installed_mask_filters() -> dict:
+    """One instance of every mask filter plugin installed (watermark included)."""
+    from gateway.media.masking import instantiate_filters
+    from gateway.plugins import load_plugins
+
+    return instantiate_filters(load_plugins().mask_filters())

@@ -20,7 +20,7 @@ import hashlib
 import json
 import struct
 import zipfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from gateway import __version__
 from gateway.evidence.signing import MANIFEST, PUBLIC_KEY, SIGNATURE, Signer
+from gateway.interfaces import MaskFilter
 from gateway.recording.index import Gap, Segment
 
 FETCH_TIMEOUT = 120.0
@@ -64,8 +65,11 @@ class ExportJob:
     signer: Signer
     read_segment: Callable[[Segment], Awaitable[bytes]]
     loop: asyncio.AbstractEventLoop
-    #: The format's settings for this job (e.g. media release detector settings).
+    #: The format's settings for this job, as the request recorded them (validated
+    #: against the format's ``Options`` when the request was filed).
     options: dict[str, Any] = field(default_factory=dict)
+    #: The mask filter plugins (one instance each), for formats that draw (the watermark).
+    mask_filters: Mapping[str, MaskFilter] = field(default_factory=dict)
 
     def fetch(self, segment: Segment) -> bytes:
         """A segment's bytes, checked against the catalogue's SHA-256. Worker threads only."""

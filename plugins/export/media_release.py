@@ -22,12 +22,8 @@ its manifest, and the register records who released it.
 from __future__ import annotations
 
 import asyncio
-import io
-import shutil
 from collections import deque
-from collections.abc import Callable, Iterator
-from fractions import Fraction
-from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import av
@@ -38,31 +34,33 @@ from msgspec import Meta
 
 from gateway import hookimpl
 from gateway.evidence.package import ExportJob, PackageWriter, camera_description
+from gateway.evidence.transcode import TIME_BASE, Encoder, decoded_frames, encode_into_package, wallclock
+from gateway.evidence.watermark import WatermarkOptions, Watermarker
 from gateway.interfaces import ExportFormat
 
 Box = tuple[int, int, int, int]  # x, y, w, h in frame pixels
-TIME_BASE = Fraction(1, 90000)
-CHUNK = 1 << 20
 REVIEW_NOTE = (
     "Automatic anonymisation with OpenCV Haar face cascades and the HOG people detector. "
     "Detectors miss faces turned away, small, dark or partly hidden; review every frame before publication."
 )
 
 
-class MediaReleaseSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
-    """Detector and masking settings; recorded in the package's manifest."""
+class MediaReleaseSettings(WatermarkOptions):
+    """Detector and masking settings (and the optional watermark); recorded in the manifest."""
 
     #: Haar cascades from ``cv2.data.haarcascades``; empty = none.
-    face_cascades: tuple[str, ...] = ("haarcascade_frontalface_default.xml", "haarcascade_profileface.xml")
+    face_cascades: tuple[Annotated[str, Meta(pattern=r"^haarcascade_[a-z0-9_]+\.xml$")], ...] = (
+        "haarcascade_frontalface_default.xml", "haarcascade_profileface.xml",
+    )
     scale_factor: Annotated[float, Meta(gt=1.0, le=2.0)] = 1.15
     #: Higher = fewer false positives and more missed faces. OpenCV's default is 3.
-    min_neighbors: Annotated[int, Meta(ge=1, le=20)] = 3
+    min_neighbors: Annotated[int, Meta(ge=1, le=20, title="Face detector strictness (lower finds more)")] = 3
     #: Smallest face, in pixels at the detection scale.
     min_face: Annotated[int, Meta(ge=12, le=400)] = 24
     #: Frames wider than this are scaled down for detection (masks apply at full size).
     detect_width: Annotated[int, Meta(ge=160, le=4096)] = 640
     #: Also find whole people with HOG and mask them from head to foot.
-    people: bool = True
+    people: Annotated[bool, Meta(title="Also mask whole people")] = True
     people_detect_width: Annotated[int, Meta(ge=160, le=4096)] = 640
     people_hit_threshold: float = 0.3
     #: Run the detectors on every n-th frame (the hold covers the frames between).
@@ -71,11 +69,11 @@ class MediaReleaseSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unk
     hold_frames: Annotated[int, Meta(ge=0, le=100)] = 12
     #: Grow each region by this fraction of its size on every side.
     margin: Annotated[float, Meta(ge=0, le=2)] = 0.35
-    method: Literal["pixelate", "blur"] = "pixelate"
+    method: Annotated[Literal["pixelate", "blur"], Meta(title="Anonymisation")] = "pixelate"
     #: Pixelation: blocks across a region (fewer = coarser).
-    blocks: Annotated[int, Meta(ge=2, le=64)] = 6
+    blocks: Annotated[int, Meta(ge=2, le=64, title="Pixelation blocks across a face")] = 6
     crf: Annotated[int, Meta(ge=0, le=51)] = 20
-    preset: str = "veryfast"
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = "veryfast"
 
 
 class Detector:
@@ -168,69 +166,42 @@ def mask_regions(bgr: np.ndarray, boxes: list[Box], settings: MediaReleaseSettin
             region[:] = cv2.GaussianBlur(region, (k, k), 0)
 
 
-def decoded_frames(job: ExportJob, segments: list[Any]) -> Iterator[av.VideoFrame]:
-    for seg in segments:
-        with av.open(io.BytesIO(job.fetch(seg)), format="mp4") as container:
-            yield from container.decode(video=0)
-
-
-class _Encoder:
-    def __init__(self, out: Any, width: int, height: int, settings: MediaReleaseSettings) -> None:
-        self.container = av.open(out, mode="w", format="mp4", options={"movflags": "+faststart"})
-        self.stream = self.container.add_stream("libx264", rate=25, options={"crf": str(settings.crf), "preset": settings.preset})
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
-        self.stream.time_base = TIME_BASE
-        self.stream.codec_context.time_base = TIME_BASE
-        self.width, self.height = width, height
-        self.last_pts = -1
-
-    def encode(self, bgr: np.ndarray, pts: int) -> None:
-        pts = max(pts, self.last_pts + 1)  # strictly increasing, whatever the source did
-        self.last_pts = pts
-        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
-        if (frame.width, frame.height) != (self.width, self.height):
-            frame = frame.reformat(width=self.width, height=self.height)
-        frame = frame.reformat(format="yuv420p")
-        frame.pts, frame.time_base = pts, TIME_BASE
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
-        self.container.close()
-
-
-def anonymise(job: ExportJob, segments: list[Any], out: Any, settings: MediaReleaseSettings, detector: Detector) -> dict[str, Any]:
-    """Decode → detect → mask → encode one camera into ``out``. Blocking."""
+def anonymise(
+    job: ExportJob, segments: list[Any], out: Any, settings: MediaReleaseSettings, detector: Detector,
+    marker: Watermarker | None = None,
+) -> dict[str, Any]:
+    """Decode → detect → mask (→ watermark) → encode one camera into ``out``. Blocking."""
     stats = {"frames": 0, "frames_masked": 0, "detections": 0}
     hold = settings.hold_frames
-    pending: deque[tuple[np.ndarray, int]] = deque()  # frames waiting for look-ahead detections
+    pending: deque[tuple[np.ndarray, int, float | None]] = deque()  # frames waiting for look-ahead detections
     found: deque[list[Box]] = deque(maxlen=2 * hold + 1)  # detections of frames [i - hold, i + hold]
-    encoder: _Encoder | None = None
+    encoder: Encoder | None = None
     first_pts: int | None = None
 
     def emit() -> None:
-        bgr, pts = pending.popleft()
+        bgr, pts, when = pending.popleft()
         # ``found`` holds the detections of the emitted frame and up to ``hold`` either side
         boxes = [b for boxes in found for b in boxes]
         if boxes:
             stats["frames_masked"] += 1
             mask_regions(bgr, boxes, settings)
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
+        if marker is not None:
+            frame = marker.apply(frame, when)
         assert encoder is not None
-        encoder.encode(bgr, pts)
+        encoder.encode(frame, pts)
 
     for index, frame in enumerate(decoded_frames(job, segments)):
         bgr = frame.to_ndarray(format="bgr24")
         if encoder is None:
-            encoder = _Encoder(out, frame.width, frame.height, settings)
+            encoder = Encoder(out, frame.width, frame.height, crf=settings.crf, preset=settings.preset)
         ticks = int(frame.pts * frame.time_base / TIME_BASE) if frame.pts is not None else index * 3600
         if first_pts is None:
             first_pts = ticks
         boxes = detector(bgr) if index % settings.detect_every == 0 else []
         stats["frames"] += 1
         stats["detections"] += len(boxes)
-        pending.append((bgr, ticks - first_pts))
+        pending.append((bgr, ticks - first_pts, wallclock(frame)))
         found.append(boxes)
         if len(pending) > hold:
             emit()
@@ -252,21 +223,21 @@ def write_media_release(job: ExportJob, output_path: str, settings: MediaRelease
             entry = camera_description(extract)
             if segs:
                 path = f"cameras/{extract.camera}.mp4"
-                # the MP4 muxer seeks (faststart): encode to a file beside the package first
-                scratch = Path(f"{output_path}.{extract.camera}.mp4")
-                try:
-                    entry["anonymisation"] = anonymise(job, segs, str(scratch), settings, detector)
-                    with pkg.open(path, camera=extract.camera) as out, scratch.open("rb") as f:
-                        shutil.copyfileobj(f, out, CHUNK)
-                finally:
-                    scratch.unlink(missing_ok=True)
+                marker = (
+                    Watermarker(job.request, job.produced_at, extract.camera, settings, job.mask_filters) if settings.watermark else None
+                )
+                entry["anonymisation"] = encode_into_package(
+                    pkg, output_path, path, extract.camera,
+                    lambda scratch, segs=segs, marker=marker: anonymise(job, segs, scratch, settings, detector, marker),
+                )
                 entry["files"] = [{"path": path, "source_segments": [s.id for s in segs]}]
             cameras.append(entry)
-        manifest = {
-            **job.base_manifest(MediaRelease.id()),
-            "cameras": cameras,
-            "processing": {"anonymisation": detector.describe(), "encoder": f"libx264 crf {settings.crf} preset {settings.preset}", "note": REVIEW_NOTE},
+        processing: dict[str, Any] = {
+            "anonymisation": detector.describe(), "encoder": f"libx264 crf {settings.crf} preset {settings.preset}", "note": REVIEW_NOTE,
         }
+        if settings.watermark:
+            processing["watermark"] = settings.describe_watermark()
+        manifest = {**job.base_manifest(MediaRelease.id()), "cameras": cameras, "processing": processing}
         pkg.finish(manifest, job.signer)
     except BaseException:
         pkg.abort()
@@ -275,6 +246,7 @@ def write_media_release(job: ExportJob, output_path: str, settings: MediaRelease
 
 
 class MediaRelease(ExportFormat):
+    Options = MediaReleaseSettings
     media_type = "application/zip"
     suffix = ".zip"
     title = "Media release (faces and people pixelated, re-encoded)"

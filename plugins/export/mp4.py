@@ -3,6 +3,10 @@
 The recorded fragments joined under one init, exactly like the evidence package's video
 files, but without a package or signature: a clip to look at, not to hand to a court.
 Only for requests of one camera whose codec parameters did not change in the range.
+
+With ``watermark = true`` the clip is decoded, stamped with the request id, case and each
+frame's time (``gateway.evidence.watermark``) and encoded again: a copy for internal
+circulation that says where it came from if it leaks.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
+
 from gateway import hookimpl
 from gateway.errors import BadRequest
 from gateway.evidence.package import ExportJob, HashingWriter, join_segments
+from gateway.evidence.watermark import WatermarkOptions, watermarked_copy
 from gateway.interfaces import ExportFormat
 
 
@@ -24,6 +31,10 @@ def write_mp4(job: ExportJob, output_path: str) -> None:
     extract = job.cameras[0]
     if not extract.segments:
         raise BadRequest(f"camera {extract.camera}: nothing recorded in the range")
+    options = msgspec.convert(job.options or {}, WatermarkOptions, str_keys=True)
+    if options.watermark:
+        watermarked_copy(job, extract, options, output_path)
+        return
 
     @contextmanager
     def open_file(_path: str) -> Any:
@@ -39,6 +50,7 @@ def write_mp4(job: ExportJob, output_path: str) -> None:
 
 
 class Mp4Export(ExportFormat):
+    Options = WatermarkOptions
     media_type = "video/mp4"
     suffix = ".mp4"
     title = "Plain MP4 (one camera, internal use)"
