@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
+from gateway.db import DatabaseUnavailable
 from gateway.errors import ConfigErrors, PluginError
 
 DEFAULT_CONFIG_DIR = "conf"
@@ -29,7 +30,8 @@ def _load(config_dir: str):  # -> tuple[Config, Plugins, Policy]
     errors = []
     try:
         config = config_mod.load(
-            config_dir, vendors=plugins.camera_vendors(), storage_backends=backends or None, mask_filters=plugins.mask_filters()
+            config_dir, vendors=plugins.camera_vendors(), storage_backends=backends or None, mask_filters=plugins.mask_filters(),
+            export_formats=plugins.export_formats(),
         )
     except ConfigErrors as exc:
         errors += exc.errors
@@ -163,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except PluginError as exc:
         print(f"plugin error: {exc.message}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as exc:
+        print(f"cannot start: {exc.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -207,6 +207,13 @@ class EvidenceConfig(Base):
     max_range_hours: Annotated[float, Meta(gt=0, le=24 * 90)] = 24
     #: Cameras in one request.
     max_cameras: Annotated[int, Meta(ge=1, le=100)] = 16
+    #: Produced packages are deleted this many days after production (0: kept until an
+    #: administrator deletes them). The register keeps the entry; the package can be
+    #: produced again while the recordings are held.
+    package_days: Annotated[float, Meta(ge=0, le=3650)] = 30
+    #: Per export format, the defaults of its options (``[evidence.format-options.evidence]``
+    #: ``watermark = true``); a request may override them, and stores what it used.
+    format_options: dict[str, dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         if self.key_path.endswith(("/", "\\")):
@@ -424,13 +431,15 @@ def load(
     storage_backends: Mapping[str, type] | None = None,
     env: Mapping[str, str] | None = None,
     mask_filters: Mapping[str, type] | None = None,
+    export_formats: Mapping[str, type] | None = None,
 ) -> Config:
     """Load and validate the configuration directory ``root``.
 
-    ``vendors``, ``storage_backends`` and ``mask_filters`` are the registries from the
-    plugin manager; a camera naming an unknown vendor or mask filter is an error (without
-    ``mask_filters``, the gateway checks mask filters again when it starts). Raises
-    ``ConfigErrors`` listing every mistake found.
+    ``vendors``, ``storage_backends``, ``mask_filters`` and ``export_formats`` are the
+    registries from the plugin manager; a camera naming an unknown vendor or mask filter is
+    an error (without ``mask_filters``, the gateway checks mask filters again when it
+    starts), and so are defaults for an unknown export format or options it does not
+    take. Raises ``ConfigErrors`` listing every mistake found.
     """
     env = os.environ if env is None else env
     root_path = Path(root)
@@ -478,6 +487,9 @@ def load(
             opts = _plugin_options(replica.options, backend, file=gw_display, key="recording.replicate-to.options", env=env, errors=errors)
             recording = msgspec.structs.replace(recording, replicate_to=msgspec.structs.replace(replica, options=opts))
 
+    if export_formats is not None:
+        errors.extend(format_option_errors(gateway.evidence, export_formats, file=gw_display))
+
     cameras: list[CameraConfig] = []
     seen: dict[str, int] = {}
     for index, camera in enumerate(cameras_file.camera):
@@ -515,6 +527,20 @@ def load(
         masking=gateway.masking,
         evidence=gateway.evidence,
     )
+
+
+def format_option_errors(evidence: EvidenceConfig, formats: Mapping[str, type], *, file: str) -> list[ConfigError]:
+    """Mistakes in ``[evidence.format-options.*]``: unknown formats, options they do not take."""
+    errors: list[ConfigError] = []
+    for fid, options in evidence.format_options.items():
+        key = f"evidence.format-options.{fid}"
+        fmt = formats.get(fid)
+        if fmt is None:
+            known = ", ".join(sorted(formats)) or "none installed"
+            errors.append(ConfigError(file, key, f"unknown export format {fid!r} (known: {known})"))
+        else:
+            _plugin_options(options, fmt, file=file, key=key, env={}, errors=errors)
+    return errors
 
 
 def mask_filter_errors(camera: CameraConfig, filters: Mapping[str, type], *, file: str, key: str) -> list[ConfigError]:

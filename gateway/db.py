@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from gateway.errors import GatewayError
+
 logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
@@ -257,6 +259,10 @@ export_requests = sa.Table(
     sa.Column("package_sha256", sa.String(64)),
     sa.Column("error", sa.String(1000)),
     sa.Column("downloads", sa.Integer, nullable=False, server_default="0"),
+    #: The format's options as validated at filing (defaults merged in); migration 7.
+    sa.Column("options", sa.JSON),
+    #: When the package file was deleted (``package-days``); migration 7.
+    sa.Column("package_deleted_at", sa.Float),
 )
 
 #: The release register: every step of every request; each row is also in the audit chain.
@@ -323,6 +329,17 @@ def _v5_exports(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[export_requests, export_register])
 
 
+def _v7_export_options(conn: sa.Connection) -> None:
+    # Databases made by migration 5 before these columns existed get them; a database
+    # created from the current metadata already has them.
+    present = {c["name"] for c in sa.inspect(conn).get_columns("export_requests")}
+    for name in ("options", "package_deleted_at"):
+        if name not in present:
+            column = export_requests.c[name]
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE export_requests ADD COLUMN {name} {kind}"))
+
+
 #: (version, description, function). Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "users, sessions, grants, audit", _v1_initial),
@@ -331,6 +348,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (4, "privacy mask versions", _v4_masks),
     (5, "evidence export requests and release register", _v5_exports),
     (6, "contiguous recording runs", _v6_runs),
+    (7, "export request options, package deletion", _v7_export_options),
 ]
 
 
@@ -353,6 +371,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI 
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+class DatabaseUnavailable(GatewayError):
+    """The database cannot be reached at start (wrong URL, server down, credentials)."""
+
+    status = 503
 
 
 class Database:
@@ -383,8 +407,18 @@ class Database:
         self._engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
-        await self.migrate()
+        try:
+            await self.migrate()
+        except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            await self._engine.dispose()
+            self._engine = None
+            raise DatabaseUnavailable(f"database {self.display_url}: cannot connect: {exc}") from exc
         return self
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for messages."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._engine is not None:

@@ -61,6 +61,12 @@ class Conflict(GatewayError):
     status = 409
 
 
+class Gone(GatewayError):
+    """It existed and was deliberately removed (an export package past its keeping time)."""
+
+    status = 410
+
+
 class Locked(GatewayError):
     """The account is locked after too many failed logins; the message says until when."""
 

@@ -139,6 +139,20 @@ def test_serve_with_bad_config_exits_2_naming_the_problem(tmp_path):
     assert "gateway.toml: server.port: expected `int`, got `str`" in proc.stderr
 
 
+def test_serve_with_an_unreachable_database_exits_1_naming_it(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = _write_conf(tmp_path)
+    (conf / "gateway.toml").write_text(f'[server]\nport = 0\ndata-dir = "data"\n[database]\nurl = "postgresql+asyncpg://city:secret@127.0.0.1:{port}/citygate"\n')
+    proc = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(conf)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert f"cannot start: database postgresql+asyncpg://city:***@127.0.0.1:{port}/citygate: cannot connect" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "secret" not in proc.stderr
+
+
 async def test_snapshot_is_a_jpeg_of_the_camera_picture(make_gateway):
     import av
 

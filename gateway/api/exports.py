@@ -4,7 +4,8 @@
 ``GET /api/exports``                       requests (oversight roles: all; others: their own);
                                            filters ``status``, ``camera``, ``requested_by``,
                                            ``case_number``, ``from``, ``to``; ``mine=1``
-``GET /api/exports/formats``               the export formats offered
+``GET /api/exports/formats``               the export formats offered, with their options
+                                           (JSON schema and the defaults in force)
 ``GET /api/exports/register``              the release register (JSON); filters ``request``,
 ``GET /api/exports/register.csv``          ``event``, ``user``, ``case_number``, ``from``, ``to``
 ``GET /api/exports/{id}``                  one request with its register entries
@@ -12,7 +13,8 @@
 ``POST /api/exports/{id}/reject``          ``{reason}``; ``export.approve``, never one's own
 ``POST /api/exports/{id}/produce``         ``export.produce``; runs in the background (202)
 ``POST /api/exports/{id}/release-holds``   ``{reason}``; ``export.approve``
-``GET /api/exports/{id}/download``         the package; the requester only; every download logged
+``GET /api/exports/{id}/download``         the package; the requester only; every download logged;
+                                           410 once deleted after ``package-days``
 ``GET /api/evidence/public-key``           the gateway's Ed25519 public key (PEM); public
 """
 
@@ -86,10 +88,15 @@ async def list_requests(request: web.Request) -> web.Response:
 
 @authenticated
 async def list_formats(request: web.Request) -> web.Response:
-    formats = request.app[EXPORTS].formats
+    """Each format with its options: the JSON schema (for forms) and the defaults in force."""
+    service = request.app[EXPORTS]
     return json_response([
-        {"id": fid, "title": getattr(cls, "title", fid), "media_type": cls.media_type, "max_cameras": getattr(cls, "max_cameras", None)}
-        for fid, cls in sorted(formats.items())
+        {
+            "id": fid, "title": cls.title or fid, "media_type": cls.media_type, "max_cameras": cls.max_cameras,
+            "options": service.format_options(fid, {}),
+            "options_schema": msgspec.json.schema(cls.Options),
+        }
+        for fid, cls in sorted(service.formats.items())
     ])
 
 
@@ -151,7 +158,7 @@ async def reject(request: web.Request) -> web.Response:
 
 @requires("export.produce", camera_param=None)
 async def produce(request: web.Request) -> web.Response:
-    req = await request.app[EXPORTS].produce(principal(request).username, _id(request))
+    req = await request.app[EXPORTS].produce(principal(request), _id(request), client=client_address(request))
     return json_response(_view(req), status=202)
 
 

@@ -36,12 +36,13 @@ from gateway.access.audit import AuditLog
 from gateway.access.control import AccessControl
 from gateway.access.guard import Principal
 from gateway.access.policy import Action
-from gateway.config import Config, EvidenceConfig
+from gateway.config import Config, EvidenceConfig, format_option_errors
 from gateway.db import Database, export_register, export_requests
-from gateway.errors import BadRequest, ConfigError, Conflict, Forbidden, NotFound
+from gateway.errors import BadRequest, ConfigError, ConfigErrors, Conflict, Forbidden, Gone, NotFound
 from gateway.evidence.package import CameraExtract, ExportJob, iso
 from gateway.evidence.signing import Signer
 from gateway.interfaces import ExportFormat
+from gateway.media.masking import instantiate_filters
 from gateway.plugins import Plugins
 from gateway.recording.index import Segment
 from gateway.recording.service import RecordingService
@@ -53,7 +54,9 @@ EXPORTS = web.AppKey("exports", "ExportService")
 PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
 PRODUCING, PRODUCED, FAILED = "producing", "produced", "failed"
 STATUSES = (PENDING, APPROVED, REJECTED, EXPIRED, PRODUCING, PRODUCED, FAILED)
-EVENTS = ("filed", "approved", "rejected", "expired", "produced", "production_failed", "downloaded", "hold_released")
+EVENTS = (
+    "filed", "approved", "rejected", "expired", "produced", "production_failed", "downloaded", "hold_released", "package_deleted",
+)
 #: Who may see every request and the register (others see their own requests).
 OVERSIGHT_ACTIONS = (Action.EXPORT_APPROVE, Action.EXPORT_PRODUCE, Action.AUDIT_READ)
 SYSTEM = "system"
@@ -89,6 +92,9 @@ class ExportRequest(msgspec.Struct, kw_only=True):
     package_sha256: str | None = None
     error: str | None = None
     downloads: int = 0
+    #: The format's options, as validated at filing with the configured defaults merged in.
+    options: dict[str, Any] = {}
+    package_deleted_at: float | None = None
 
 
 class NewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -100,6 +106,8 @@ class NewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     legal_basis: str
     purpose: str
     format: str = "evidence"
+    #: The format's options (e.g. ``{"watermark": true}``); see ``GET /api/exports/formats``.
+    options: dict[str, Any] = {}
 
 
 class RegisterEntry(msgspec.Struct, kw_only=True):
@@ -145,6 +153,7 @@ class ExportService:
         self.access = access
         self.recording = recording
         self.formats: dict[str, type[ExportFormat]] = plugins.export_formats()
+        self.mask_filters = instantiate_filters(plugins.mask_filters())
         self.clock = clock
         self.package_dir = (config.data_dir / self.settings.package_dir).resolve()
         self.key_path = (config.data_dir / self.settings.key_path).resolve()
@@ -155,6 +164,9 @@ class ExportService:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> ExportService:
+        errors = format_option_errors(self.settings, self.formats, file="gateway.toml")
+        if errors:
+            raise ConfigErrors(errors)
         for what, path in (("key-path", self.key_path), ("package-dir", self.package_dir)):
             if self._web_root is not None and (path == self._web_root or self._web_root in path.parents):
                 raise ConfigError("gateway.toml", f"evidence.{what}", f"{path} lies inside the web root {self._web_root}")
@@ -181,8 +193,9 @@ class ExportService:
         while True:
             try:
                 await self.expire_due()
+                await self.delete_old_packages()
             except Exception:
-                logger.exception("evidence: expiring requests failed")
+                logger.exception("evidence: expiring requests or packages failed")
             await asyncio.sleep(EXPIRY_CHECK)
 
     # -- reading -----------------------------------------------------------------------
@@ -298,6 +311,7 @@ class ExportService:
             raise BadRequest(f"a request may cover at most {self.settings.max_range_hours:g} hours")
         if start > now:
             raise BadRequest("'from' is in the future")
+        options = self.format_options(new.format, new.options)
         texts = {k: getattr(new, k).strip() for k in MAX_TEXT}
         for key, text in texts.items():
             if not text:
@@ -307,13 +321,29 @@ class ExportService:
         values = dict(
             status=PENDING, format=new.format, cameras=cameras, range_from=start, range_to=min(end, now), **texts,
             requested_by=who.username, requested_by_id=who.user_id, requested_at=now,
-            expires_at=now + self.settings.request_expiry_hours * 3600, holds=[], downloads=0,
+            expires_at=now + self.settings.request_expiry_hours * 3600, holds=[], downloads=0, options=options,
         )
         async with self.db.begin() as conn:
             request_id = (await conn.execute(export_requests.insert().values(**values))).inserted_primary_key[0]
         req = ExportRequest(id=request_id, **values)
-        await self._log(req, "filed", who.username, client=client, authority=req.authority, legal_basis=req.legal_basis)
+        await self._log(
+            req, "filed", who.username, client=client, authority=req.authority, legal_basis=req.legal_basis, options=options,
+        )
         return req
+
+    def format_options(self, format_id: str, given: dict[str, Any]) -> dict[str, Any]:
+        """The request's options for ``format_id``: the configured defaults with ``given``
+        over them, checked against the format's ``Options``; every setting spelled out, so
+        the approver sees (and the package records) exactly what will be produced."""
+        fmt = self.formats[format_id]
+        merged = {**self.settings.format_options.get(format_id, {}), **(given or {})}
+        try:
+            options = msgspec.convert(merged, fmt.Options, str_keys=True)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"options for format {format_id}: {exc}") from None
+        if getattr(options, "watermark", False) and "watermark" not in self.mask_filters:
+            raise BadRequest("a watermark needs the 'watermark' mask filter plugin, which is not installed")
+        return msgspec.to_builtins(options)
 
     async def _pending(self, request_id: int) -> ExportRequest:
         req = await self.get(request_id)
@@ -341,6 +371,19 @@ class ExportService:
                 detail={"request": req.id, "reason": "four eyes: the requester may not decide their own request"},
             )
             raise Forbidden(f"four eyes: {who.username} filed request {req.id} and may not {verb} it")
+        await self._on_every_camera(who, req, Action.EXPORT_APPROVE, verb, client)
+
+    async def _on_every_camera(self, who: Principal, req: ExportRequest, action: Action, verb: str, client: str | None) -> None:
+        """Least privilege: deciding or producing a request needs the right on each of its
+        cameras (a district's leadership decides for the district's cameras only)."""
+        for camera in req.cameras:
+            decision = self.access.decide(who, action, camera)
+            if not decision:
+                await self.audit.record(
+                    f"export.{verb}", outcome="refused", user=who.username, client=client, camera=camera,
+                    detail={"request": req.id, "reason": decision.reason},
+                )
+                raise Forbidden(f"{decision.reason} (request {req.id} includes camera {camera})")
 
     async def approve(self, who: Principal, request_id: int, reason: str, *, client: str | None = None) -> ExportRequest:
         reason = _reason(reason)
@@ -356,7 +399,7 @@ class ExportService:
             holds.append(hold.id)
         await self._log(req, "approved", who.username, client=client, reason=reason, holds=holds, changes=dict(holds=holds))
         if self.settings.auto_produce:
-            await self.produce(SYSTEM, req.id)
+            await self.produce(None, req.id)
         return await self.get(req.id)
 
     async def reject(self, who: Principal, request_id: int, reason: str, *, client: str | None = None) -> ExportRequest:
@@ -386,17 +429,59 @@ class ExportService:
             await self._expire(_request(row))
         return [r.id for r in rows]
 
-    async def produce(self, by: str, request_id: int, *, wait: bool = False) -> ExportRequest:
-        """Start making the package in the background (``wait`` for tests and the CLI)."""
+    async def delete_old_packages(self, now: float | None = None) -> list[int]:
+        """Delete packages produced more than ``package-days`` ago; returns the request ids.
+
+        The file goes first, then the request is marked and the register says so; a file
+        already missing (deleted by hand) is recorded the same way."""
+        if not self.settings.package_days:
+            return []
+        now = self.clock() if now is None else now
+        cutoff = now - self.settings.package_days * 86400
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(export_requests).where(
+                    export_requests.c.status == PRODUCED, export_requests.c.package_deleted_at.is_(None),
+                    export_requests.c.produced_at <= cutoff,
+                )
+            )).all()
+        deleted = []
+        for row in rows:
+            req = _request(row)
+            if req.package_name:
+                await asyncio.to_thread((self.package_dir / req.package_name).unlink, missing_ok=True)
+            await self._log(
+                req, "package_deleted", None, package=req.package_name, sha256=req.package_sha256,
+                days=self.settings.package_days, changes=dict(package_deleted_at=now),
+            )
+            deleted.append(req.id)
+        return deleted
+
+    async def produce(
+        self, who: Principal | None, request_id: int, *, wait: bool = False, client: str | None = None
+    ) -> ExportRequest:
+        """Start making the package in the background (``wait`` for tests and the CLI).
+
+        ``who`` needs ``export.produce`` on every camera of the request (None: the system,
+        with ``auto-produce``). An approved or failed request can be produced, and so can a
+        produced one whose package was deleted after ``package-days``."""
+        by = who.username if who is not None else SYSTEM
+        if who is not None:
+            await self._on_every_camera(who, await self.get(request_id), Action.EXPORT_PRODUCE, "produce", client)
+        producible = sa.or_(
+            export_requests.c.status.in_((APPROVED, FAILED)),
+            sa.and_(export_requests.c.status == PRODUCED, export_requests.c.package_deleted_at.is_not(None)),
+        )
         async with self.db.begin() as conn:
             done = (await conn.execute(
                 export_requests.update()
-                .where(export_requests.c.id == request_id, export_requests.c.status.in_((APPROVED, FAILED)))
+                .where(export_requests.c.id == request_id, producible)
                 .values(status=PRODUCING, produced_by=by, error=None)
             )).rowcount
         req = await self.get(request_id)
         if not done:
-            raise Conflict(f"export request {request_id} is {req.status}; only approved requests can be produced")
+            what = "its package exists" if req.status == PRODUCED else f"it is {req.status}"
+            raise Conflict(f"export request {request_id} cannot be produced: {what}; only approved requests can be produced")
         task = asyncio.create_task(self._produce(req, by), name=f"export-{request_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -436,7 +521,7 @@ class ExportService:
         }
         return ExportJob(
             request=request, cameras=tuple(extracts), produced_by=by, produced_at=self.clock(), signer=self.signer,
-            read_segment=read, loop=asyncio.get_running_loop(),
+            read_segment=read, loop=asyncio.get_running_loop(), options=dict(req.options), mask_filters=self.mask_filters,
         )
 
     async def _produce(self, req: ExportRequest, by: str) -> None:
@@ -462,7 +547,10 @@ class ExportService:
         seconds = time.monotonic() - started
         await self._log(
             req, "produced", by, package=name, bytes=size, sha256=digest, seconds=round(seconds, 3),
-            changes=dict(status=PRODUCED, produced_by=by, produced_at=self.clock(), package_name=name, package_bytes=size, package_sha256=digest),
+            changes=dict(
+                status=PRODUCED, produced_by=by, produced_at=self.clock(), package_name=name, package_bytes=size,
+                package_sha256=digest, package_deleted_at=None,
+            ),
         )
 
     async def download(self, who: Principal, request_id: int, *, client: str | None = None) -> tuple[Path, ExportRequest]:
@@ -473,6 +561,11 @@ class ExportService:
             raise Forbidden(f"only the requester ({req.requested_by}) downloads the package of request {req.id}")
         if req.status != PRODUCED or not req.package_name:
             raise Conflict(f"export request {request_id} is {req.status}; there is no package to download yet")
+        if req.package_deleted_at is not None:
+            raise Gone(
+                f"the package of request {req.id} was deleted on {iso(req.package_deleted_at)}, "
+                f"{self.settings.package_days:g} days after it was produced; ask for it to be produced again"
+            )
         path = self.package_dir / req.package_name
         await self._log(
             req, "downloaded", who.username, client=client, package=req.package_name, sha256=req.package_sha256,
