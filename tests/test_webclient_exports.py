@@ -4,12 +4,15 @@ approves and produces it, the investigator downloads a package that verifies."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from gateway.evidence.requests import EXPORTS
 from gateway.evidence.signing import verify_package
 from tests.fixtures_app import camera_toml
 
@@ -49,6 +52,9 @@ async def test_request_approve_produce_download(make_gateway, new_page, tmp_path
     await inv.fill('#export-form input[name="authority"]', "Public prosecutor")
     await inv.fill('#export-form input[name="legal_basis"]', "CCP s. 94")
     await inv.fill('#export-form textarea[name="purpose"]', "Assault near the station")
+    # the evidence format's options, drawn from its schema: ask for a watermarked copy
+    await inv.check('#export-form [data-option="watermark"]')
+    await inv.select_option('#export-form [data-option="watermark-position"]', "top")
     await inv.click('#export-form button[type="submit"]')
     row = inv.locator('[data-body="mine"] tr[data-status="pending"]')
     await row.wait_for(timeout=10_000)
@@ -60,6 +66,8 @@ async def test_request_approve_produce_download(make_gateway, new_page, tmp_path
     await boss.wait_for_selector('#nav a[data-route="exports"]:not([hidden])')
     await boss.goto(gw.url + "/#/exports")
     queued = boss.locator(f'[data-body="queue"] tr[data-request="{request_id}"]')
+    # the approver sees what is asked for before approving
+    assert await queued.locator(".export-settings").inner_text(timeout=10_000) == "watermark (top)"
     await queued.locator('[data-action="approve"]').click(timeout=10_000)
     await boss.locator(f'[data-body="queue"] tr[data-request="{request_id}"][data-status="approved"] [data-action="produce"]').click(timeout=10_000)
     await boss.locator('[data-body="register"] tr[data-event="produced"]').wait_for(timeout=30_000)
@@ -76,4 +84,13 @@ async def test_request_approve_produce_download(make_gateway, new_page, tmp_path
     report = await asyncio.to_thread(verify_package, target)
     assert report.ok, report.problems
     with zipfile.ZipFile(target) as zf:
-        assert "cameras/cam.mp4" in zf.namelist()
+        assert {"cameras/cam.mp4", "watermarked/cam.mp4"} <= set(zf.namelist())
+        assert json.loads(zf.read("manifest.json"))["options"]["watermark-position"] == "top"
+
+    # after package-days the package is gone: the requester is told, a producer can make it again
+    assert await gw.app[EXPORTS].delete_old_packages(now=time.time() + 31 * 86400) == [int(request_id)]
+    mine = inv.locator(f'[data-body="mine"] tr[data-request="{request_id}"]')
+    await mine.locator(".export-status", has_text="package deleted").wait_for(timeout=10_000)
+    assert await mine.locator('[data-action="download"]').count() == 0
+    await boss.locator(f'[data-body="queue"] tr[data-request="{request_id}"] [data-action="produce"]', has_text="Produce again").click(timeout=10_000)
+    await inv.locator(f'[data-body="mine"] tr[data-request="{request_id}"] [data-action="download"]').wait_for(timeout=30_000)

@@ -5,6 +5,10 @@
 //   export.approve   the approval queue (approve / reject with a reason; never one's own)
 //   export.produce   "Produce" on approved requests
 //   oversight (export.approve, export.produce, audit.read): the release register and its CSV
+//
+// Each format's options (watermark, anonymisation...) are drawn from the JSON schema that
+// GET /api/exports/formats gives, so a third-party format's options appear without code
+// here. Options with a title are shown; the rest are under "More settings".
 
 import { request } from "./api.js";
 import { can } from "./session.js";
@@ -45,6 +49,69 @@ async function postJson(path, body) {
     init.body = JSON.stringify(body);
   }
   return (await request(path, init)).json();
+}
+
+/** The JSON schema of a format's options: its properties, with $ref resolved. */
+function optionProperties(format) {
+  const schema = format.options_schema || {};
+  const ref = schema.$ref ? schema.$ref.split("/").pop() : null;
+  return ((ref ? schema.$defs?.[ref] : schema) || {}).properties || {};
+}
+
+/** One form field per option the browser can edit (booleans, choices, numbers, text). */
+function optionFields(format) {
+  const shown = [];
+  const more = [];
+  for (const [key, prop] of Object.entries(optionProperties(format))) {
+    const value = format.options?.[key] ?? prop.default;
+    let input;
+    if (prop.type === "boolean") {
+      input = el("input", { type: "checkbox", checked: Boolean(value) });
+    } else if (Array.isArray(prop.enum)) {
+      input = el("select", {}, ...prop.enum.map((v) => el("option", { value: String(v), selected: v === value }, String(v))));
+    } else if (prop.type === "integer" || prop.type === "number") {
+      input = el("input", { type: "number", value: String(value), step: prop.type === "integer" ? "1" : "any" });
+      if (prop.minimum !== undefined) input.min = String(prop.minimum);
+      if (prop.maximum !== undefined) input.max = String(prop.maximum);
+    } else if (prop.type === "string") {
+      input = el("input", { type: "text", value: String(value ?? "") });
+    } else {
+      continue; // lists and objects: the configured defaults apply
+    }
+    Object.assign(input.dataset, { option: key, kind: prop.type || "enum", initial: JSON.stringify(value) });
+    const label = el("label", { class: prop.type === "boolean" ? "option-check" : "" }, prop.title || key, " ", input);
+    (prop.title ? shown : more).push(label);
+  }
+  if (more.length) shown.push(el("details", { class: "export-more" }, el("summary", {}, "More settings"), ...more));
+  return shown;
+}
+
+/** The options the user changed from the defaults in force (the gateway fills in the rest). */
+function chosenOptions(fieldset) {
+  const out = {};
+  for (const input of fieldset.querySelectorAll("[data-option]")) {
+    const { option, kind, initial } = input.dataset;
+    let value;
+    if (kind === "boolean") value = input.checked;
+    else if (kind === "integer" || kind === "number") value = Number(input.value);
+    else value = input.value;
+    if (JSON.stringify(value) !== initial) out[option] = value;
+  }
+  return out;
+}
+
+/** What an approver needs to see at a glance: the options that ask for something. */
+function settingsSummary(options = {}) {
+  const parts = [];
+  if (options.watermark) parts.push(`watermark (${options["watermark-position"] || "bottom"})`);
+  if (options.watermark && options["keep-unaltered"] === false) parts.push("no unaltered copy");
+  if (options.method) parts.push(`${options.method}${options.people === false ? ", faces only" : ", faces and people"}`);
+  return parts.join("; ") || "standard";
+}
+
+function statusText(r) {
+  if (r.status === "produced" && r.package_deleted_at) return `package deleted ${time(r.package_deleted_at)}`;
+  return r.status + (r.error ? `: ${r.error}` : "");
 }
 
 export class ExportsPage {
@@ -102,10 +169,21 @@ export class ExportsPage {
     const now = Date.now() / 1000;
     const input = (name, props = {}) => el("input", { name, required: true, ...props });
     const format = el("select", { name: "format" }, el("option", { value: "evidence" }, "Evidence package (signed)"));
+    const options = el("fieldset", { class: "export-options", dataset: { options: "" } });
+    let formats = [];
+    const showOptions = () => {
+      const chosen = formats.find((f) => f.id === format.value);
+      options.replaceChildren(...(chosen ? optionFields(chosen) : []));
+      options.hidden = !options.childElementCount;
+    };
+    format.addEventListener("change", showOptions);
     request("/api/exports/formats")
       .then((r) => r.json())
-      .then((formats) => format.replaceChildren(...formats.map((f) => el("option", { value: f.id, selected: f.id === "evidence" }, f.title)))
-      )
+      .then((list) => {
+        formats = list;
+        format.replaceChildren(...formats.map((f) => el("option", { value: f.id, selected: f.id === "evidence" }, f.title)));
+        showOptions();
+      })
       .catch(() => {});
     const form = el(
       "form", { class: "export-form", id: "export-form" },
@@ -118,6 +196,7 @@ export class ExportsPage {
       el("label", {}, "Legal basis ", input("legal_basis")),
       el("label", {}, "Purpose ", el("textarea", { name: "purpose", required: true, rows: 2 })),
       el("label", {}, "Format ", format),
+      options,
       el("button", { type: "submit" }, "File request"),
     );
     form.addEventListener("submit", async (event) => {
@@ -132,11 +211,13 @@ export class ExportsPage {
         legal_basis: data.get("legal_basis"),
         purpose: data.get("purpose"),
         format: data.get("format"),
+        options: chosenOptions(options),
       };
       try {
         const created = await postJson("/api/exports", body);
         this.#say(`Request ${created.id} filed; it waits for approval.`);
         form.reset();
+        showOptions();
         this.refresh();
       } catch (err) {
         this.#say(`Not filed: ${err.message}`, "error");
@@ -153,7 +234,7 @@ export class ExportsPage {
       }
       if (this.#root.querySelector('[data-body="queue"]')) {
         const all = await (await request("/api/exports")).json();
-        const open = all.filter((r) => ["pending", "approved", "failed", "producing"].includes(r.status));
+        const open = all.filter((r) => ["pending", "approved", "failed", "producing"].includes(r.status) || r.package_deleted_at);
         this.#fill("queue", open, (r) => this.#queueActions(r), true);
       }
       if (this.#root.querySelector('[data-body="register"]')) {
@@ -172,7 +253,7 @@ export class ExportsPage {
       body.replaceChildren(el("p", { class: "hint" }, "None."));
       return;
     }
-    const head = ["#", "Case", "Cameras", "Range", "Format", ...(showRequester ? ["Requested by"] : []), "Status", ""];
+    const head = ["#", "Case", "Cameras", "Range", "Format", "Settings", ...(showRequester ? ["Requested by"] : []), "Status", ""];
     body.replaceChildren(
       el("table", { class: "exports-table" },
         el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))),
@@ -183,8 +264,9 @@ export class ExportsPage {
             el("td", {}, r.cameras.join(", ")),
             el("td", {}, `${time(r.from)} – ${time(r.to)}`),
             el("td", {}, r.format),
+            el("td", { class: "export-settings", title: JSON.stringify(r.options || {}, null, 1) }, settingsSummary(r.options)),
             showRequester ? el("td", {}, r.requested_by) : null,
-            el("td", { class: "export-status" }, r.status + (r.error ? `: ${r.error}` : "")),
+            el("td", { class: "export-status" }, statusText(r)),
             el("td", {}, ...actions(r)),
           ),
         )),
@@ -193,7 +275,7 @@ export class ExportsPage {
   }
 
   #mineActions(r) {
-    if (r.status !== "produced") return [];
+    if (r.status !== "produced" || r.package_deleted_at) return [];
     return [el("a", { class: "button-link", href: `/api/exports/${r.id}/download`, download: r.package_name || "", dataset: { action: "download" } }, "Download")];
   }
 
@@ -207,8 +289,9 @@ export class ExportsPage {
         out.push(button);
       }
     }
-    if (["approved", "failed"].includes(r.status) && can(this.#user, "export.produce")) {
-      const button = el("button", { type: "button", dataset: { action: "produce" } }, "Produce");
+    const producible = ["approved", "failed"].includes(r.status) || (r.status === "produced" && r.package_deleted_at);
+    if (producible && can(this.#user, "export.produce")) {
+      const button = el("button", { type: "button", dataset: { action: "produce" } }, r.package_deleted_at ? "Produce again" : "Produce");
       button.addEventListener("click", async () => {
         try {
           await postJson(`/api/exports/${r.id}/produce`);
