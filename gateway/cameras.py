@@ -50,6 +50,8 @@ class CameraSnapshot:
     info: StreamInfo | None
     stats: HubStats
     ptz: PtzCapabilities
+    #: Privacy masks applied now (config and database together).
+    masks: int = 0
 
 
 def config_shapes(config: CameraConfig) -> tuple[MaskShape, ...]:
@@ -256,6 +258,7 @@ class Camera:
             info=self.hub.info,
             stats=self.hub.stats(),
             ptz=self.vendor.ptz_capabilities(),
+            masks=len(self._shapes),
         )
 
     def latest_keyframe(self) -> MediaPacket | None:

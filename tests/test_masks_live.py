@@ -209,6 +209,10 @@ async def test_operators_cannot_change_masks_and_are_audited(pattern_gateway: Ru
         assert resp.status == 200
         assert [m["source"] for m in (await resp.json())["masks"]] == ["config"]
     assert gw.cameras.get("locked").masked
+    # viewers see that the picture is masked (and by how many masks), not where
+    async with operator.get(f"{gw.url}/api/cameras") as resp:
+        listed = {c["id"]: c["masks"] for c in await resp.json()}
+    assert listed["locked"] == 1 and listed["pat"] == len(gw.cameras.get("pat").masks)
 
 
 INVALID = [

@@ -39,6 +39,8 @@ class CameraView(msgspec.Struct, kw_only=True):
     bitrate: int
     recording: bool
     ptz: PtzView
+    #: How many privacy masks black out parts of the picture (viewers cannot remove them).
+    masks: int
 
     @classmethod
     def of(cls, snap: CameraSnapshot) -> CameraView:
@@ -62,6 +64,7 @@ class CameraView(msgspec.Struct, kw_only=True):
             bitrate=int(snap.stats.bitrate),
             recording=c.record,
             ptz=PtzView(continuous=p.continuous, absolute=p.absolute, relative=p.relative, presets=p.presets, home=p.home),
+            masks=snap.masks,
         )
 
 

@@ -123,7 +123,9 @@ export class CameraList extends EventTarget {
     item.name.textContent = camera.name || camera.id;
     const details = describe(camera);
     item.error.textContent = state !== "online" && camera.last_error ? camera.last_error : "";
-    item.meta.textContent = details ? `${camera.area} · ${details}` : camera.area;
+    const masked = camera.masks ? `privacy-masked (${camera.masks})` : "";
+    item.meta.textContent = [camera.area, details, masked].filter(Boolean).join(" · ");
+    item.li.dataset.masked = camera.masks ? "true" : "false";
     item.button.title = [item.name.textContent, item.meta.textContent, item.error.textContent].filter(Boolean).join("\n");
     item.badge.textContent = STATE_LABELS[state] || state;
     item.badge.dataset.state = state;
