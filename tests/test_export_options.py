@@ -44,14 +44,20 @@ async def file(session, url: str, **body) -> tuple[int, dict]:
         return resp.status, await resp.json()
 
 
-async def test_options_checked_at_filing_shown_to_the_approver_and_used(make_gateway, tmp_path: Path) -> None:
+async def recorded(make_gateway) -> tuple:
+    """A gateway that recorded camera north for a few seconds, an investigator, a supervisor,
+    and the recorded span as request fields."""
     gw = await make_gateway(CAMS, GATEWAY)
     await gw.wait_online("north")
     inv = await gw.sign_in("inv", role="investigator", all_areas=True)
     boss = await gw.sign_in("boss", role="supervisor", all_areas=True)
     t0 = time.time()
     await asyncio.sleep(5)
-    span = {"cameras": ["north"], "from": t0, "to": time.time() - 0.5}
+    return gw, inv, boss, {"cameras": ["north"], "from": t0, "to": time.time() - 0.5}
+
+
+async def test_options_checked_at_filing_shown_to_the_approver_and_used(make_gateway, tmp_path: Path) -> None:
+    gw, inv, boss, span = await recorded(make_gateway)
 
     async with inv.get(f"{gw.url}/api/exports/formats") as resp:
         formats = {f["id"]: f for f in await resp.json()}
@@ -127,13 +133,8 @@ async def test_producing_needs_the_right_on_every_camera(make_gateway) -> None:
 
 
 async def test_packages_are_deleted_after_package_days_and_can_be_produced_again(make_gateway) -> None:
-    gw = await make_gateway(CAMS, GATEWAY)
-    await gw.wait_online("north")
-    inv = await gw.sign_in("inv", role="investigator", all_areas=True)
-    boss = await gw.sign_in("boss", role="supervisor", all_areas=True)
-    t0 = time.time()
-    await asyncio.sleep(5)
-    status, req = await file(inv, gw.url, cameras=["north"], **{"from": t0, "to": time.time() - 0.5})
+    gw, inv, boss, span = await recorded(make_gateway)
+    status, req = await file(inv, gw.url, **span)
     assert status == 201, req
     url = f"{gw.url}/api/exports/{req['id']}"
     async with boss.post(url + "/approve", json={"reason": "ok"}) as resp:
