@@ -1,7 +1,5 @@
 import asyncio
 import sqlalchemy as sa
-import subprocess
-import sys
 
 import pytest
 

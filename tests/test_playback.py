@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from gateway.appkeys import AUDIT, RECORDING
+from gateway.appkeys import AUDIT
 from tests.fixtures_app import camera_toml
 
 pytestmark = pytest.mark.gstreamer

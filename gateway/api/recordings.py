@@ -17,7 +17,7 @@ from gateway.api import json_response
 from gateway.api.audit import parse_time
 from gateway.appkeys import ACCESS, CAMERAS, RECORDING
 from gateway.errors import BadRequest, GatewayError
-from gateway.recording.index import Segment, Span
+from gateway.recording.index import Gap, Segment, Span
 from gateway.recording.playback import vod_playlist
 
 #: The widest range one request may ask for: longer than any retention anyone keeps.
