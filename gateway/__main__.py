@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.db import DatabaseUnavailable
-from gateway.errors import ConfigErrors, PluginError
+from gateway.errors import ConfigError, ConfigErrors, PluginError
 
 DEFAULT_CONFIG_DIR = "conf"
 
@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aioice").setLevel(logging.WARNING)
     try:
         return args.func(args)
+    except ConfigError as exc:  # found while starting (a path the config names, say)
+        print(f"configuration error:\n  {exc.message}", file=sys.stderr)
+        return 2
     except ConfigErrors as exc:
         print("configuration error:" if len(exc.errors) == 1 else f"{len(exc.errors)} configuration errors:", file=sys.stderr)
         for error in exc.errors:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gateway.events import EventBus
     from gateway.plugins import Plugins
     from gateway.ptz import PtzService
+    from gateway.evidence.signing import Signer
     from gateway.recording.service import RecordingService
 
 CONFIG = web.AppKey("config", "Config")
@@ -28,6 +29,8 @@ CAMERAS = web.AppKey("cameras", "CameraManager")
 STARTED_AT = web.AppKey("started_at", float)
 DATABASE = web.AppKey("database", "Database")
 AUDIT = web.AppKey("audit", "AuditLog")
+#: The gateway's Ed25519 key: signs evidence packages and audit checkpoints.
+SIGNER = web.AppKey("signer", "Signer")
 ACCESS = web.AppKey("access", "AccessControl")
 IDENTITY = web.AppKey("identity", "Identity")
 RECORDING = web.AppKey("recording", "RecordingService")

@@ -1,7 +1,6 @@
 """The gateway as a whole: real server on loopback, real demo cameras, real CLI process."""
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -9,7 +8,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from gateway.media.timecode import read_timecode
 from tests.fixtures_app import camera_toml
@@ -137,6 +135,22 @@ def test_serve_with_bad_config_exits_2_naming_the_problem(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(conf)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "gateway.toml: server.port: expected `int`, got `str`" in proc.stderr
+
+
+def test_serve_refuses_a_signing_key_under_the_web_root(tmp_path):
+    from gateway.app import WEBCLIENT_DIR
+
+    key = WEBCLIENT_DIR / "keys" / f"{tmp_path.name}.pem"
+    conf = _write_conf(tmp_path)
+    (conf / "gateway.toml").write_text(f'[server]\nport = 0\ndata-dir = "data"\n[evidence]\nkey-path = "{key}"\n')
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(conf)], capture_output=True, text=True, timeout=60)
+    finally:
+        created = key.exists()
+        key.unlink(missing_ok=True)
+    assert proc.returncode == 2, proc.stderr
+    assert f"gateway.toml: evidence.key-path: {key} lies inside the web root {WEBCLIENT_DIR}" in proc.stderr
+    assert not created and "Traceback" not in proc.stderr
 
 
 def test_serve_with_an_unreachable_database_exits_1_naming_it(tmp_path):

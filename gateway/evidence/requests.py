@@ -38,9 +38,9 @@ from gateway.access.guard import Principal
 from gateway.access.policy import Action
 from gateway.config import Config, EvidenceConfig, format_option_errors
 from gateway.db import Database, export_register, export_requests
-from gateway.errors import BadRequest, ConfigError, ConfigErrors, Conflict, Forbidden, Gone, NotFound
+from gateway.errors import BadRequest, ConfigErrors, Conflict, Forbidden, Gone, NotFound
 from gateway.evidence.package import CameraExtract, ExportJob, iso
-from gateway.evidence.signing import Signer
+from gateway.evidence.signing import Signer, gateway_signer, outside_web_root
 from gateway.interfaces import ExportFormat
 from gateway.media.masking import instantiate_filters
 from gateway.plugins import Plugins
@@ -144,6 +144,7 @@ class ExportService:
         plugins: Plugins,
         *,
         web_root: Path | None = None,
+        signer: Signer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -156,9 +157,8 @@ class ExportService:
         self.mask_filters = instantiate_filters(plugins.mask_filters())
         self.clock = clock
         self.package_dir = (config.data_dir / self.settings.package_dir).resolve()
-        self.key_path = (config.data_dir / self.settings.key_path).resolve()
-        self._web_root = web_root.resolve() if web_root is not None else None
-        self.signer: Signer | None = None
+        self._web_root = web_root
+        self.signer = signer
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.Task[None] | None = None
 
@@ -167,10 +167,9 @@ class ExportService:
         errors = format_option_errors(self.settings, self.formats, file="gateway.toml")
         if errors:
             raise ConfigErrors(errors)
-        for what, path in (("key-path", self.key_path), ("package-dir", self.package_dir)):
-            if self._web_root is not None and (path == self._web_root or self._web_root in path.parents):
-                raise ConfigError("gateway.toml", f"evidence.{what}", f"{path} lies inside the web root {self._web_root}")
-        self.signer = await asyncio.to_thread(Signer.load_or_create, self.key_path)
+        outside_web_root(self.package_dir, self._web_root, "evidence.package-dir")
+        if self.signer is None:
+            self.signer = await asyncio.to_thread(gateway_signer, self.config, self._web_root)
         await asyncio.to_thread(self.package_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
         async with self.db.begin() as conn:  # a restart interrupted these
             await conn.execute(
@@ -625,10 +624,11 @@ def register_csv(rows: list[tuple[RegisterEntry, ExportRequest]]) -> str:
 async def exports_ctx(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context, after the recording service's."""
     from gateway.app import WEBCLIENT_DIR
-    from gateway.appkeys import ACCESS, AUDIT, CONFIG, DATABASE, PLUGINS, RECORDING
+    from gateway.appkeys import ACCESS, AUDIT, CONFIG, DATABASE, PLUGINS, RECORDING, SIGNER
 
     service = ExportService(
-        app[CONFIG], app[DATABASE], app[AUDIT], app[ACCESS], app[RECORDING], app[PLUGINS], web_root=WEBCLIENT_DIR
+        app[CONFIG], app[DATABASE], app[AUDIT], app[ACCESS], app[RECORDING], app[PLUGINS],
+        web_root=WEBCLIENT_DIR, signer=app.get(SIGNER),
     )
     async with service:
         app[EXPORTS] = service

@@ -22,10 +22,14 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +104,36 @@ class Signer:
         logger.warning("evidence: created a new signing key %s (fingerprint %s); keep a backup of it", path, signer.fingerprint)
         return signer
 
+    def signature(self, data: bytes) -> bytes:
+        """The raw Ed25519 signature of ``data`` (callers prefix their own domain tag)."""
+        return self._key.sign(data)
+
     def sign(self, manifest: bytes) -> bytes:
         doc = {
             "algorithm": ALGORITHM,
             "key_fingerprint": self.fingerprint,
             "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
-            "signature": base64.b64encode(self._key.sign(manifest)).decode(),
+            "signature": base64.b64encode(self.signature(manifest)).decode(),
         }
         return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def outside_web_root(path: Path, web_root: Path | None, key: str) -> None:
+    """Raise a ConfigError naming ``key`` if ``path`` would be served by the web server."""
+    from gateway.errors import ConfigError
+
+    if web_root is not None:
+        root = web_root.resolve()
+        if path == root or root in path.parents:
+            raise ConfigError("gateway.toml", key, f"{path} lies inside the web root {root}")
+
+
+def gateway_signer(config: Config, web_root: Path | None) -> Signer:
+    """The gateway's key (``[evidence] key-path``): it signs evidence packages and audit
+    checkpoints. Blocking file I/O."""
+    path = (config.data_dir / config.evidence.key_path).resolve()
+    outside_web_root(path, web_root, "evidence.key-path")
+    return Signer.load_or_create(path)
 
 
 # --------------------------------------------------------------------------------------
