@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.access.audit import AuditLog
+from gateway.access.checkpoints import checkpointer
 from gateway.access.control import AccessControl
 from gateway.access.guard import public
 from gateway.access.identity import Identity
@@ -32,12 +33,13 @@ from gateway.api import pushes as pushes_api
 from gateway.api import recordings as recordings_api
 from gateway.api import session as session_api
 from gateway.api import users as users_api
-from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, STARTED_AT
+from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, SIGNER, STARTED_AT
 from gateway.cameras import CameraManager
 from gateway.config import Config
 from gateway.db import Database
 from gateway.dispatch import notify, push
 from gateway.events import EventBus
+from gateway.evidence.signing import gateway_signer
 from gateway.live import hls, webrtc
 from gateway.masks import attach as attach_masks
 from gateway.plugins import Plugins
@@ -62,9 +64,15 @@ def _log_first_admin(username: str, password: str) -> None:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     """Database, audit log, identity and access control: the security core, started first."""
     config = app[CONFIG]
+    signer = await asyncio.to_thread(gateway_signer, config, WEBCLIENT_DIR)
+    app[SIGNER] = signer
     async with Database(config.database_url) as db:
         app[DATABASE] = db
-        async with AuditLog(db, sink=app[EVENTS].publish) as audit:
+        async with (
+            AuditLog(db, sink=app[EVENTS].publish) as audit,
+            # exits after the audit entries of shutdown, so its last checkpoint covers them
+            checkpointer(config, db, signer, app[EVENTS].publish),
+        ):
             app[AUDIT] = audit
             identity = Identity(db, audit, config.security, app[POLICY], hasher=app.get(PASSWORD_HASHER))
             app[IDENTITY] = identity

@@ -222,6 +222,18 @@ class EvidenceConfig(Base):
             raise ValueError("key-path must not lie inside package-dir: packages are downloaded, the key never is")
 
 
+class AuditConfig(Base):
+    """Signed checkpoints of the audit chain: what makes a rewritten chain detectable."""
+
+    #: Every this many minutes, if the chain grew, the gateway signs its head (entry id and
+    #: hash) with its Ed25519 key; also at shutdown. 0 turns checkpoints off.
+    checkpoint_minutes: Annotated[float, Meta(ge=0, le=24 * 60)] = 10
+    #: Also append every checkpoint as one JSON line to this file (relative to the data
+    #: dir). Put it where database administrators cannot write: another host's share, WORM
+    #: storage. ``citygate audit verify --anchor-file`` checks the chain against it.
+    checkpoint_file: str = ""
+
+
 class EventsConfig(Base):
     webhooks: tuple[WebhookConfig, ...] = ()
 
@@ -274,6 +286,7 @@ class GatewayFile(Base):
     events: EventsConfig = EventsConfig()
     masking: MaskingConfig = MaskingConfig()
     evidence: EvidenceConfig = EvidenceConfig()
+    audit: AuditConfig = AuditConfig()
 
 
 class CameraConfig(Base):
@@ -325,6 +338,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     events: EventsConfig = EventsConfig()
     masking: MaskingConfig = MaskingConfig()
     evidence: EvidenceConfig = EvidenceConfig()
+    audit: AuditConfig = AuditConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -526,6 +540,7 @@ def load(
         events=events,
         masking=gateway.masking,
         evidence=gateway.evidence,
+        audit=gateway.audit,
     )
 
 

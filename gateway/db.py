@@ -118,6 +118,21 @@ audit = sa.Table(
 
 # -- recordings (migration 2) ---------------------------------------------------------
 
+
+#: Signed statements "entry N of the audit chain has hash H", made every few minutes with
+#: the gateway's Ed25519 key (which the database never holds): someone who can write the
+#: database can recompute the hash chain, but cannot sign a checkpoint that matches it.
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("entry_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False, index=True),
+    sa.Column("entry_hash", sa.String(64), nullable=False),
+    sa.Column("key_fingerprint", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(100), nullable=False),
+)
+
 segments = sa.Table(
     "segments",
     metadata,
@@ -340,6 +355,10 @@ def _v7_export_options(conn: sa.Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE export_requests ADD COLUMN {name} {kind}"))
 
 
+def _v8_audit_checkpoints(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[audit_checkpoints])
+
+
 #: (version, description, function). Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "users, sessions, grants, audit", _v1_initial),
@@ -349,6 +368,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (5, "evidence export requests and release register", _v5_exports),
     (6, "contiguous recording runs", _v6_runs),
     (7, "export request options, package deletion", _v7_export_options),
+    (8, "signed audit checkpoints", _v8_audit_checkpoints),
 ]
 
 

@@ -21,7 +21,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,8 @@ class VerifyResult:
     broken_id: int | None = None
     reason: str = ""
     head: str = GENESIS
+    #: How many of the hashes vouched for from outside (signed checkpoints) matched.
+    vouched: int = 0
 
 
 class AuditLog:
@@ -185,9 +187,14 @@ class AuditLog:
             logger.exception("audit: event sink failed")
 
     # -- reading -----------------------------------------------------------------------
-    async def verify(self, *, chunk: int = 5000) -> VerifyResult:
-        """Walk the whole chain; report the first entry that does not fit."""
-        prev, expected_id, checked = GENESIS, 1, 0
+    async def verify(self, *, vouched: Mapping[int, tuple[str, str]] | None = None, chunk: int = 5000) -> VerifyResult:
+        """Walk the whole chain; report the first entry that does not fit.
+
+        ``vouched`` maps entry ids to (hash, who vouches for it), e.g. signed checkpoints:
+        a chain recomputed after an edit is consistent with itself but not with them, and
+        a chain cut short ends before the entries they name."""
+        vouched = vouched or {}
+        prev, expected_id, checked, matched = GENESIS, 1, 0, 0
         async with self.db.connect() as conn:
             while True:
                 result = await conn.execute(
@@ -198,17 +205,34 @@ class AuditLog:
                 )
                 rows = result.mappings().all()
                 if not rows:
-                    return VerifyResult(True, checked, head=prev)
+                    break
                 for row in rows:
                     if row["id"] != expected_id:
-                        return VerifyResult(False, checked, expected_id, f"entry {expected_id} is missing (next is {row['id']}): entries were deleted", prev)
+                        return VerifyResult(False, checked, expected_id, f"entry {expected_id} is missing (next is {row['id']}): entries were deleted", prev, matched)
                     if row["prev_hash"] != prev:
-                        return VerifyResult(False, checked, row["id"], f"entry {row['id']} does not follow entry {row['id'] - 1}: the chain was rewritten", prev)
+                        return VerifyResult(False, checked, row["id"], f"entry {row['id']} does not follow entry {row['id'] - 1}: the chain was rewritten", prev, matched)
                     if chain_hash(prev, dict(row)) != row["hash"]:
-                        return VerifyResult(False, checked, row["id"], f"entry {row['id']} was altered after it was written", prev)
+                        return VerifyResult(False, checked, row["id"], f"entry {row['id']} was altered after it was written", prev, matched)
+                    if row["id"] in vouched:
+                        want, who = vouched[row["id"]]
+                        if row["hash"] != want:
+                            return VerifyResult(
+                                False, checked, row["id"],
+                                f"entry {row['id']} is not the entry {who} vouches for: the chain up to it was rewritten", prev, matched,
+                            )
+                        matched += 1
                     prev = row["hash"]
                     expected_id += 1
                     checked += 1
+        beyond = [i for i in vouched if i >= expected_id]
+        if beyond:
+            last = max(beyond)
+            return VerifyResult(
+                False, checked, expected_id,
+                f"the chain ends at entry {expected_id - 1} but {vouched[last][1]} vouches for entry {last}: entries after {expected_id - 1} were deleted",
+                prev, matched,
+            )
+        return VerifyResult(True, checked, head=prev, vouched=matched)
 
     async def query(
         self,

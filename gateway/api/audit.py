@@ -7,9 +7,10 @@ from datetime import datetime
 from aiohttp import web
 
 from gateway.access.audit import to_csv
+from gateway.access.checkpoints import stored_checkpoints
 from gateway.access.guard import requires
 from gateway.api import json_response
-from gateway.appkeys import AUDIT
+from gateway.appkeys import AUDIT, DATABASE
 from gateway.errors import BadRequest
 
 MAX_LIMIT = 10_000
@@ -64,5 +65,15 @@ async def list_audit(request: web.Request) -> web.StreamResponse:
     return json_response({"entries": rows, "next_before": rows[-1]["id"] if rows else None})
 
 
+@requires("audit.read", camera_param=None)
+async def list_checkpoints(request: web.Request) -> web.StreamResponse:
+    """The newest signed checkpoints, newest first: what an external system copies to be
+    able to prove later that the chain was not rewritten."""
+    limit = _int("limit", request.query.get("limit"), 100, 1, MAX_LIMIT)
+    checkpoints = await stored_checkpoints(request.app[DATABASE], limit=limit)
+    return json_response({"checkpoints": [cp.to_json() for cp in reversed(checkpoints)]})
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/audit", list_audit, name="audit")
+    app.router.add_get("/api/audit/checkpoints", list_checkpoints, name="audit-checkpoints")
