@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.appkeys import AUDIT, IDENTITY
+from gateway.access.checkpoints import AuditCheckpointer
+from gateway.appkeys import AUDIT, DATABASE, IDENTITY, SIGNER
 from gateway.errors import BadRequest
 from gateway.live.webrtc import WEBRTC_SESSIONS
 from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
@@ -267,10 +268,14 @@ async def test_auditor_reads_the_audit_log_and_sees_no_cameras(make_gateway, new
     await gw.sign_in("audrey", role="auditor")
     audit = gw.app[AUDIT]
     await asyncio.gather(*(audit.record("test.entry", user="robot", detail={"n": n}) for n in range(150)))
+    signed = await AuditCheckpointer(gw.app[DATABASE], gw.app[SIGNER], every=0).checkpoint()
     page = await new_page()
     await signed_in(page, gw, "audrey")
     await page.wait_for_selector("#page-audit:not([hidden])")
     assert page.url.endswith("#/audit")
+    await page.wait_for_selector(f'#page-audit .audit-seal[data-entry="{signed.entry_id}"]')
+    seal = await page.inner_text("#page-audit .audit-seal")
+    assert seal.startswith(f"Signed up to entry {signed.entry_id} at ") and f"key {signed.key_fingerprint[:16]}" in seal
     assert await nav_links(page) == ["Audit", "Exports"]  # the auditor reads the release register
     assert "Auditor" in await page.inner_text("#user-menu")
 

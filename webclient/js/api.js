@@ -160,6 +160,11 @@ export async function listAudit(filters) {
   return (await request(auditUrl(filters))).json();
 }
 
+/** The newest signed checkpoints of the audit chain, newest first: {checkpoints}. */
+export async function listAuditCheckpoints(limit = 1) {
+  return (await request(`/api/audit/checkpoints?limit=${limit}`)).json();
+}
+
 const cameraPath = (id) => `/api/cameras/${encodeURIComponent(id)}`;
 
 export async function listCameras(options) {

@@ -1,7 +1,7 @@
 // The Audit page (action audit.read): filters, the entries newest first with "Load more"
 // (paging with `before`), and a CSV download of the same filters.
 
-import { auditUrl, listAudit } from "./api.js";
+import { auditUrl, listAudit, listAuditCheckpoints } from "./api.js";
 
 const PAGE_SIZE = 100;
 /** The most the gateway returns at once: the CSV holds up to this many entries. */
@@ -49,6 +49,7 @@ export class AuditPage {
   #more;
   #csv;
   #status;
+  #seal;
   #filters = {};
   #nextBefore = null;
   #loading = 0; // generation: a newer query makes older answers stale
@@ -61,6 +62,23 @@ export class AuditPage {
   show() {
     this.#root.hidden = false;
     this.#query();
+    this.#showSeal();
+  }
+
+  /** How far the chain is vouched for by the gateway's signature (see `citygate audit verify`). */
+  async #showSeal() {
+    let newest;
+    try {
+      [newest] = (await listAuditCheckpoints(1)).checkpoints;
+    } catch (err) {
+      this.#seal.textContent = err.status === 401 ? "" : `Cannot read the signed checkpoints: ${err.message}`;
+      return;
+    }
+    this.#seal.dataset.entry = newest ? String(newest.entry_id) : "";
+    this.#seal.textContent = newest
+      ? `Signed up to entry ${newest.entry_id} at ${time(newest.at)} (checkpoint ${newest.id}, key ${newest.key_fingerprint.slice(0, 16)}…)`
+      : "No signed checkpoint yet: the chain is signed every few minutes.";
+    this.#seal.title = newest ? `entry hash ${newest.entry_hash}` : "";
   }
 
   hide() {
@@ -93,6 +111,7 @@ export class AuditPage {
     this.#form.addEventListener("reset", () => setTimeout(() => this.#query()));
     this.#csv = el("a", { class: "button-link", id: "audit-csv", download: "citygate-audit.csv" }, "Download CSV");
     this.#status = el("p", { class: "page-message", role: "status" });
+    this.#seal = el("p", { class: "audit-seal" });
     this.#body = el("tbody");
     const head = ["Time", "User", "Client", "Action", "Outcome", "Camera", "Range", "Purpose", "Detail"];
     const table = el(
@@ -105,6 +124,7 @@ export class AuditPage {
     this.#more.addEventListener("click", () => this.#load(true));
     this.#root.replaceChildren(
       el("div", { class: "page-head" }, el("h2", { id: "audit-heading" }, "Audit log"), el("span", { class: "page-count" }), this.#csv),
+      this.#seal,
       this.#form,
       this.#status,
       el("div", { class: "table-wrap" }, table),
