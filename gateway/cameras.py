@@ -29,12 +29,13 @@ from collections.abc import Callable, Iterator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from gateway.config import CameraConfig, Config, IngestConfig, MaskingConfig
+from gateway.config import CameraConfig, Config, IngestConfig, LiveConfig, MaskingConfig
 from gateway.errors import CameraUnavailable, NotFound
 from gateway.events import EventBus
 from gateway.interfaces import CameraVendor, MaskFilter, MaskShape, PtzCapabilities, StreamProfile
 from gateway.media.hub import HubReader, HubStats, StreamHub
 from gateway.media.masking import MaskStage, StageStats, instantiate_filters
+from gateway.media.on_demand import OnDemandStream
 from gateway.media.packet import MediaPacket, StreamInfo
 from gateway.media.source import RtspSource, SourceState, SourceStatus
 
@@ -52,6 +53,8 @@ class CameraSnapshot:
     ptz: PtzCapabilities
     #: Privacy masks applied now (config and database together).
     masks: int = 0
+    #: The streams a viewer may ask for now.
+    profiles: tuple[StreamProfile, ...] = (StreamProfile.MAIN,)
 
 
 def config_shapes(config: CameraConfig) -> tuple[MaskShape, ...]:
@@ -127,6 +130,10 @@ class _Inlet:
         self._unmasked.close()
 
 
+#: Seconds a sub stream that gave no picture is not asked again.
+SUB_RETRY = 60
+
+
 class Camera:
     def __init__(
         self,
@@ -137,6 +144,7 @@ class Camera:
         *,
         masking: MaskingConfig | None = None,
         filters: Mapping[str, type[MaskFilter]] | None = None,
+        live: LiveConfig | None = None,
     ) -> None:
         self.config = config
         self.id = config.id
@@ -158,6 +166,14 @@ class Camera:
         self._inlet = inlet
         self._source = RtspSource(config.id, inlet, lambda: self.vendor.stream_url(StreamProfile.MAIN), ingest)  # type: ignore[arg-type]
         self._source.add_listener(self._on_status)
+        self._live = live or LiveConfig()
+        # Never masked, so never served while the camera is: masked cameras serve the
+        # masked main stream to every viewer.
+        self._sub_broken_until = 0.0
+        self.sub = OnDemandStream(
+            f"{config.id} (sub)", lambda: self.vendor.stream_url(StreamProfile.SUB), ingest,
+            linger=self._live.sub_stream_linger, allowed=lambda: not self._shapes and not self._inlet.masked,
+        )
 
     def _on_status(self, status: SourceStatus) -> None:
         if status.state in (SourceState.ONLINE, SourceState.OFFLINE):
@@ -184,6 +200,7 @@ class Camera:
                 await stage.aclose()
         for task in list(self._retiring):
             await task
+        await self.sub.aclose()
         self.hub.close()
         await self._stack.aclose()
         self._inlet.close()
@@ -219,6 +236,7 @@ class Camera:
         stage = self._stage
         if self._shapes:
             self._inlet.mask_now()
+            self.sub.close_viewers()  # its viewers reconnect and get the masked main stream
             if stage is not None:
                 stage.set_shapes(self._shapes)
                 return
@@ -259,11 +277,34 @@ class Camera:
             stats=self.hub.stats(),
             ptz=self.vendor.ptz_capabilities(),
             masks=len(self._shapes),
+            profiles=self.profiles,
         )
 
     def latest_keyframe(self) -> MediaPacket | None:
         """The newest keyframe of the main stream (for snapshots), if any."""
         return self.hub.latest_keyframe()
+
+    @property
+    def profiles(self) -> tuple[StreamProfile, ...]:
+        """The streams a viewer may ask for now: the sub stream only while unmasked."""
+        offered = self.vendor.profiles()
+        if StreamProfile.SUB in offered and not self.masked and not self._inlet.masked:
+            return (StreamProfile.MAIN, StreamProfile.SUB)
+        return (StreamProfile.MAIN,)
+
+    async def open_live_reader(self, name: str, profile: StreamProfile) -> tuple[HubReader, StreamProfile]:
+        """A reader for a live viewer, on ``profile`` if the camera offers it now, else on
+        the main stream; returns the reader and the profile it reads.
+
+        A sub stream that gives no picture sends its viewers to the main stream, and for
+        ``SUB_RETRY`` seconds the next ones too: a wrong sub-url must not blank the wall."""
+        if profile == StreamProfile.SUB and StreamProfile.SUB in self.profiles and time.monotonic() >= self._sub_broken_until:
+            try:
+                return await self.sub.open_reader(name, timeout=self._live.sub_stream_timeout), StreamProfile.SUB
+            except CameraUnavailable as exc:
+                self._sub_broken_until = time.monotonic() + SUB_RETRY
+                logger.warning("camera %s: %s; viewers get the main stream for %ds", self.id, exc, SUB_RETRY)
+        return self.open_reader(name), StreamProfile.MAIN
 
     def open_reader(
         self, name: str, *, lossless: bool = False, on_overflow: Callable[[HubReader], None] | None = None
@@ -289,7 +330,7 @@ class CameraManager:
         filters: Mapping[str, type[MaskFilter]] | None = None,
     ) -> None:
         self._cameras = {
-            c.id: Camera(c, vendors[c.vendor], config.ingest, events, masking=config.masking, filters=filters)
+            c.id: Camera(c, vendors[c.vendor], config.ingest, events, masking=config.masking, filters=filters, live=config.live)
             for c in config.cameras
             if c.enabled
         }

@@ -64,6 +64,11 @@ class LiveConfig(Base):
     ice_servers: tuple[IceServer, ...] = ()
     #: Restrict host ICE candidates to these interface addresses (empty = all).
     ice_interfaces: tuple[str, ...] = ()
+    #: A camera's sub stream (for grid tiles) is pulled from its first viewer on and stopped
+    #: this long after its last viewer left.
+    sub_stream_linger: Annotated[float, Meta(ge=0, le=3600)] = 30.0
+    #: How long a viewer of a sub stream that is not running yet waits for its first picture.
+    sub_stream_timeout: Annotated[float, Meta(gt=0, le=60)] = 8.0
 
 
 class HlsConfig(Base):

@@ -41,6 +41,8 @@ class CameraView(msgspec.Struct, kw_only=True):
     ptz: PtzView
     #: How many privacy masks black out parts of the picture (viewers cannot remove them).
     masks: int
+    #: The streams a viewer may ask for (WHEP ``?profile=sub`` for grid tiles).
+    profiles: list[str]
 
     @classmethod
     def of(cls, snap: CameraSnapshot) -> CameraView:
@@ -65,6 +67,7 @@ class CameraView(msgspec.Struct, kw_only=True):
             recording=c.record,
             ptz=PtzView(continuous=p.continuous, absolute=p.absolute, relative=p.relative, presets=p.presets, home=p.home),
             masks=snap.masks,
+            profiles=[str(p) for p in snap.profiles],
         )
 
 

@@ -50,6 +50,7 @@ from gateway.appkeys import ACCESS, CAMERAS, CONFIG
 from gateway.cameras import Camera
 from gateway.config import LiveConfig
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
+from gateway.interfaces import StreamProfile
 from gateway.live import hevc_rtc
 from gateway.live.packet_track import PacketTrack
 
@@ -150,6 +151,8 @@ class WebRtcSession:
         self.on_closed: list[Callable[[WebRtcSession, str], object]] = []
         self.etag = f'"{secrets.token_hex(8)}"'
         self.camera_id = camera_id
+        #: The stream it sends: the one asked for, or main if the camera cannot send that.
+        self.profile = StreamProfile.MAIN
         self.remote = remote
         self.created = time.time()
         self.connected_at: float | None = None
@@ -171,9 +174,11 @@ class WebRtcSession:
     def closed(self) -> bool:
         return self._closing is not None
 
-    async def negotiate(self, camera: Camera, offer: str, interfaces: set[str]) -> str:
+    async def negotiate(
+        self, camera: Camera, offer: str, interfaces: set[str], profile: StreamProfile = StreamProfile.MAIN
+    ) -> str:
         """Attach the camera, apply the offer, return the answer SDP (ICE gathering complete)."""
-        reader = camera.open_reader(f"webrtc {self.id}")
+        reader, self.profile = await camera.open_live_reader(f"webrtc {self.id}", profile)
         info = reader.info
         codec = info.codec if info is not None else "unknown"
         if codec not in RTP_NAMES or RTP_NAMES[codec] not in offered_video_codecs(offer):
@@ -312,7 +317,10 @@ class WebRtcSessions:
     def sessions_for_camera(self, camera_id: str) -> list[WebRtcSession]:
         return [s for s in self._sessions.values() if s.camera_id == camera_id]
 
-    async def open(self, camera: Camera, offer: str, remote: str | None, owner: Principal | None = None) -> WebRtcSession:
+    async def open(
+        self, camera: Camera, offer: str, remote: str | None, owner: Principal | None = None,
+        profile: StreamProfile = StreamProfile.MAIN,
+    ) -> WebRtcSession:
         """Start a session for ``camera``, its ``answer`` set. Raises ``GatewayError``s."""
         check_offer(offer)
         if len(self._sessions) >= self.live.max_viewers:
@@ -323,7 +331,7 @@ class WebRtcSessions:
         session = WebRtcSession(self, camera.id, remote, owner)
         self._sessions[session.id] = session  # counted against the limits while negotiating
         try:
-            session.answer = await session.negotiate(camera, offer, self.interfaces)
+            session.answer = await session.negotiate(camera, offer, self.interfaces, profile)
         except BaseException:
             await session.close("negotiation failed")
             raise
@@ -341,6 +349,8 @@ class WebRtcSessions:
 
 
 WEBRTC_SESSIONS = web.AppKey("webrtc_sessions", WebRtcSessions)
+#: Response header naming the stream profile a viewer gets.
+PROFILE_HEADER = "Citygate-Profile"
 
 
 @requires("live.view")
@@ -354,18 +364,23 @@ async def post_offer(request: web.Request) -> web.Response:
         offer = (await request.read()).decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("SDP offer is not UTF-8 text") from None
+    wanted = request.query.get("profile", StreamProfile.MAIN)
+    if wanted not in tuple(StreamProfile):
+        raise BadRequest(f"profile must be one of {', '.join(StreamProfile)}, not {wanted!r}")
     who = principal(request)
     client = client_address(request)
-    session = await request.app[WEBRTC_SESSIONS].open(camera, offer, request.remote, who)
+    session = await request.app[WEBRTC_SESSIONS].open(camera, offer, request.remote, who, StreamProfile(wanted))
     _bind_to_access(request.app, session, who, client)
     await request.app[ACCESS].audit.record(
-        "live.start", user=who.username, client=client, camera=camera.id, detail={"kind": "webrtc", "session": session.id}
+        "live.start", user=who.username, client=client, camera=camera.id,
+        detail={"kind": "webrtc", "session": session.id, "profile": session.profile},
     )
     return web.Response(
         status=201,
         body=session.answer.encode(),
         content_type=SDP_TYPE,
-        headers={"Location": f"/api/whep/sessions/{session.id}", "ETag": session.etag},
+        # the stream it got: a masked camera, or one without a sub stream, sends main
+        headers={"Location": f"/api/whep/sessions/{session.id}", "ETag": session.etag, PROFILE_HEADER: session.profile},
     )
 
 

@@ -19,6 +19,7 @@ Mounts (all live, 25 fps, one keyframe per second, shared by every client, UDP o
     /h264-sliced    x264 with sliced threads: every frame is four slices; rtph264pay puts
                     SPS/PPS before each IDR slice, so FFmpeg splits each keyframe into
                     several packets with one timestamp
+    /h264-sub       the same at half the width and height (a camera's sub stream)
     /pattern        x264 constrained baseline of static SMPTE 75 % bars (for mask tests)
 """
 
@@ -101,6 +102,12 @@ def mount_launches(width: int, height: int) -> dict[str, tuple[str, list[str]]]:
         "h264-sliced": (
             f"( {src} ! {x264('threads=4 sliced-threads=true')} ! {H264_CAPS} "
             "! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+            ["videotestsrc", "x264enc", "h264parse", "rtph264pay"],
+        ),
+        # A camera's second, smaller stream, as grid tiles ask for it.
+        "h264-sub": (
+            f"( {source(width // 2, height // 2)} ! {x264('threads=1 sliced-threads=false')} "
+            f"! {H264_CAPS} ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
             ["videotestsrc", "x264enc", "h264parse", "rtph264pay"],
         ),
         "pattern": (
