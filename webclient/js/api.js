@@ -192,16 +192,23 @@ export function recordingsPlaylistUrl(id, from, to, start = null) {
   return `${cameraPath(id)}/recordings/playlist.m3u8?${query}`;
 }
 
-/** POST a WHEP offer; returns `{answer, location}` (the session URL to DELETE later). */
-export async function whepOffer(id, offerSdp, options = {}) {
-  const response = await request(`${cameraPath(id)}/whep`, {
+/** POST a WHEP offer for the camera's `profile` stream ("main" or "sub"); returns
+ * `{answer, location, profile}`: the session URL to DELETE later, and the stream the gateway
+ * sends (main when the camera has no sub stream now, e.g. while it is privacy-masked). */
+export async function whepOffer(id, offerSdp, { profile = "main", ...options } = {}) {
+  const query = profile && profile !== "main" ? `?profile=${encodeURIComponent(profile)}` : "";
+  const response = await request(`${cameraPath(id)}/whep${query}`, {
     method: "POST",
     headers: { "Content-Type": "application/sdp" },
     body: offerSdp,
     ...options,
   });
   const location = response.headers.get("Location");
-  return { answer: await response.text(), location: location && new URL(location, response.url).href };
+  return {
+    answer: await response.text(),
+    location: location && new URL(location, response.url).href,
+    profile: response.headers.get("Citygate-Profile") || "main",
+  };
 }
 
 /** WHEP DELETEs still in flight: signing out waits for them while the session is valid. */

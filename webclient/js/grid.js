@@ -70,6 +70,7 @@ export class Grid extends EventTarget {
       tile.element.classList.toggle("selected", i === this.#selected);
       tile.element.classList.toggle("is-maximised", i === this.#maximised);
       const id = i < this.layout ? this.#assigned[i] : null;
+      tile.setSmall(this.layout > 1 && this.#maximised !== i);
       tile.assign(id, id ? this.#cameras.get(id) || null : null);
     });
     this.dispatchEvent(new CustomEvent("change", { detail: { layout: this.layout } }));

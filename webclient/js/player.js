@@ -49,9 +49,11 @@ export class Player {
   #hevc = false;
   #hlsUnavailable = null;
 
-  constructor(video, cameraId, { onStatus = () => {}, camera = null } = {}) {
+  constructor(video, cameraId, { onStatus = () => {}, camera = null, profile = "main" } = {}) {
     this.#video = video;
     this.#cameraId = cameraId;
+    this.wantedProfile = profile; // "sub" for small tiles (WebRTC only; HLS sends main)
+    this.profile = null; // the stream playing now
     this.#onStatus = onStatus;
     this.#camera = camera;
     video.muted = true;
@@ -86,6 +88,7 @@ export class Player {
 
   #release() {
     this.transport = null;
+    this.profile = null;
     if (this.#watch) this.#watch.stop();
     this.#watch = null;
     if (this.#current) this.#current.close();
@@ -152,7 +155,7 @@ export class Player {
 
   /** Play over WebRTC; returns an Outcome, or null when HLS should be tried instead. */
   async #tryWebRtc() {
-    const session = (this.#current = new WhepSession(this.#cameraId));
+    const session = (this.#current = new WhepSession(this.#cameraId, this.wantedProfile));
     let stream;
     try {
       stream = await session.connect();
@@ -174,7 +177,8 @@ export class Player {
       this.#video.srcObject = null;
       return null;
     }
-    return this.#live("webrtc", "live · WebRTC", watch, failed);
+    this.profile = session.profile;
+    return this.#live("webrtc", session.profile === "sub" ? "live · WebRTC · sub stream" : "live · WebRTC", watch, failed);
   }
 
   #webRtcRefused(err) {
@@ -230,6 +234,7 @@ export class Player {
       const reason = await Promise.race([failed, Promise.resolve("no HLS picture")]);
       return new Outcome(this.#offlineReason(reason));
     }
+    this.profile = "main";
     return this.#live("hls", "live · HLS", watch, failed);
   }
 

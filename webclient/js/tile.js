@@ -13,6 +13,7 @@ function el(tag, className, attrs = {}) {
 export class Tile {
   #player = null;
   #camera = null;
+  #small = false; // one of several tiles on the wall: the camera's sub stream will do
 
   constructor(index, { onClear }) {
     this.index = index;
@@ -71,7 +72,29 @@ export class Tile {
     }
     this.nameEl.textContent = this.#label();
     this.element.setAttribute("aria-label", `Tile ${this.index + 1}: ${this.#label()}`);
-    this.#player = new Player(this.video, cameraId, { camera, onStatus: (status) => this.#render(status) });
+    this.#start();
+  }
+
+  #start() {
+    this.#player = new Player(this.video, this.cameraId, {
+      camera: this.#camera,
+      profile: this.#profile(),
+      onStatus: (status) => this.#render(status),
+    });
+  }
+
+  /** The stream to ask for: the sub stream in a small tile, if the camera has one now. */
+  #profile() {
+    return this.#small && this.#camera?.profiles?.includes("sub") ? "sub" : "main";
+  }
+
+  /** Small (one of several) or large (alone, or maximised); switches stream if that changes it. */
+  setSmall(small) {
+    this.#small = small;
+    if (this.#player && this.#player.wantedProfile !== this.#profile()) {
+      this.release();
+      this.#start();
+    }
   }
 
   /** Fresh camera info from the list. */
@@ -79,11 +102,16 @@ export class Tile {
     if (!camera || camera.id !== this.cameraId) return;
     this.#camera = camera;
     this.nameEl.textContent = this.#label();
-    if (this.#player) this.#player.cameraChanged(camera);
+    if (this.#player && this.#player.wantedProfile !== this.#profile()) {
+      // masked or unmasked since: ask again (the gateway never sends a masked camera's sub stream)
+      this.release();
+      this.#start();
+    } else if (this.#player) this.#player.cameraChanged(camera);
   }
 
   #render({ phase, text, detail }) {
     this.element.dataset.phase = phase;
+    this.element.dataset.profile = (phase === "live" && this.#player?.profile) || "";
     this.stateEl.textContent = text;
     this.element.setAttribute("aria-label", `Tile ${this.index + 1}: ${this.#label()}, ${text}`);
     if (phase === "live") {

@@ -52,8 +52,9 @@ export class WhepSession {
   #location = null;
   #closed = false;
 
-  constructor(cameraId) {
+  constructor(cameraId, profile = "main") {
     this.cameraId = cameraId;
+    this.profile = profile; // asked for; after connect(), the stream the gateway sends
   }
 
   /** Negotiate; resolves to the MediaStream. Throws WebRtcError. */
@@ -68,7 +69,7 @@ export class WhepSession {
     if (this.#closed) throw new WebRtcError("closed", "closed while connecting");
     let reply;
     try {
-      reply = await whepOffer(this.cameraId, pc.localDescription.sdp);
+      reply = await whepOffer(this.cameraId, pc.localDescription.sdp, { profile: this.profile });
     } catch (err) {
       if (err instanceof ApiError) {
         throw new WebRtcError(err.status ? "http" : "network", err.message, err.status);
@@ -76,6 +77,7 @@ export class WhepSession {
       throw err;
     }
     this.#location = reply.location;
+    this.profile = reply.profile;
     if (this.#closed) {
       this.close();
       throw new WebRtcError("closed", "closed while connecting");
