@@ -28,6 +28,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.errors import ConfigError
+
 if TYPE_CHECKING:
     from gateway.config import Config
 
@@ -120,8 +122,6 @@ class Signer:
 
 def outside_web_root(path: Path, web_root: Path | None, key: str) -> None:
     """Raise a ConfigError naming ``key`` if ``path`` would be served by the web server."""
-    from gateway.errors import ConfigError
-
     if web_root is not None:
         root = web_root.resolve()
         if path == root or root in path.parents:

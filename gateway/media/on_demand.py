@@ -84,12 +84,15 @@ class OnDemandStream:
         deadline = time.monotonic() + timeout
         self._waiting += 1  # a viewer waiting for the first picture keeps the stream up
         try:
-            while self.hub.info is None:
+            while True:
+                if not self._allowed() or self.hub.closed:  # masked meanwhile
+                    raise CameraUnavailable(f"{self.name} is not available")
+                if self.hub.info is not None:
+                    return self.hub.open_reader(name)
                 if time.monotonic() > deadline or self._source is None:
                     error = self.status.last_error
                     raise CameraUnavailable(f"{self.name}: no picture within {timeout:g}s{f' ({error})' if error else ''}")
                 await asyncio.sleep(0.05)
-            return self.hub.open_reader(name)
         finally:
             self._waiting -= 1
             self._last_reader_at = time.monotonic()
