@@ -228,7 +228,13 @@ def flip_byte(name: str, data: bytes) -> bytes:
 
 
 def edit_manifest(name: str, data: bytes) -> bytes:
-    return data.replace(b"2026", b"2025").replace(b'"tester"', b'"someone"') if name == "manifest.json" else data
+    """Who produced the package, rewritten; every file hash left as it was (a byte-level
+    replace could also hit a hash that happens to contain the replaced digits)."""
+    if name != "manifest.json":
+        return data
+    doc = json.loads(data)
+    doc["produced"]["by"] = "someone else"
+    return json.dumps(doc, indent=2).encode()
 
 
 def replace_signature(name: str, data: bytes) -> bytes:
