@@ -31,13 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _trusted_keys(config, key_files: list[str]) -> dict:
-    from gateway.evidence.signing import fingerprint, load_public_key
+    """The keys given with --key, or else the gateway's own (if this host has it)."""
+    from gateway.evidence.signing import Signer, fingerprint, gateway_key_path, load_public_key
 
     keys = []
-    own = (config.data_dir / config.evidence.key_path).resolve()
+    own = gateway_key_path(config)
     if not key_files and own.exists():
-        from gateway.evidence.signing import Signer
-
         keys.append(Signer.load_or_create(own).public_key)
     for name in key_files:
         keys.append(load_public_key(Path(name).read_bytes()))

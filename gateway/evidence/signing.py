@@ -128,10 +128,14 @@ def outside_web_root(path: Path, web_root: Path | None, key: str) -> None:
             raise ConfigError("gateway.toml", key, f"{path} lies inside the web root {root}")
 
 
+def gateway_key_path(config: Config) -> Path:
+    """Where the gateway's private key lives (``[evidence] key-path`` in the data dir)."""
+    return (config.data_dir / config.evidence.key_path).resolve()
+
+
 def gateway_signer(config: Config, web_root: Path | None) -> Signer:
-    """The gateway's key (``[evidence] key-path``): it signs evidence packages and audit
-    checkpoints. Blocking file I/O."""
-    path = (config.data_dir / config.evidence.key_path).resolve()
+    """The gateway's key: it signs evidence packages and audit checkpoints. Blocking file I/O."""
+    path = gateway_key_path(config)
     outside_web_root(path, web_root, "evidence.key-path")
     return Signer.load_or_create(path)
 

@@ -91,10 +91,15 @@ export class Tile {
   /** Small (one of several) or large (alone, or maximised); switches stream if that changes it. */
   setSmall(small) {
     this.#small = small;
-    if (this.#player && this.#player.wantedProfile !== this.#profile()) {
-      this.release();
-      this.#start();
-    }
+    this.#restartIfProfileChanged();
+  }
+
+  /** Start again on the other stream if the one to ask for is no longer the one asked for. */
+  #restartIfProfileChanged() {
+    if (!this.#player || this.#player.wantedProfile === this.#profile()) return false;
+    this.release();
+    this.#start();
+    return true;
   }
 
   /** Fresh camera info from the list. */
@@ -102,11 +107,8 @@ export class Tile {
     if (!camera || camera.id !== this.cameraId) return;
     this.#camera = camera;
     this.nameEl.textContent = this.#label();
-    if (this.#player && this.#player.wantedProfile !== this.#profile()) {
-      // masked or unmasked since: ask again (the gateway never sends a masked camera's sub stream)
-      this.release();
-      this.#start();
-    } else if (this.#player) this.#player.cameraChanged(camera);
+    // masked or unmasked since: ask again (the gateway never sends a masked camera's sub stream)
+    if (!this.#restartIfProfileChanged() && this.#player) this.#player.cameraChanged(camera);
   }
 
   #render({ phase, text, detail }) {
