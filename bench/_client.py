@@ -155,6 +155,7 @@ class Viewer:
     pc: RTCPeerConnection
     location: str
     posted_at: float  #: time.monotonic() just before the offer was POSTed
+    profile: str = ""  #: the stream the gateway chose (its Citygate-Profile header)
 
     @property
     def track(self):  # -> RemoteStreamTrack
@@ -185,8 +186,8 @@ def udp_receive_errors() -> int:
     return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
-async def open_viewer(http: aiohttp.ClientSession, base_url: str, camera_id: str) -> Viewer:
-    """Offer a recvonly video peer to the WHEP endpoint and apply the answer."""
+async def open_viewer(http: aiohttp.ClientSession, base_url: str, camera_id: str, profile: str | None = None) -> Viewer:
+    """Offer a recvonly video peer to the WHEP endpoint and apply the answer (``profile``: "main" or "sub")."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: loopback only
     try:
         pc.addTransceiver("video", direction="recvonly")
@@ -195,6 +196,7 @@ async def open_viewer(http: aiohttp.ClientSession, base_url: str, camera_id: str
         posted = time.monotonic()
         async with http.post(
             f"{base_url}/api/cameras/{camera_id}/whep",
+            params={"profile": profile} if profile else None,
             data=pc.localDescription.sdp.encode(),
             headers={"Content-Type": SDP_TYPE},
         ) as resp:
@@ -202,11 +204,12 @@ async def open_viewer(http: aiohttp.ClientSession, base_url: str, camera_id: str
             if resp.status != 201:
                 raise RuntimeError(f"WHEP offer refused: {resp.status} {answer.strip()}")
             location = resp.headers["Location"]
+            chosen = resp.headers.get("Citygate-Profile", "")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     except BaseException:
         await pc.close()
         raise
-    return Viewer(pc, location, posted)
+    return Viewer(pc, location, posted, chosen)
 
 
 async def close_viewer(http: aiohttp.ClientSession, base_url: str, viewer: Viewer) -> None:

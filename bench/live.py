@@ -1,9 +1,10 @@
-"""Live view: WebRTC and LL-HLS latency, WebRTC start time, and the gateway's CPU per viewer.
+"""Live view: WebRTC and LL-HLS latency, WebRTC start time (main and sub stream), and the gateway's CPU per viewer.
 
 Three kinds of process, so that only the gateway's own work is counted:
 
 - the camera: bench/camera_farm.py encoding 1280x720 25 fps "busy" H.264 (~2 Mbit/s) live,
-  so every frame carries its capture time in the demo time code;
+  so every frame carries its capture time in the demo time code; a second farm is the
+  camera's 640x360 sub stream, which the gateway pulls only while someone watches it;
 - the gateway: ``python -m gateway serve`` with one ``generic_rtsp`` camera pulling the farm
   (recording off), so its CPU is ingest + live output only; measured from /proc/<pid>/stat;
 - the viewers: aiortc peers (here, or in 1-2 child processes for the CPU runs) and an
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import select
 import shutil
@@ -62,6 +64,13 @@ FULL_RATE = 0.95
 #: Percent of all cores busy at which a run is flagged as limited by the host.
 SATURATED = 95.0
 
+#: The sub stream: what a camera sends for wall tiles, pulled only while someone watches it.
+SUB_WIDTH, SUB_HEIGHT, SUB_BITRATE = 640, 360, 500_000
+#: The bench's ``live.sub-stream-linger``: short, so each cold sample starts a fresh pull.
+SUB_LINGER = 1.0
+#: bench/camera_farm.py's default keyframe interval, seconds.
+SUB_GOP = 2.0
+
 TARGET_WEBRTC_P50 = 150.0
 TARGET_FIRST_FRAME = 300.0
 TARGET_CPU_PER_VIEWER = 1.5
@@ -94,26 +103,27 @@ class MachineMeter:
 # -- setup -------------------------------------------------------------------------------
 
 
-def write_config(conf: Path, farm_url: str, max_viewers: int) -> None:
+def write_config(conf: Path, farm_url: str, sub_url: str, max_viewers: int) -> None:
     conf.mkdir(parents=True)
     (conf / "gateway.toml").write_text(
         '[server]\ndata-dir = "data"\n'
         f"[live]\nmax-viewers-per-camera = {max_viewers}\nmax-viewers = {max_viewers}\n"
+        f"sub-stream-linger = {SUB_LINGER}\n"
         "[hls]\nidle-timeout = 2.0\n"
     )
     (conf / "cameras.toml").write_text(
         f'[[camera]]\nid = "{CAMERA_ID}"\nvendor = "generic_rtsp"\narea = "centre"\nrecord = false\n'
-        f'[camera.options]\nurl = "{farm_url}"\n'
+        f'[camera.options]\nurl = "{farm_url}"\nsub-url = "{sub_url}"\n'
     )
     roles = REPO / "conf" / "roles.toml"
     if roles.exists():
         shutil.copy(roles, conf / "roles.toml")
 
 
-def start_farm() -> tuple[subprocess.Popen, str]:
+def start_farm(width: int = WIDTH, height: int = HEIGHT, bitrate: int = 2_000_000) -> tuple[subprocess.Popen, str]:
     farm = subprocess.Popen(
-        [sys.executable, str(HERE / "camera_farm.py"), "--width", str(WIDTH), "--height", str(HEIGHT),
-         "--fps", str(FPS), "--pattern", "busy", "--preencoded-seconds", "0"],
+        [sys.executable, str(HERE / "camera_farm.py"), "--width", str(width), "--height", str(height),
+         "--fps", str(FPS), "--pattern", "busy", "--preencoded-seconds", "0", "--bitrate", str(bitrate)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )
     ready, _, _ = select.select([farm.stdout], [], [], 30.0)
@@ -180,6 +190,33 @@ async def first_frames(http: aiohttp.ClientSession, base: str, sessions: int) ->
             await close_viewer(http, base, viewer)
         await asyncio.sleep(0.3)
     return {"answers": answers, "firsts": firsts}
+
+
+async def sub_first_frames(http: aiohttp.ClientSession, base: str, sessions: int, log: Path) -> dict:
+    """Offer -> first frame of the sub stream: cold (this viewer starts the RTSP pull) and warm
+    (a second viewer while the first holds the pull)."""
+    cold, warm, sizes, chosen = [], [], set(), set()
+    started = log.read_text().count(": started for a viewer")
+    for _ in range(sessions):
+        # The previous pull has stopped; the random part spreads the start over the camera's GOP,
+        # since a cold viewer waits for the camera's next keyframe.
+        await asyncio.sleep(SUB_LINGER + 1.0 + random.uniform(0, SUB_GOP))
+        viewer = await open_viewer(http, base, CAMERA_ID, "sub")
+        chosen.add(viewer.profile)
+        try:
+            frame = await asyncio.wait_for(viewer.track.recv(), 15)
+            cold.append(1000 * (time.monotonic() - viewer.posted_at))
+            sizes.add((frame.width, frame.height))
+            other = await open_viewer(http, base, CAMERA_ID, "sub")
+            try:
+                await asyncio.wait_for(other.track.recv(), 10)
+                warm.append(1000 * (time.monotonic() - other.posted_at))
+            finally:
+                await close_viewer(http, base, other)
+        finally:
+            await close_viewer(http, base, viewer)
+    pulls = log.read_text().count(": started for a viewer") - started
+    return {"cold": cold, "warm": warm, "sizes": sizes, "chosen": chosen, "pulls": pulls}
 
 
 # -- 3: many non-decoding viewers in child processes --------------------------------------
@@ -411,6 +448,18 @@ async def measure(args: argparse.Namespace, base: str, gateway: subprocess.Popen
         print("note: 'first frame' is the first decoded frame at the aiortc client (includes ICE, DTLS and decode).",
               flush=True)
 
+        header(f"2b. Sub stream on demand ({SUB_WIDTH}x{SUB_HEIGHT}): offer to first frame, {args.sessions} sessions")
+        r = await sub_first_frames(http, base, args.sessions, log)
+        sizes = ", ".join(f"{w}x{h}" for w, h in sorted(r["sizes"]))
+        print(f"{'':<44} {'median ms':>10} {'max ms':>8}")
+        print(f"{'cold: this viewer starts the RTSP pull':<44} {median(r['cold']):>10.0f} {max(r['cold']):>8.0f}")
+        print(f"{'warm: the pull already runs for another':<44} {median(r['warm']):>10.0f} {max(r['warm']):>8.0f}")
+        print(f"served profile {'/'.join(sorted(r['chosen']))}, frames {sizes}, {r['pulls']} pulls started for "
+              f"{args.sessions} cold sessions (linger {SUB_LINGER:g} s).\n"
+              f"note: cold = RTSP DESCRIBE/SETUP/PLAY + waiting for the camera's next keyframe (GOP {SUB_GOP:g} s here, so\n"
+              f"      about {SUB_GOP / 2:g} s on average and up to {SUB_GOP:g} s) + WebRTC; warm = the cached GOP sent at once.",
+              flush=True)
+
         header(f"3. Gateway CPU with WebRTC viewers (% of one core, {seconds:.0f} s per run)")
         print(f"{'viewers':>7} {'procs':>5} {'CPU total':>9} {'per viewer':>10} {'marginal':>8} {'fps min':>7} "
               f"{'fps med':>7} {'full rate':>9} {'pkt/s med':>9} {'clients':>7} {'machine':>7} {'UDP drops':>9}")
@@ -493,12 +542,13 @@ async def measure(args: argparse.Namespace, base: str, gateway: subprocess.Popen
 
 def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="citygate-bench-live-"))
-    farm = gateway = None
+    farm = sub_farm = gateway = None
     log = tmp / "gateway.log"
     try:
         farm, farm_url = start_farm()
+        sub_farm, sub_url = start_farm(SUB_WIDTH, SUB_HEIGHT, SUB_BITRATE)
         conf = tmp / "conf"
-        write_config(conf, farm_url, max(args.viewer_counts) + 5)
+        write_config(conf, farm_url, sub_url, max(args.viewer_counts) + 5)
         password = create_user(conf, "bench")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -518,6 +568,7 @@ def run(args: argparse.Namespace) -> None:
     finally:
         stop_process(gateway)
         stop_process(farm)
+        stop_process(sub_farm)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
