@@ -164,7 +164,10 @@ class Camera:
         # Masked from the first packet when the config declares masks: fail closed.
         inlet = _Inlet(config.id, self.hub, masked=bool(self._shapes))
         self._inlet = inlet
-        self._source = RtspSource(config.id, inlet, lambda: self.vendor.stream_url(StreamProfile.MAIN), ingest)  # type: ignore[arg-type]
+        self._source = RtspSource(
+            config.id, inlet, lambda: self.vendor.stream_url(StreamProfile.MAIN), ingest,  # type: ignore[arg-type]
+            request_keyframe=lambda: self.vendor.request_keyframe(StreamProfile.MAIN),
+        )
         self._source.add_listener(self._on_status)
         self._live = live or LiveConfig()
         # Never masked, so never served while the camera is: masked cameras serve the
@@ -172,6 +175,7 @@ class Camera:
         self._sub_broken_until = 0.0
         self.sub = OnDemandStream(
             f"{config.id} (sub)", lambda: self.vendor.stream_url(StreamProfile.SUB), ingest,
+            request_keyframe=lambda: self.vendor.request_keyframe(StreamProfile.SUB),
             linger=self._live.sub_stream_linger, allowed=lambda: not self._shapes and not self._inlet.masked,
         )
 

@@ -84,6 +84,15 @@ class CameraVendor:
         """The RTSP URL (credentials included) to pull ``profile`` from."""
         raise NotImplementedError
 
+    async def request_keyframe(self, profile: StreamProfile = StreamProfile.MAIN) -> bool:
+        """Ask the camera to send a keyframe on ``profile`` now (ONVIF SetSynchronizationPoint).
+
+        The gateway calls it when a fresh RTSP connection is receiving pictures but nothing is
+        decodable yet, so viewers and the recorder need not wait out the camera's GOP (often 2 s,
+        10 s or more with "smart" codecs). True if the camera took the request; False if this
+        vendor or device cannot. It may raise on a failed request; the gateway then just waits."""
+        return False
+
     # PTZ: a vendor without PTZ keeps these defaults.
     def ptz_capabilities(self) -> PtzCapabilities:
         return PtzCapabilities()

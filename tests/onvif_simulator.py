@@ -18,6 +18,7 @@ import base64
 import hashlib
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -62,12 +63,16 @@ class OnvifSimulator:
 
     def __init__(
         self, username: str, password: str, *, stream_uri: str = "rtsp://192.0.2.10:554/Streaming/Channels/101",
-        clock_offset: float = 0.0, ptz: bool = True,
+        sub_stream_uri: str | None = None, clock_offset: float = 0.0, ptz: bool = True,
+        sync_point: Callable[[str], None] | None = None,
     ) -> None:
         self.username = username
         self.password = password
         self.stream_uri = stream_uri
-        self.sub_stream_uri = stream_uri.rsplit("/", 1)[0] + "/102"
+        self.sub_stream_uri = sub_stream_uri or stream_uri.rsplit("/", 1)[0] + "/102"
+        #: SetSynchronizationPoint: called with the profile token (the test makes its camera
+        #: encode a keyframe); None: the device does not support the operation.
+        self.sync_point = sync_point
         #: The device's clock runs this many seconds off ours (the plugin must follow it).
         self.clock_offset = clock_offset
         self.ptz = ptz
@@ -248,6 +253,15 @@ class OnvifSimulator:
             "<tt:InvalidAfterConnect>false</tt:InvalidAfterConnect><tt:InvalidAfterReboot>false</tt:InvalidAfterReboot>"
             "<tt:Timeout>PT0S</tt:Timeout></trt:MediaUri></trt:GetStreamUriResponse>"
         )
+
+    def _media_SetSynchronizationPoint(self, op: ET.Element) -> str:
+        token = _child_text(op, "ProfileToken")
+        if self.sync_point is None:
+            raise _Fault("ter:ActionNotSupported", "SetSynchronizationPoint is not supported")
+        if token not in ("Profile_1", "Profile_2"):
+            raise _Fault("ter:NoProfile", f"no profile {token!r}")
+        self.sync_point(token)
+        return "<trt:SetSynchronizationPointResponse/>"
 
     # -- PTZ service ---------------------------------------------------------------------
     def _ptz_profile(self, op: ET.Element) -> None:

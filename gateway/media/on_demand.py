@@ -6,7 +6,8 @@ should pull a hundred sub streams all day for the few that are on a wall, so the
 starts with its first viewer, and stops ``linger`` seconds after its last one left (a tile
 that reconnects or a page reload does not restart the camera's stream).
 
-A viewer waits for the first keyframe (``open_reader``), at most ``timeout`` seconds.
+A viewer waits for the first keyframe (``open_reader``), at most ``timeout`` seconds; the
+source asks the camera for one (``request_keyframe``) rather than wait out its GOP.
 ``close_viewers`` ends every reader at once: the camera uses it when privacy masks are
 applied, since the sub stream is never masked and must not keep flowing past them.
 """
@@ -41,11 +42,13 @@ class OnDemandStream:
         url: Callable[[], Awaitable[str]],
         ingest: IngestConfig,
         *,
+        request_keyframe: Callable[[], Awaitable[bool]] | None = None,
         linger: float = 30.0,
         allowed: Callable[[], bool] = lambda: True,
     ) -> None:
         self.name = name
         self._url = url
+        self._request_keyframe = request_keyframe
         self._ingest = ingest
         self.linger = linger
         self._allowed = allowed
@@ -98,7 +101,7 @@ class OnDemandStream:
             self._last_reader_at = time.monotonic()
 
     async def _start(self) -> None:
-        self._source = RtspSource(self.name, self, self._url, self._ingest)  # type: ignore[arg-type]
+        self._source = RtspSource(self.name, self, self._url, self._ingest, self._request_keyframe)  # type: ignore[arg-type]
         await self._source.__aenter__()
         self._idle = asyncio.get_running_loop().create_task(self._stop_when_idle(), name=f"idle:{self.name}")
         self.starts += 1

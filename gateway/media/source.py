@@ -25,6 +25,7 @@ from gateway.media.h26x import ParameterSetKeeper, has_picture, is_annexb, lengt
 from gateway.media.hub import StreamHub
 from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
 from gateway.media.timestamps import TimestampSanitizer
+from gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +100,18 @@ class _Connection:
         info: StreamInfo | None = None
         held: tuple[bytes, int | None, bool] | None = None  # a keyframe waiting for its other slices
         first = True
+        asked = False  # for a keyframe, on this connection
 
         def emit(data: bytes, raw: int | None, key: bool) -> None:
-            nonlocal info, first
+            nonlocal info, first, asked
             data, key = keeper.process(data)
             if not has_picture(codec, data):
                 return  # a lone delimiter or SEI (seen around reconnects): no frame for anyone
             if info is None:
                 if not key:
+                    if not asked:  # pictures flow, none decodable: ask rather than wait out the GOP
+                        asked = True
+                        self._call(src._ask_for_keyframe)
                     return  # nothing is decodable before the first keyframe
                 info = self._probe_info(codec, data, keeper.parameter_sets, declared, stream)
                 self._call(src._went_online, info)
@@ -181,11 +186,17 @@ class RtspSource:
         hub: StreamHub,
         url: Callable[[], Awaitable[str]],
         ingest: IngestConfig,
+        request_keyframe: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.name = name
         self.hub = hub
         self.ingest = ingest
         self._url = url
+        #: Asks the camera for a keyframe (CameraVendor.request_keyframe); None: just wait.
+        self._request_keyframe = request_keyframe
+        self._keyframe_task: asyncio.Task[None] | None = None
+        #: Keyframe requests the camera took (for tests and the curious).
+        self.keyframe_requests = 0
         self._status = SourceStatus(SourceState.STOPPED, time.time())
         self._listeners: list[Callable[[SourceStatus], None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -219,6 +230,26 @@ class RtspSource:
         self._set_status(replace(self._status, state=SourceState.ONLINE, since=time.time(), last_error=None))
         logger.info("camera %s: %s %dx%d", self.name, info.codec, info.width, info.height)
 
+    def _ask_for_keyframe(self) -> None:
+        if self._request_keyframe is None or self._stop.is_set():
+            return
+        if self._keyframe_task is None or self._keyframe_task.done():
+            self._keyframe_task = asyncio.get_running_loop().create_task(self._keyframe_request(), name=f"keyframe:{self.name}")
+
+    async def _keyframe_request(self) -> None:
+        assert self._request_keyframe is not None
+        try:
+            granted = await asyncio.wait_for(self._request_keyframe(), self.ingest.open_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the camera's next keyframe comes anyway; it only takes longer
+            reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            logger.info("camera %s: asking for a keyframe failed: %s", self.name, reason)
+            return
+        if granted:
+            self.keyframe_requests += 1
+            logger.info("camera %s: no keyframe yet on the new connection; asked the camera for one", self.name)
+
     def _sanitize(self, raw: int | None) -> int:
         return self._sanitizer(raw)
 
@@ -240,6 +271,8 @@ class RtspSource:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        keyframe_task, self._keyframe_task = self._keyframe_task, None
+        await cancel_and_wait(keyframe_task)
         thread, self._thread = self._thread, None
         if thread is not None and thread.is_alive():
             # Live cameras send a packet every few tens of ms, so the thread sees the stop

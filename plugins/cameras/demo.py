@@ -28,6 +28,7 @@ from urllib.parse import quote
 import av
 import msgspec
 import numpy as np
+from av.video.frame import PictureType
 
 from gateway import hookimpl
 from gateway.errors import NotFound
@@ -98,7 +99,10 @@ class DemoCamera(CameraVendor):
         self._server: RtspServer | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._keyframe_wanted = threading.Event()
         self.frames_skipped = 0
+        #: Keyframes encoded on request (request_keyframe), for tests and the curious.
+        self.keyframes_requested = 0
         #: The virtual dome's position (pattern "panorama", live encoding only).
         self.head: VirtualHead | None = (
             VirtualHead() if self.options.pattern == "panorama" and self.options.preencoded_seconds == 0 else None
@@ -152,6 +156,18 @@ class DemoCamera(CameraVendor):
         if profile != StreamProfile.MAIN:
             raise NotFound(f"camera {self.camera.id}: the demo camera has no {profile} stream")
         return self._url()
+
+    async def request_keyframe(self, profile: StreamProfile = StreamProfile.MAIN) -> bool:
+        """The next frame is encoded as an IDR (live encoding only: a loop of pre-encoded
+        frames has its keyframes where they are)."""
+        return profile == StreamProfile.MAIN and self.force_keyframe()
+
+    def force_keyframe(self) -> bool:
+        """Thread-safe: make the next live-encoded frame a keyframe. False when pre-encoded."""
+        if self.options.preencoded_seconds > 0:
+            return False
+        self._keyframe_wanted.set()
+        return True
 
     # -- virtual PTZ -------------------------------------------------------------------
     def ptz_capabilities(self) -> PtzCapabilities:
@@ -237,7 +253,12 @@ class DemoCamera(CameraVendor):
         for slot in self._slots():
             captured = time.time()
             pts = round(slot * CLOCK_RATE / self.options.fps)
-            for packet in encoder.encode(renderer.render(slot, captured), pts, captured):
+            frame = renderer.render(slot, captured)
+            if self._keyframe_wanted.is_set():
+                self._keyframe_wanted.clear()
+                frame.pict_type = PictureType.I  # an IDR: libx264 is opened with forced-idr
+                self.keyframes_requested += 1
+            for packet in encoder.encode(frame, pts, captured):
                 if not publish(packet):
                     return
 
@@ -382,6 +403,7 @@ class _Encoder:
             "preset": "ultrafast",
             "tune": "zerolatency",
             "profile": "baseline",
+            "forced-idr": "1",
             "x264-params": (
                 f"repeat-headers=1:keyint={keyint}:min-keyint={keyint}:scenecut=0"
                 f":vbv-maxrate={kbps}:vbv-bufsize={kbps}"

@@ -12,11 +12,12 @@ for its clock (GetSystemDateAndTime, so WS-Security timestamps match the device'
 its service addresses (GetCapabilities), its media profiles (GetProfiles), and then the
 RTSP URI of the chosen profile (GetStreamUri). PTZ uses ContinuousMove, Stop, AbsoluteMove,
 RelativeMove, GetPresets, GotoPreset, SetPreset and GotoHomePosition on the profile's PTZ
-configuration. Every request carries a WS-UsernameToken with a password digest:
-``Base64(SHA-1(nonce + created + password))``.
+configuration. When a new stream connection has no keyframe yet, SetSynchronizationPoint
+asks the device for one, so nobody waits out the camera's GOP. Every request carries a
+WS-UsernameToken with a password digest: ``Base64(SHA-1(nonce + created + password))``.
 
 Why not ``onvif-zeep-async``: it ships the WSDLs (no downloads at run time), but brings zeep,
-lxml, httpx and requests for the ten operations used here, and parses the WSDLs when a
+lxml, httpx and requests for the dozen operations used here, and parses the WSDLs when a
 camera starts. These few operations are plain SOAP 1.2 over the aiohttp the gateway
 already uses.
 """
@@ -85,6 +86,10 @@ class OnvifAuthError(OnvifError):
     """The device refused the credentials."""
 
 
+class OnvifNotSupported(OnvifError):
+    """The device does not implement the operation (SOAP fault ter:ActionNotSupported)."""
+
+
 @dataclass(frozen=True, slots=True)
 class MediaProfile:
     token: str
@@ -148,6 +153,7 @@ class OnvifCamera(CameraVendor):
         self._ptz_url: str | None = None
         self._main: MediaProfile | None = None
         self._sub: MediaProfile | None = None
+        self._no_sync_point = False  #: the device answered SetSynchronizationPoint with ActionNotSupported
 
     async def __aenter__(self) -> OnvifCamera:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.options.timeout))
@@ -200,7 +206,8 @@ class OnvifCamera(CameraVendor):
                 f"camera {self.camera.id}: the ONVIF device refused the credentials of user "
                 f"{self.options.username!r} for {operation} ({reason}); check username and password"
             )
-        raise OnvifError(f"camera {self.camera.id}: {operation} failed: {reason} ({', '.join(codes)})")
+        error = OnvifNotSupported if any(c.endswith("ActionNotSupported") for c in codes) else OnvifError
+        raise error(f"camera {self.camera.id}: {operation} failed: {reason} ({', '.join(codes)})")
 
     # -- discovery ---------------------------------------------------------------------
     async def discover(self) -> None:
@@ -283,6 +290,27 @@ class OnvifCamera(CameraVendor):
         if not uri:
             raise OnvifError(f"camera {self.camera.id}: GetStreamUri gave no URI for profile {chosen.name!r}")
         return with_credentials(uri, self.options.username, self.options.password)
+
+    async def request_keyframe(self, profile: StreamProfile = StreamProfile.MAIN) -> bool:
+        """SetSynchronizationPoint (Media service): the device inserts a keyframe in the profile's
+        streams. A device that does not support it is asked once, never again."""
+        if self._no_sync_point:
+            return False
+        main = await self._profile()
+        chosen = self._sub if profile == StreamProfile.SUB else main
+        if chosen is None:
+            return False
+        assert self._media_url is not None
+        try:
+            await self.call(
+                self._media_url, "trt", "SetSynchronizationPoint", f"<trt:ProfileToken>{escape(chosen.token)}</trt:ProfileToken>"
+            )
+        except OnvifNotSupported:
+            self._no_sync_point = True
+            logger.info("camera %s: the device does not support SetSynchronizationPoint; new streams wait for "
+                        "its next keyframe", self.camera.id)
+            return False
+        return True
 
     # -- PTZ ---------------------------------------------------------------------------
     def ptz_capabilities(self) -> PtzCapabilities:
