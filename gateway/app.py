@@ -28,6 +28,7 @@ from gateway.api import error_middleware
 from gateway.api import exports as exports_api
 from gateway.api import health as health_api
 from gateway.api import masks as masks_api
+from gateway.api import metrics as metrics_api
 from gateway.api import ptz as ptz_api
 from gateway.api import pushes as pushes_api
 from gateway.api import recordings as recordings_api
@@ -148,6 +149,7 @@ def build_app(
     users_api.setup(app)
     audit_api.setup(app)
     health_api.setup(app)
+    metrics_api.setup(app)
     cameras_api.setup(app)
     masks_api.setup(app)
     recordings_api.setup(app)

@@ -223,6 +223,12 @@ class Camera:
     def masked(self) -> bool:
         return bool(self._shapes)
 
+    @property
+    def keyframe_requests(self) -> int:
+        """Keyframes the camera sent on request for new connections (main and sub stream)."""
+        sub = self.sub._source.keyframe_requests if self.sub._source is not None else 0
+        return self._source.keyframe_requests + sub
+
     def set_filters(self, filters: Mapping[str, type[MaskFilter]]) -> None:
         """The filter plugins; set before ``start`` (a running stage keeps its own)."""
         self._filters = instantiate_filters(filters)

@@ -35,10 +35,11 @@ class Action(enum.StrEnum):
     CAMERAS_MANAGE = "cameras.manage"
     USERS_MANAGE = "users.manage"
     AUDIT_READ = "audit.read"
+    SYSTEM_MONITOR = "system.monitor"
 
 
 #: Actions that are about the whole system, not one camera: no area applies.
-GLOBAL_ACTIONS = frozenset({Action.USERS_MANAGE, Action.AUDIT_READ, Action.EXPORT_APPROVE})
+GLOBAL_ACTIONS = frozenset({Action.USERS_MANAGE, Action.AUDIT_READ, Action.EXPORT_APPROVE, Action.SYSTEM_MONITOR})
 ALL_ACTIONS = frozenset(Action)
 
 

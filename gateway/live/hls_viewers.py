@@ -52,6 +52,10 @@ class HlsViewers:
     def __len__(self) -> int:
         return len(self._views)
 
+    def views(self) -> list[tuple[str, str]]:
+        """(session id, camera) of every HLS view now."""
+        return list(self._views)
+
     @contextlib.contextmanager
     def request(self, who: Principal, camera: str, client: str) -> Iterator[None]:
         """One HLS request of a view; a view with a request in flight (a blocking
