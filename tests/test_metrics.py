@@ -83,6 +83,7 @@ async def test_a_scraper_reads_cameras_viewers_recording_and_audit(make_gateway)
     assert abs(value(later, "citygate_recording_last_segment_end_timestamp_seconds", camera="d1") - time.time()) < 10
     assert value(later, "citygate_storage_used_bytes") >= value(later, "citygate_recording_bytes_total", camera="d1")
     assert value(later, "citygate_camera_fps", camera="d1") > 10
+    assert value(later, "citygate_camera_bitrate_bits_per_second", camera="d1") > 0
     # The audit chain's length: what the scraper's alert on unsigned entries compares with.
     newest = await gw.app[AUDIT].query(limit=1)
     assert value(later, "citygate_audit_entries") >= newest[0]["id"]

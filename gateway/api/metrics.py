@@ -48,7 +48,7 @@ def _camera_families(app: web.Application) -> list[Metric]:
     frames = CounterMetricFamily("citygate_camera_frames", "Frames received from the camera", labels=CAMERA)
     received = CounterMetricFamily("citygate_camera_received_bytes", "Video bytes received from the camera", labels=CAMERA)
     fps = GaugeMetricFamily("citygate_camera_fps", "Frames per second over the last seconds", labels=CAMERA)
-    bitrate = GaugeMetricFamily("citygate_camera_bitrate_bits", "Bits per second over the last seconds", labels=CAMERA)
+    bitrate = GaugeMetricFamily("citygate_camera_bitrate_bits_per_second", "Bits per second over the last seconds", labels=CAMERA)
     masked = GaugeMetricFamily("citygate_camera_masked", "1 while privacy masks are applied", labels=CAMERA)
     sub = GaugeMetricFamily("citygate_camera_sub_stream_running", "1 while the sub stream is pulled", labels=CAMERA)
     keyframes = CounterMetricFamily(
