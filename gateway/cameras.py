@@ -226,8 +226,7 @@ class Camera:
     @property
     def keyframe_requests(self) -> int:
         """Keyframes the camera sent on request for new connections (main and sub stream)."""
-        sub = self.sub._source.keyframe_requests if self.sub._source is not None else 0
-        return self._source.keyframe_requests + sub
+        return self._source.keyframe_requests + self.sub.keyframe_requests
 
     def set_filters(self, filters: Mapping[str, type[MaskFilter]]) -> None:
         """The filter plugins; set before ``start`` (a running stage keeps its own)."""

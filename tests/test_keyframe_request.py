@@ -73,7 +73,7 @@ async def test_new_connections_ask_the_onvif_camera_for_a_keyframe(make_gateway,
         finally:
             await viewer.pc.close()
         assert asked == ["Profile_1", "Profile_2"] and sub.keyframes_requested == 1
-        assert gw.app[CAMERAS].get("dome").sub._source.keyframe_requests == 1
+        assert gw.app[CAMERAS].get("dome").sub.keyframe_requests == 1
 
 
 async def test_a_device_without_synchronization_points_is_asked_once_and_waited_for(make_gateway, long_gop) -> None:

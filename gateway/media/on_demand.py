@@ -60,10 +60,16 @@ class OnDemandStream:
         self._waiting = 0
         #: How many times the stream was started (for tests and the health page).
         self.starts = 0
+        self._keyframe_requests = 0  #: by the sources of earlier starts
 
     @property
     def running(self) -> bool:
         return self._source is not None
+
+    @property
+    def keyframe_requests(self) -> int:
+        """Keyframes the camera sent on request, over every start of the stream."""
+        return self._keyframe_requests + (self._source.keyframe_requests if self._source is not None else 0)
 
     @property
     def status(self) -> SourceStatus:
@@ -123,6 +129,7 @@ class OnDemandStream:
         source, self._source = self._source, None
         if source is not None:
             await source.stop()
+            self._keyframe_requests += source.keyframe_requests
         self.hub.close()
 
     def close_viewers(self) -> None:

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 REPLICATE_BATCH = 50
 REPLICATE_BACKOFF_MAX = 30.0
 DEFAULT_RETENTION_DAYS = 45
+#: Measuring the storage walks every file (lists every object on S3): do it at most this
+#: often, and count what is stored in between as it is stored.
+USAGE_REFRESH = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,9 @@ class RecordingService:
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._replicate_wake = asyncio.Event()
+        self._usage: StorageUsage | None = None
+        self._usage_at = 0.0
+        self._usage_lock = asyncio.Lock()
 
     def _retention_days(self, camera: str) -> float:
         cfg = self.config.camera(camera)
@@ -175,26 +181,40 @@ class RecordingService:
 
     # -- operations ----------------------------------------------------------------------
     async def sweep(self, now: float | None = None) -> SweepReport:
-        return await self.sweeper.sweep(now)
+        report = await self.sweeper.sweep(now)
+        self._usage = None  # deleted segments: measure again
+        return report
 
     async def replication_lag(self) -> ReplicationLag | None:
         return await self.catalogue.replication_lag() if self.replica is not None else None
 
+    async def usage(self) -> StorageUsage | None:
+        """The storage's usage, measured at most every USAGE_REFRESH seconds (concurrent
+        callers share one measurement) plus the segments stored since."""
+        async with self._usage_lock:
+            if self._usage is None or time.monotonic() - self._usage_at > USAGE_REFRESH:
+                try:
+                    self._usage = await self.storage.usage()
+                except Exception:
+                    logger.exception("recording: storage usage unavailable")
+                    return None
+                self._usage_at = time.monotonic()
+            return self._usage
+
     async def status(self) -> RecordingStatus:
-        try:
-            usage = await self.storage.usage()
-        except Exception:
-            logger.exception("recording: storage usage unavailable")
-            usage = None
         return RecordingStatus(
             cameras={cid: r.stats for cid, r in self.recorders.items()},
-            usage=usage,
+            usage=await self.usage(),
             replication=await self.replication_lag(),
         )
 
     # -- replication ---------------------------------------------------------------------
     def _on_stored(self, segment: Segment) -> None:
         self._replicate_wake.set()
+        usage = self._usage
+        if usage is not None:  # keep the measurement current without walking the storage again
+            free = None if usage.free_bytes is None else max(0, usage.free_bytes - segment.bytes)
+            self._usage = StorageUsage(used_bytes=usage.used_bytes + segment.bytes, free_bytes=free)
 
     async def replicate_pending(self) -> int:
         """Copy unreplicated segments to the replica, oldest first; returns how many."""
