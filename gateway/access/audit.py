@@ -15,7 +15,6 @@ conflicting insert fails on the primary key and the batch is retried on the new 
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import io
 import json
@@ -28,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from gateway import csvcells
 from gateway.db import Database, audit
 from gateway.interfaces import Event
 from gateway.tasks import cancel_and_wait
@@ -269,7 +269,7 @@ class AuditLog:
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csvcells.writer(out)  # no formula injection into the auditor's spreadsheet
     writer.writerow([*FIELDS, "hash"])
     for row in rows:
         writer.writerow(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import hashlib
 import io
 import logging
@@ -32,6 +31,7 @@ import msgspec
 import sqlalchemy as sa
 from aiohttp import web
 
+from gateway import csvcells
 from gateway.access.audit import AuditLog
 from gateway.access.control import AccessControl
 from gateway.access.guard import Principal
@@ -610,7 +610,7 @@ REGISTER_CSV_FIELDS = (
 
 def register_csv(rows: list[tuple[RegisterEntry, ExportRequest]]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csvcells.writer(out)
     writer.writerow(REGISTER_CSV_FIELDS)
     for entry, req in rows:
         writer.writerow([
