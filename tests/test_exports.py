@@ -258,9 +258,10 @@ async def test_verify_passes_on_a_fresh_package_and_every_mp4_plays(package, tmp
             (tmp_path / "p.mp4").write_bytes(zf.read(name))
             stream = (await asyncio.to_thread(ffprobe, tmp_path / "p.mp4"))["streams"][0]
             assert stream["codec_name"] == "h264" and int(stream["nb_read_frames"]) == 50
-    # without --key the package's own key is used, and the output says so
+    # without --key the package's own key is used, the output says so, and that is no verdict
     result = await asyncio.to_thread(verify_cli, path)
-    assert result.returncode == 0 and "compare it with the gateway's published key" in result.stdout
+    assert result.returncode == 3 and "compare it with the gateway's published key" in result.stdout
+    assert "signature valid but key NOT trusted" in result.stdout
 
 
 @pytest.mark.parametrize(

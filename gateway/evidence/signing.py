@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,17 @@ def gateway_key_path(config: Config) -> Path:
     return (config.data_dir / config.evidence.key_path).resolve()
 
 
+def gateway_public_key(config: Config) -> Ed25519PublicKey:
+    """The public half of the gateway's key, read from ``[evidence] key-path`` (never
+    created: a verifier on the gateway's host trusts the key that host signs with).
+    Raises OSError (no key there, not readable) or ValueError (not an Ed25519 key)."""
+    path = gateway_key_path(config)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key.public_key()
+
+
 def gateway_signer(config: Config, web_root: Path | None) -> Signer:
     """The gateway's key: it signs evidence packages and audit checkpoints. Blocking file I/O."""
     path = gateway_key_path(config)
@@ -150,9 +162,13 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     files_checked: int = 0
     key_fingerprint: str = ""
+    #: The signature was checked with a key the verifier trusts (given by them), not only
+    #: with the key the package carries: anyone can re-sign a forged package with their own.
+    trusted: bool = False
 
     @property
     def ok(self) -> bool:
+        """The package is intact and consistent with its signature (see ``trusted``)."""
         return not self.problems
 
 
@@ -171,13 +187,23 @@ def verify_package(package: Path, trusted_key: Ed25519PublicKey | None = None) -
     Without ``trusted_key`` the key inside the package is used, which proves only that
     the package is consistent with itself: the report says so, with the fingerprint to
     compare against the gateway's published key."""
-    report = VerifyReport()
+    report = VerifyReport(trusted=trusted_key is not None)
     try:
         zf = zipfile.ZipFile(package)
     except (OSError, zipfile.BadZipFile) as exc:
         report.problems.append(f"{package} is not a readable ZIP package: {exc}")
         return report
     with zf:
+        duplicates = duplicate_names(zf.namelist())
+        if duplicates:
+            # ZIP readers disagree on which of two same-named members they use: the one
+            # checked here need not be the one a court's tool extracts.
+            for name, count in duplicates:
+                report.problems.append(
+                    f"{name} is in the package {count} times: a file was added under a name already used, "
+                    "so which copy a reader extracts is undefined"
+                )
+            return report
         names = set(zf.namelist())
         manifest = zf.read(MANIFEST) if MANIFEST in names else None
         if manifest is None:
@@ -202,6 +228,18 @@ def verify_package(package: Path, trusted_key: Ed25519PublicKey | None = None) -
             _check_signature(zf, names, manifest, key, report)
         _check_files(zf, names, manifest, report)
     return report
+
+
+def duplicate_names(names: list[str]) -> list[tuple[str, int]]:
+    """Member names that occur more than once, also after normalising the path
+    (``./a``, ``a//b``, ``a\\b``), each with how often; in package order."""
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for name in names:
+        key = posixpath.normpath(name.replace("\\", "/")).lstrip("/")
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, name)
+    return [(first[key], n) for key, n in counts.items() if n > 1]
 
 
 def _check_signature(zf: zipfile.ZipFile, names: set[str], manifest: bytes, key: Ed25519PublicKey, report: VerifyReport) -> None:
