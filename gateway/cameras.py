@@ -233,22 +233,35 @@ class Camera:
         self._filters = instantiate_filters(filters)
 
     async def set_masks(self, shapes: Sequence[MaskShape]) -> None:
-        """Apply ``shapes`` live: start, change or stop the mask stage; viewers stay."""
+        """Apply ``shapes`` live: start, change or stop the mask stage; viewers stay.
+
+        A change that is not a pure removal (a mask added, widened or moved) leaves no
+        picture from before it anywhere: the public hub forgets its GOP (new viewers,
+        snapshots and the LL-HLS window wait for the next keyframe) and the mask stage
+        restarts, so that keyframe comes at once and is masked with the new shapes."""
         async with self._mask_lock:
-            self._shapes = tuple(shapes)
+            previous, self._shapes = self._shapes, tuple(shapes)
+            widened = any(shape not in previous for shape in self._shapes)
             if self._started:
-                await self._apply_masks()
+                await self._apply_masks(restart=widened)
             else:  # applied at start; until then the inlet already fails closed
                 self._inlet.masked = bool(self._shapes)
 
-    async def _apply_masks(self) -> None:
+    async def _apply_masks(self, *, restart: bool = False) -> None:
         stage = self._stage
         if self._shapes:
             self._inlet.mask_now()
             self.sub.close_viewers()  # its viewers reconnect and get the masked main stream
-            if stage is not None:
+            if stage is not None and not restart:
                 stage.set_shapes(self._shapes)
                 return
+            if restart and self._inlet.last_pts is not None:
+                # Synchronously, before anything else runs on the loop: from here on only
+                # pictures masked with the new shapes reach the public hub.
+                self.hub.forget_gop()
+            if stage is not None:
+                self._stage = None
+                await stage.aclose()  # closed at once: nothing it still holds is published
             self._stage = MaskStage(
                 self.id,
                 self._inlet.open_unmasked(),

@@ -93,6 +93,10 @@ async def get_camera(request: web.Request) -> web.Response:
     return json_response(CameraView.of(camera.snapshot()))
 
 
+#: How long a snapshot waits for a keyframe when none is cached (a mask was just added).
+SNAPSHOT_WAIT = 5.0
+
+
 @requires("snapshot.view")
 async def get_snapshot(request: web.Request) -> web.Response:
     """The camera's latest keyframe as JPEG, for thumbnails (``?width=`` scales down)."""
@@ -100,7 +104,11 @@ async def get_snapshot(request: web.Request) -> web.Response:
     width = request.query.get("width")
     if width is not None and (not width.isdigit() or not 16 <= int(width) <= 7680):
         raise BadRequest("width must be a whole number of pixels between 16 and 7680")
+    # None right after a privacy mask was added (the GOP cache is forgotten): the next
+    # keyframe comes from the mask stage within moments.
     keyframe = camera.latest_keyframe()
+    if keyframe is None and camera.hub.info is not None:
+        keyframe = await camera.hub.next_keyframe(SNAPSHOT_WAIT)
     if keyframe is None:
         raise CameraUnavailable(f"camera {camera.id} has no picture yet ({camera.status.state})")
     jpeg = await snapshot_jpeg(keyframe, max_width=int(width) if width else None)

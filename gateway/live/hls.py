@@ -83,6 +83,9 @@ class HlsMuxer:
         #: Event-loop thread CPU seconds spent cutting packets into parts.
         self.cpu_seconds = 0.0
         self.packets = 0
+        #: Times the window restarted because the camera's hub forgot its GOP (a mask added).
+        self.restarts = 0
+        self._unlisten = camera.hub.add_forget_listener(self._restart_window)
         self._task = asyncio.create_task(self._run(), name=f"hls-{camera.id}")
         self._watchdog = asyncio.create_task(self._watch_idle(), name=f"hls-idle-{camera.id}")
 
@@ -119,6 +122,7 @@ class HlsMuxer:
         if self._closed:
             return
         self._closed = True
+        self._unlisten()
         self._reader.close()
         self._watchdog.cancel()
         self._notify()
@@ -174,6 +178,25 @@ class HlsMuxer:
                 self._discontinuity_sequence += 1
         if len(self.segments) > PART_SEGMENTS + 1:
             self.segments[-PART_SEGMENTS - 2].parts = None
+
+    def _restart_window(self) -> None:
+        """Drop every segment and part made so far, and what the reader still queues; the
+        window starts again at the hub's next keyframe (a privacy mask was just added: a
+        playlist fetched from now on lists nothing from before it). Media sequence numbers
+        keep counting, and the next segment follows a discontinuity."""
+        listed = bool(self.segments) or bool(self.open_parts)
+        shown = sum(1 for i, s in enumerate(self.segments) if s.discontinuity and i > 0)
+        if self.open_parts and self.segments and self.open_parts[0].discontinuity:
+            shown += 1
+        self._fragmenter.flush()  # closes the open segment; its parts are thrown away
+        self._reader.skip_to_keyframe()
+        self.segments.clear()
+        self.open_parts = []
+        if listed:
+            self._discontinuity_sequence += shown + 1
+        self.restarts += 1
+        logger.info("camera %s: LL-HLS window restarted (privacy mask added)", self.camera.id)
+        self._notify()
 
     def _notify(self) -> None:
         self._changed.set()

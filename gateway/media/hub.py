@@ -113,6 +113,17 @@ class HubReader:
             self._queue.extend(packets)
             self._queued_bytes = sum(p.size for p in packets)
 
+    def skip_to_keyframe(self) -> int:
+        """Drop what is queued and resume at the next keyframe; returns packets dropped.
+
+        Not an overflow: no alarm, no ``on_overflow`` call (the hub forgetting its GOP)."""
+        dropped = len(self._queue)
+        self.skipped += dropped
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._need_keyframe = True
+        return dropped
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -191,6 +202,9 @@ class StreamHub:
         self._gop_valid = False
         self._closed = False
         self._listeners: list[Callable[[StreamInfo], None]] = []
+        self._forget_listeners: list[Callable[[], None]] = []
+        #: Times the GOP cache was forgotten (a mask added: nothing from before it is served).
+        self.forgotten = 0
         self.packets = 0
         self.bytes = 0
         self.last_packet_at: float | None = None
@@ -232,6 +246,43 @@ class StreamHub:
             else:
                 self._gop.append(packet)
                 self._gop_bytes += packet.size
+
+    def forget_gop(self) -> None:
+        """Forget the cached GOP and latest keyframe, at once: readers opened from now on and
+        snapshots wait for the next keyframe; every live reader (not the lossless recorder,
+        which keeps what was recorded before) drops what it has queued and resumes there;
+        listeners (the LL-HLS window) drop what they made. For a privacy mask that was just
+        added: the writer must publish nothing from before the mask after this call."""
+        self._gop = []
+        self._gop_bytes = 0
+        self._gop_valid = False
+        self.forgotten += 1
+        for reader in list(self._readers):
+            if not reader.lossless:
+                reader.skip_to_keyframe()
+        for listener in list(self._forget_listeners):
+            try:
+                listener()
+            except Exception:  # one broken listener must not keep old pictures in the others
+                logger.exception("hub %s: a forget-GOP listener failed", self.name)
+
+    def add_forget_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (on the loop) whenever ``forget_gop`` runs; returns a remover."""
+        self._forget_listeners.append(listener)
+        return lambda: self._forget_listeners.remove(listener) if listener in self._forget_listeners else None
+
+    async def next_keyframe(self, timeout: float) -> MediaPacket | None:
+        """The cached keyframe, else the next one published within ``timeout`` seconds."""
+        cached = self.latest_keyframe()
+        if cached is not None or self._closed:
+            return cached
+        reader = self.open_reader("keyframe waiter", max_packets=2)
+        try:
+            return await asyncio.wait_for(reader.recv(), timeout)
+        except (TimeoutError, StreamClosed):
+            return None
+        finally:
+            reader.close()
 
     def close(self) -> None:
         """End the stream for good: every reader's ``recv`` raises ``StreamClosed``."""
