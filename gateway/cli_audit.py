@@ -62,15 +62,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return 2
         anchors += found
         problems += bad_lines
-    return asyncio.run(_verify(config.database_url, trusted, anchors, problems))
+    every = config.audit.checkpoint_minutes * 60  # 0: checkpoints are off, none can be missing
+    return asyncio.run(_verify(config.database_url, trusted, anchors, problems, every))
 
 
-async def _verify(url: str, trusted: dict, anchors: list, problems: list[str]) -> int:
+async def _verify(url: str, trusted: dict, anchors: list, problems: list[str], every: float = 0.0) -> int:
     from gateway.access.checkpoints import verify_chain
     from gateway.db import Database
 
     async with Database(url) as db:
-        report = await verify_chain(db, trusted, anchors=anchors)
+        report = await verify_chain(db, trusted, anchors=anchors, every=every)
     chain = report.chain
     problems = problems + report.problems
     if chain.ok:

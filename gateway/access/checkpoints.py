@@ -15,7 +15,10 @@ at shutdown the gateway signs its chain head and
 key and the chain against every checkpoint: a rewritten chain no longer has the vouched
 hash at the vouched entry, a truncated one ends before it, and deleted checkpoint rows
 leave a gap in their numbering. Deleting the newest checkpoints together with the newest
-entries is what the external copies (file, SIEM) are for.
+entries is what the external copies (file, SIEM) are for. Deleting the newest checkpoints
+(or all of them) is caught from the chain itself: the gateway signs every entry within
+``checkpoint-minutes`` of its writing, so entries left uncovered for longer than that (plus
+``FRESHNESS_MARGIN``) before the newest entry mean checkpoints are missing from the top.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ logger = logging.getLogger(__name__)
 #: signature of anything else the same key signs (evidence manifests).
 DOMAIN = b"citygate audit checkpoint v1\n"
 EVENT = "audit.checkpoint"
+#: Slack on top of ``checkpoint-minutes`` before uncovered entries count as missing
+#: checkpoints: the signing tick sleeps after each checkpoint, and a busy loop runs late.
+FRESHNESS_MARGIN = 60.0
 _SIGNED = ("id", "at", "entry_id", "entry_hash")
 
 
@@ -141,6 +147,12 @@ class AuditCheckpointer:
 
     async def __aenter__(self) -> AuditCheckpointer:
         if self.every > 0:
+            # entries written while the gateway was stopped (by the command line) are signed
+            # now, so they never sit uncovered beside the entries of this run
+            try:
+                await self.checkpoint()
+            except Exception:
+                logger.exception("audit: the checkpoint at start-up failed")
             self._task = asyncio.create_task(self._run(), name="audit-checkpoints")
         return self
 
@@ -243,9 +255,13 @@ async def verify_chain(
     trusted: dict[str, Ed25519PublicKey],
     *,
     anchors: Iterable[tuple[Checkpoint, str]] = (),
+    every: float = 0.0,
 ) -> ChainReport:
     """The chain, the stored checkpoints, and checkpoints kept elsewhere (``anchors``,
-    each with a note of where it came from), checked against each other."""
+    each with a note of where it came from), checked against each other.
+
+    ``every`` (seconds; ``checkpoint-minutes`` x 60, 0 when checkpoints are off) also
+    checks that the newest checkpoint is not missing: see ``freshness_problem``."""
     problems: list[str] = []
     stored = await stored_checkpoints(db)
     by_id = {cp.id: cp for cp in stored}
@@ -269,12 +285,15 @@ async def verify_chain(
         vouchers.append((cp, label))
     vouched: dict[int, tuple[str, str]] = {}
     checked = 0
+    newest_valid: tuple[Checkpoint, str] | None = None
     for cp, label in vouchers:
         problem = signature_problem(cp, trusted, label)
         checked += 1
         if problem is not None:
             problems.append(problem)
             continue
+        if newest_valid is None or cp.entry_id > newest_valid[0].entry_id:
+            newest_valid = (cp, label)
         other = vouched.get(cp.entry_id)
         if other is not None and other[0] != cp.entry_hash:
             problems.append(f"{label} and {other[1]} vouch for different hashes of entry {cp.entry_id}")
@@ -282,4 +301,56 @@ async def verify_chain(
         vouched.setdefault(cp.entry_id, (cp.entry_hash, label))
     chain = await AuditLog(db).verify(vouched=vouched)
     newest = max((cp for cp, _ in vouchers), key=lambda c: c.id, default=None)
+    if every > 0:
+        problem = await freshness_problem(db, newest_valid, every)
+        if problem is not None:
+            problems.append(problem)
     return ChainReport(chain, problems, checked, newest)
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+async def freshness_problem(db: Database, newest: tuple[Checkpoint, str] | None, every: float) -> str | None:
+    """Whether checkpoints are missing from the top: None, or why.
+
+    While it runs, the gateway signs the chain's head every ``every`` seconds whenever the
+    chain grew (and at start and shutdown), so no entry stays uncovered for longer than
+    that. If the first entry after the newest (validly signed) checkpoint was written more
+    than ``every`` + ``FRESHNESS_MARGIN`` before the newest entry, a signing tick fell in
+    between and the checkpoint it made is gone. Comparing the uncovered entries with each
+    other, not with the checkpoint's time, keeps a quiet night (no entries, so nothing to
+    sign) from looking like a deletion."""
+    after = newest[0].entry_id if newest is not None else 0
+    async with db.connect() as conn:
+        first = (
+            await conn.execute(sa.select(audit.c.id, audit.c.at).where(audit.c.id > after).order_by(audit.c.id).limit(1))
+        ).first()
+        if first is None:
+            return None  # the newest checkpoint covers the head
+        last = (await conn.execute(sa.select(audit.c.id, audit.c.at).order_by(audit.c.id.desc()).limit(1))).first()
+    uncovered = last.at - first.at
+    if uncovered <= every + FRESHNESS_MARGIN:
+        return None
+    minutes = f"checkpoint-minutes = {every / 60:g}"
+    entries = f"entries {first.id} to {last.id} (written {_when(first.at)} to {_when(last.at)}, over {_span(uncovered)})"
+    if newest is None:
+        return (
+            f"no signed checkpoint vouches for any entry, yet {entries}: with {minutes} the gateway signs the "
+            "chain within minutes, so its checkpoints were deleted (or it never signed: run 'citygate audit checkpoint')"
+        )
+    return (
+        f"the newest signed checkpoint, {newest[1]}, vouches only for entry {newest[0].entry_id}, yet {entries} "
+        f"are not covered: with {minutes} a later checkpoint must cover entry {first.id}, so the newest checkpoints "
+        "were deleted (entries written by the command line while the gateway was stopped are signed with "
+        "'citygate audit checkpoint')"
+    )
