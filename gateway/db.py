@@ -278,6 +278,12 @@ export_requests = sa.Table(
     sa.Column("options", sa.JSON),
     #: When the package file was deleted (``package-days``); migration 7.
     sa.Column("package_deleted_at", sa.Float),
+    #: Releasing the holds takes two approvers: the proposal (who, when, why) and who
+    #: confirmed it; migration 13.
+    sa.Column("release_proposed_by", sa.String(64)),
+    sa.Column("release_proposed_at", sa.Float),
+    sa.Column("release_proposal_reason", sa.String(1000)),
+    sa.Column("holds_released_by", sa.String(64)),
 )
 
 #: The release register: every step of every request; each row is also in the audit chain.
@@ -287,7 +293,8 @@ export_register = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.Integer, sa.ForeignKey("export_requests.id"), nullable=False, index=True),
     sa.Column("at", sa.Float, nullable=False, index=True),
-    #: filed | approved | rejected | expired | produced | production_failed | downloaded | hold_released
+    #: filed | approved | rejected | expired | produced | production_failed | downloaded
+    #: | hold_release_proposed | hold_released | package_deleted
     sa.Column("event", sa.String(32), nullable=False, index=True),
     sa.Column("user", sa.String(64)),
     sa.Column("detail", sa.JSON, nullable=False),
@@ -355,6 +362,15 @@ def _v7_export_options(conn: sa.Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE export_requests ADD COLUMN {name} {kind}"))
 
 
+def _v13_hold_release_four_eyes(conn: sa.Connection) -> None:
+    # Releasing evidence holds takes a proposal and a second approver's confirmation.
+    present = {c["name"] for c in sa.inspect(conn).get_columns("export_requests")}
+    for name in ("release_proposed_by", "release_proposed_at", "release_proposal_reason", "holds_released_by"):
+        if name not in present:
+            kind = export_requests.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE export_requests ADD COLUMN {name} {kind}"))
+
+
 def _v8_audit_checkpoints(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[audit_checkpoints])
 
@@ -369,6 +385,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (6, "contiguous recording runs", _v6_runs),
     (7, "export request options, package deletion", _v7_export_options),
     (8, "signed audit checkpoints", _v8_audit_checkpoints),
+    (13, "export hold release by two approvers", _v13_hold_release_four_eyes),
 ]
 
 

@@ -77,6 +77,13 @@ class TooManyRequests(GatewayError):
     status = 429
 
 
+class Tampered(GatewayError):
+    """Stored data failed an integrity check (e.g. a package path read from the database
+    points outside its directory): refused, logged and audited, never acted on."""
+
+    status = 500
+
+
 class Unavailable(GatewayError):
     """The gateway cannot serve this now (limits reached, camera offline)."""
 

@@ -119,15 +119,19 @@ async def test_producing_needs_the_right_on_every_camera(make_gateway) -> None:
     assert status == 201, req
     url = f"{gw.url}/api/exports/{req['id']}"
 
-    # approval is leadership's, city-wide (export.approve is not limited by area in roles.toml);
-    # production hands out the video, so it needs export.produce on every camera
+    # approving and producing need the right on every camera (a district's leadership
+    # decides for the district only); tests/test_export_authz.py has the refusals in detail
     async with north_boss.post(url + "/approve", json={"reason": "ok"}) as resp:
+        assert resp.status == 403 and "south" in (await resp.json())["error"]
+    async with boss.post(url + "/approve", json={"reason": "ok"}) as resp:
         assert resp.status == 200
     async with north_boss.post(url + "/produce") as resp:
         assert resp.status == 403 and "south" in (await resp.json())["error"]
     assert (await gw.app[EXPORTS].get(req["id"])).status == "approved", "a refused producer changes nothing"
     refusals = [e for e in await gw.app[AUDIT].query(action="export.*", limit=50) if e["outcome"] == "refused"]
-    assert {(e["action"], e["user"], e["camera"]) for e in refusals} == {("export.produce", "nboss", "south")}
+    assert {(e["action"], e["user"], e["camera"]) for e in refusals} == {
+        ("export.approve", "nboss", "south"), ("export.produce", "nboss", "south")
+    }
     async with boss.post(url + "/produce") as resp:
         assert resp.status == 202
 

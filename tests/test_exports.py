@@ -139,16 +139,20 @@ async def test_request_approve_produce_download_across_four_users(make_gateway, 
     assert stream["codec_name"] == "h264" and (stream["width"], stream["height"]) == (320, 240)
     assert int(stream["nb_read_frames"]) >= cam["recorded_seconds"] * 25 * 0.5
 
-    # release the holds when the case no longer needs them
+    # release the holds when the case no longer needs them: one approver proposes, another confirms
     async with approver.post(url + "/release-holds", json={"reason": "case closed"}) as resp:
+        assert resp.status == 202, await resp.text()
+    async with producer.post(url + "/release-holds/confirm", json={"reason": "case file checked"}) as resp:
         assert resp.status == 200, await resp.text()
     assert await recording.active_holds("cam") == []
 
     # the register: oversight roles see it, with filters and as CSV; the requester does not
     async with auditor.get(f"{gw.url}/api/exports/register", params={"request": rid}) as resp:
         entries = await resp.json()
-    assert [e["event"] for e in reversed(entries)] == ["filed", "approved", "produced", "downloaded", "hold_released"]
-    assert [e["user"] for e in reversed(entries)] == ["inv", "boss", "clerk", "inv", "boss"]
+    assert [e["event"] for e in reversed(entries)] == [
+        "filed", "approved", "produced", "downloaded", "hold_release_proposed", "hold_released"
+    ]
+    assert [e["user"] for e in reversed(entries)] == ["inv", "boss", "clerk", "inv", "boss", "clerk"]
     async with auditor.get(f"{gw.url}/api/exports/register.csv", params={"event": "downloaded"}) as resp:
         assert resp.status == 200 and resp.content_type == "text/csv"
         lines = (await resp.text()).strip().splitlines()

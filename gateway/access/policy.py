@@ -38,8 +38,9 @@ class Action(enum.StrEnum):
     SYSTEM_MONITOR = "system.monitor"
 
 
-#: Actions that are about the whole system, not one camera: no area applies.
-GLOBAL_ACTIONS = frozenset({Action.USERS_MANAGE, Action.AUDIT_READ, Action.EXPORT_APPROVE, Action.SYSTEM_MONITOR})
+#: Actions that are about the whole system, not one camera: no area applies. Approving an
+#: export is about its cameras: a district's leadership approves for the district only.
+GLOBAL_ACTIONS = frozenset({Action.USERS_MANAGE, Action.AUDIT_READ, Action.SYSTEM_MONITOR})
 ALL_ACTIONS = frozenset(Action)
 
 

@@ -9,12 +9,18 @@
 ``GET /api/exports/register``              the release register (JSON); filters ``request``,
 ``GET /api/exports/register.csv``          ``event``, ``user``, ``case_number``, ``from``, ``to``
 ``GET /api/exports/{id}``                  one request with its register entries
-``POST /api/exports/{id}/approve``         ``{reason}``; ``export.approve``, never one's own
-``POST /api/exports/{id}/reject``          ``{reason}``; ``export.approve``, never one's own
-``POST /api/exports/{id}/produce``         ``export.produce``; runs in the background (202)
-``POST /api/exports/{id}/release-holds``   ``{reason}``; ``export.approve``
-``GET /api/exports/{id}/download``         the package; the requester only; every download logged;
+``POST /api/exports/{id}/approve``         ``{reason}``; ``export.approve`` on every camera, never one's own
+``POST /api/exports/{id}/reject``          ``{reason}``; ``export.approve`` on every camera, never one's own
+``POST /api/exports/{id}/produce``         ``export.produce`` on every camera; runs in the background (202)
+``POST /api/exports/{id}/release-holds``   ``{reason}``; proposes releasing the holds (202);
+                                           ``export.approve`` on every camera, not the requester
+``POST /api/exports/{id}/release-holds/confirm``  ``{reason}``; a second approver (not the proposer)
+                                           confirms and the holds are released
+``GET /api/exports/{id}/download``         the package; the requester only, with ``export.request`` on
+                                           every camera now; every download logged;
                                            410 once deleted after ``package-days``
+
+Every refusal is an audit entry (``export.<verb>``, outcome ``refused``), like the guard's.
 ``GET /api/evidence/public-key``           the gateway's Ed25519 public key (PEM); public
 """
 
@@ -103,7 +109,9 @@ async def list_formats(request: web.Request) -> web.Response:
 async def _register_rows(request: web.Request) -> list:
     service = request.app[EXPORTS]
     if not service.oversees(principal(request)):
-        raise Forbidden("the release register is for approvers, producers and auditors")
+        reason = "the release register is for approvers, producers and auditors"
+        await service.refused("register", principal(request), client_address(request), reason=reason, path=request.path)
+        raise Forbidden(reason)
     q = request.query
     request_id = q.get("request")
     if request_id is not None and not request_id.isdigit():
@@ -137,6 +145,8 @@ async def get_request(request: web.Request) -> web.Response:
     service = request.app[EXPORTS]
     req = await service.get(_id(request))
     if not service.may_see(principal(request), req):
+        reason = f"request {req.id} is neither the user's own nor theirs to oversee"
+        await service.refused("view", principal(request), client_address(request), req=req, reason=reason)
         raise NotFound(f"no export request {req.id}")
     entries = [e for e, _ in await service.register(request_id=req.id)]
     return json_response({**_view(req), "register": [_entry(e) for e in reversed(entries)]})
@@ -166,6 +176,13 @@ async def produce(request: web.Request) -> web.Response:
 async def release_holds(request: web.Request) -> web.Response:
     body = await read_json(request, Decision)
     req = await request.app[EXPORTS].release_holds(principal(request), _id(request), body.reason, client=client_address(request))
+    return json_response(_view(req), status=202)
+
+
+@requires("export.approve", camera_param=None)
+async def confirm_release(request: web.Request) -> web.Response:
+    body = await read_json(request, Decision)
+    req = await request.app[EXPORTS].confirm_release(principal(request), _id(request), body.reason, client=client_address(request))
     return json_response(_view(req))
 
 
@@ -208,5 +225,6 @@ def setup(app: web.Application) -> None:
     app.router.add_post(base + "/reject", reject, name="export-reject")
     app.router.add_post(base + "/produce", produce, name="export-produce")
     app.router.add_post(base + "/release-holds", release_holds, name="export-release-holds")
+    app.router.add_post(base + "/release-holds/confirm", confirm_release, name="export-release-holds-confirm")
     app.router.add_get(base + "/download", download, name="export-download")
     app.router.add_get("/api/evidence/public-key", public_key, name="evidence-public-key")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import struct
 import zipfile
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -28,15 +29,32 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gateway import __version__
+from gateway.errors import Tampered
 from gateway.evidence.signing import MANIFEST, PUBLIC_KEY, SIGNATURE, Signer
 from gateway.interfaces import MaskFilter
 from gateway.recording.index import Gap, Segment
 
 FETCH_TIMEOUT = 120.0
+#: How the gateway names packages: ``export-<request id>-<format id><suffix>``.
+PACKAGE_NAME = re.compile(r"export-(\d{1,18})-[A-Za-z0-9][A-Za-z0-9_-]{0,63}(?:\.[A-Za-z0-9]{1,10}){0,3}")
 
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def package_file(directory: Path, name: str, request_id: int) -> Path:
+    """The file of request ``request_id``'s package, named ``name`` (as read from the
+    database), in ``directory`` (resolved). A name not made by the gateway, made for another
+    request, or whose resolved path leaves ``directory`` (a symbolic link) raises
+    ``Tampered``: the caller never serves or deletes such a path. Blocking (resolves links)."""
+    match = PACKAGE_NAME.fullmatch(name)
+    if match is None or int(match.group(1)) != request_id:
+        raise Tampered(f"request {request_id}: package name {name!r} is not one the gateway makes")
+    path = (directory / name).resolve()
+    if path.parent != directory:
+        raise Tampered(f"request {request_id}: package {name!r} resolves outside the package directory")
+    return path
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,14 @@ delete the recording while the package is made or afterwards. A user with
 ``export.produce`` (or the system, with ``[evidence] auto-produce``) produces the package
 through the chosen export format plugin, in the background; the requester downloads it.
 A request not decided within ``request-expiry-hours`` expires. When the case no longer
-needs the recording, an approver releases the holds.
+needs the recording, an approver proposes releasing the holds and a second approver (not
+the proposer, not the requester) confirms it: four eyes again.
+
+Deciding, producing and releasing need the right on EVERY camera of the request (areas
+included); downloading needs ``export.request`` on every camera at the time of the
+download, and only the requester downloads. Every refusal is an audit entry (outcome
+``refused``, the action, the user and the camera), like the guard's. Package paths read
+from the database are checked before a file is served or deleted.
 
 Every step is a row of the release register and an entry of the audit chain (the
 register row keeps the audit entry's id); ``GET /api/exports/register`` lists them.
@@ -35,11 +42,11 @@ from gateway import csvcells
 from gateway.access.audit import AuditLog
 from gateway.access.control import AccessControl
 from gateway.access.guard import Principal
-from gateway.access.policy import Action
+from gateway.access.policy import Action, Decision
 from gateway.config import Config, EvidenceConfig, format_option_errors
 from gateway.db import Database, export_register, export_requests
-from gateway.errors import BadRequest, ConfigErrors, Conflict, Forbidden, Gone, NotFound
-from gateway.evidence.package import CameraExtract, ExportJob, iso
+from gateway.errors import BadRequest, ConfigErrors, Conflict, Forbidden, Gone, NotFound, Tampered
+from gateway.evidence.package import CameraExtract, ExportJob, iso, package_file
 from gateway.evidence.signing import Signer, gateway_signer, outside_web_root
 from gateway.interfaces import ExportFormat
 from gateway.media.masking import instantiate_filters
@@ -55,7 +62,8 @@ PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expir
 PRODUCING, PRODUCED, FAILED = "producing", "produced", "failed"
 STATUSES = (PENDING, APPROVED, REJECTED, EXPIRED, PRODUCING, PRODUCED, FAILED)
 EVENTS = (
-    "filed", "approved", "rejected", "expired", "produced", "production_failed", "downloaded", "hold_released", "package_deleted",
+    "filed", "approved", "rejected", "expired", "produced", "production_failed", "downloaded", "hold_release_proposed",
+    "hold_released", "package_deleted",
 )
 #: Who may see every request and the register (others see their own requests).
 OVERSIGHT_ACTIONS = (Action.EXPORT_APPROVE, Action.EXPORT_PRODUCE, Action.AUDIT_READ)
@@ -95,6 +103,12 @@ class ExportRequest(msgspec.Struct, kw_only=True):
     #: The format's options, as validated at filing with the configured defaults merged in.
     options: dict[str, Any] = {}
     package_deleted_at: float | None = None
+    #: Releasing the holds takes two approvers: who proposed it, when and why ...
+    release_proposed_by: str | None = None
+    release_proposed_at: float | None = None
+    release_proposal_reason: str | None = None
+    #: ... and who confirmed it (``holds_released_at``).
+    holds_released_by: str | None = None
 
 
 class NewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -161,6 +175,8 @@ class ExportService:
         self.signer = signer
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.Task[None] | None = None
+        #: Requests whose stored package path failed the check (reported once each).
+        self._bad_packages: set[int] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> ExportService:
@@ -302,6 +318,7 @@ class ExportService:
         for camera in cameras:
             decision = self.access.decide(who, Action.EXPORT_REQUEST, camera)
             if not decision:
+                await self.refused("request", who, client, camera=camera, reason=decision.reason, cameras=cameras)
                 raise Forbidden(decision.reason)
         start, end = _as_time("from", new.range_from), _as_time("to", new.range_to)
         if end <= start:
@@ -363,25 +380,38 @@ class ExportService:
         if not done:
             raise Conflict(f"export request {req.id} was decided meanwhile")
 
+    async def refused(
+        self, verb: str, who: Principal | None, client: str | None, *, camera: str | None = None, reason: str,
+        req: ExportRequest | None = None, **detail: Any,
+    ) -> None:
+        """Audit a refusal (``export.<verb>``, outcome ``refused``), as the guard does.
+        Without a ``camera``, a request of one camera names that camera."""
+        if camera is None and req is not None and len(req.cameras) == 1:
+            camera = req.cameras[0]
+        if req is not None:
+            detail = {"request": req.id, "cameras": req.cameras, **detail}
+        await self.audit.record(
+            f"export.{verb}", outcome="refused", user=who.username if who is not None else None, client=client, camera=camera,
+            detail={**detail, "reason": reason},
+        )
+
     async def _four_eyes(self, who: Principal, req: ExportRequest, verb: str, client: str | None) -> None:
         if who.user_id == req.requested_by_id or who.username == req.requested_by:
-            await self.audit.record(
-                f"export.{verb}", outcome="refused", user=who.username, client=client,
-                detail={"request": req.id, "reason": "four eyes: the requester may not decide their own request"},
-            )
+            await self.refused(verb, who, client, req=req, reason="four eyes: the requester may not decide their own request")
             raise Forbidden(f"four eyes: {who.username} filed request {req.id} and may not {verb} it")
         await self._on_every_camera(who, req, Action.EXPORT_APPROVE, verb, client)
 
     async def _on_every_camera(self, who: Principal, req: ExportRequest, action: Action, verb: str, client: str | None) -> None:
-        """Least privilege: deciding or producing a request needs the right on each of its
-        cameras (a district's leadership decides for the district's cameras only)."""
+        """Least privilege: deciding, producing, releasing or downloading a request needs the
+        right on each of its cameras, now (a district's leadership decides for the district's
+        cameras only; a requester who lost a camera no longer downloads its video)."""
         for camera in req.cameras:
-            decision = self.access.decide(who, action, camera)
+            try:
+                decision = self.access.decide(who, action, camera)
+            except NotFound:  # a camera removed from the configuration since
+                decision = Decision(False, f"camera {camera} is no longer configured")
             if not decision:
-                await self.audit.record(
-                    f"export.{verb}", outcome="refused", user=who.username, client=client, camera=camera,
-                    detail={"request": req.id, "reason": decision.reason},
-                )
+                await self.refused(verb, who, client, camera=camera, req=req, reason=decision.reason)
                 raise Forbidden(f"{decision.reason} (request {req.id} includes camera {camera})")
 
     async def approve(self, who: Principal, request_id: int, reason: str, *, client: str | None = None) -> ExportRequest:
@@ -448,7 +478,12 @@ class ExportService:
         for row in rows:
             req = _request(row)
             if req.package_name:
-                await asyncio.to_thread((self.package_dir / req.package_name).unlink, missing_ok=True)
+                try:
+                    path = await self._package_path(req, "delete_package", None, None, report=req.id not in self._bad_packages)
+                except Tampered:
+                    self._bad_packages.add(req.id)  # left alone (and reported once), never deleted
+                    continue
+                await asyncio.to_thread(path.unlink, missing_ok=True)
             await self._log(
                 req, "package_deleted", None, package=req.package_name, sha256=req.package_sha256,
                 days=self.settings.package_days, changes=dict(package_deleted_at=now),
@@ -552,12 +587,31 @@ class ExportService:
             ),
         )
 
+    async def _package_path(
+        self, req: ExportRequest, verb: str, who: Principal | None, client: str | None, *, report: bool = True
+    ) -> Path:
+        """The package file of ``req``, checked (name, resolved path inside the package
+        directory); a tampered row raises ``Tampered``, logged and audited (if ``report``)."""
+        assert req.package_name is not None
+        try:
+            return await asyncio.to_thread(package_file, self.package_dir, req.package_name, req.id)
+        except Tampered as exc:
+            if report:
+                logger.error("evidence: request %d: refusing the stored package path: %s", req.id, exc.message)
+                await self.refused(verb, who, client, req=req, reason=exc.message, package=req.package_name)
+            raise
+
     async def download(self, who: Principal, request_id: int, *, client: str | None = None) -> tuple[Path, ExportRequest]:
+        """The package file, for the requester only, who must still hold ``export.request``
+        on every camera of the request."""
         req = await self.get(request_id)
-        if req.requested_by != who.username:
+        if req.requested_by != who.username or req.requested_by_id != who.user_id:
+            reason = f"only the requester ({req.requested_by}) downloads the package of request {req.id}"
+            await self.refused("download", who, client, req=req, reason=reason)
             if not self.may_see(who, req):
                 raise NotFound(f"no export request {request_id}")
-            raise Forbidden(f"only the requester ({req.requested_by}) downloads the package of request {req.id}")
+            raise Forbidden(reason)
+        await self._on_every_camera(who, req, Action.EXPORT_REQUEST, "download", client)
         if req.status != PRODUCED or not req.package_name:
             raise Conflict(f"export request {request_id} is {req.status}; there is no package to download yet")
         if req.package_deleted_at is not None:
@@ -565,22 +619,75 @@ class ExportService:
                 f"the package of request {req.id} was deleted on {iso(req.package_deleted_at)}, "
                 f"{self.settings.package_days:g} days after it was produced; ask for it to be produced again"
             )
-        path = self.package_dir / req.package_name
+        path = await self._package_path(req, "download", who, client)
         await self._log(
             req, "downloaded", who.username, client=client, package=req.package_name, sha256=req.package_sha256,
             changes=dict(downloads=export_requests.c.downloads + 1),
         )
         return path, req
 
-    async def release_holds(self, who: Principal, request_id: int, reason: str, *, client: str | None = None) -> ExportRequest:
-        reason = _reason(reason)
+    async def _held(self, request_id: int) -> ExportRequest:
         req = await self.get(request_id)
-        if not req.holds or req.holds_released_at is not None:
+        if not req.holds or req.holds_released_at is not None or req.holds_released_by is not None:
             raise Conflict(f"export request {request_id} holds no recordings")
-        for hold_id in req.holds:
-            await self.recording.release_hold(hold_id, who.username)
-        await self._log(req, "hold_released", who.username, client=client, reason=reason, holds=req.holds,
-                        changes=dict(holds_released_at=self.clock()))
+        return req
+
+    async def release_holds(self, who: Principal, request_id: int, reason: str, *, client: str | None = None) -> ExportRequest:
+        """Propose releasing the request's evidence holds; a second approver confirms
+        (``confirm_release``). Needs ``export.approve`` on every camera; never the requester."""
+        reason = _reason(reason)
+        req = await self._held(request_id)
+        await self._four_eyes(who, req, "release_holds", client)
+        now = self.clock()
+        async with self.db.begin() as conn:
+            done = (await conn.execute(
+                export_requests.update()
+                .where(export_requests.c.id == req.id, export_requests.c.release_proposed_by.is_(None),
+                       export_requests.c.holds_released_at.is_(None))
+                .values(release_proposed_by=who.username, release_proposed_at=now, release_proposal_reason=reason)
+            )).rowcount
+        if not done:
+            req = await self.get(request_id)
+            raise Conflict(
+                f"releasing the holds of request {req.id} was already proposed by {req.release_proposed_by}; "
+                "another approver confirms it (POST .../release-holds/confirm)"
+            )
+        await self._log(req, "hold_release_proposed", who.username, client=client, reason=reason, holds=req.holds)
+        return await self.get(request_id)
+
+    async def confirm_release(self, who: Principal, request_id: int, reason: str, *, client: str | None = None) -> ExportRequest:
+        """Confirm a proposed release: a second approver, not the proposer, not the requester,
+        with ``export.approve`` on every camera. Both persons are in the register entry."""
+        reason = _reason(reason)
+        req = await self._held(request_id)
+        if req.release_proposed_by is None:
+            raise Conflict(f"nobody proposed releasing the holds of request {req.id}; propose it first (POST .../release-holds)")
+        await self._four_eyes(who, req, "confirm_release", client)
+        if who.username == req.release_proposed_by:
+            why = "four eyes: the proposer may not confirm their own proposal to release the holds"
+            await self.refused("confirm_release", who, client, req=req, reason=why, proposed_by=req.release_proposed_by)
+            raise Forbidden(f"four eyes: {who.username} proposed releasing the holds of request {req.id}; another approver confirms")
+        async with self.db.begin() as conn:  # one confirmation wins
+            done = (await conn.execute(
+                export_requests.update()
+                .where(export_requests.c.id == req.id, export_requests.c.release_proposed_by == req.release_proposed_by,
+                       export_requests.c.holds_released_by.is_(None))
+                .values(holds_released_by=who.username)
+            )).rowcount
+        if not done:
+            raise Conflict(f"the holds of request {req.id} were released or re-proposed meanwhile")
+        try:
+            for hold_id in req.holds:
+                await self.recording.release_hold(hold_id, who.username)
+        except BaseException:
+            async with self.db.begin() as conn:
+                await conn.execute(export_requests.update().where(export_requests.c.id == req.id).values(holds_released_by=None))
+            raise
+        await self._log(
+            req, "hold_released", who.username, client=client, reason=reason, holds=req.holds,
+            proposed_by=req.release_proposed_by, proposed_at=req.release_proposed_at, proposal_reason=req.release_proposal_reason,
+            changes=dict(holds_released_at=self.clock()),
+        )
         return await self.get(request_id)
 
 
