@@ -6,8 +6,11 @@
 ``GET /api/pushes/mine``             a station's own active pushes
 ``GET /api/pushes/stations``         the station accounts a push can go to, and the limits
 ``GET /api/pushes/{id}``             one push
-``POST /api/pushes/{id}/extend``     ``{minutes}``: add time (at most ``max-minutes`` from now)
-``DELETE /api/pushes/{id}``          revoke: the stations' views end within two seconds
+``POST /api/pushes/{id}/extend``     ``{minutes}``: add time (at most ``max-minutes`` from now);
+                                     needs ``push.send`` on every camera of the push, now
+``DELETE /api/pushes/{id}``          revoke (the sender, or ``push.send`` on every camera): the
+                                     stations' views end within two seconds
+Refusals are audited (``push.extend`` / ``push.revoke``, outcome ``refused``, the camera).
 """
 
 from __future__ import annotations

@@ -13,7 +13,12 @@ plugins tell other dispatch systems.
 
 Who may do what:
 - sending needs ``push.send`` on EVERY camera of the push (role and areas, as always);
-- the sender, or anyone who may push every camera of the push, may extend or revoke it;
+- extending needs ``push.send`` on every camera of the push at the time of extending (a
+  sender who lost the right or an area can no longer keep a push alive);
+- the sender, or anyone who may push every camera of the push, may revoke it (ending
+  access is never refused to the one who gave it);
+- every refusal is an audit entry (``push.send``, ``push.extend``, ``push.revoke``,
+  outcome ``refused``, with the camera that was missing);
 - holders of ``push.send`` see every push; others see the pushes they sent;
 - a station sees its own active pushes only (``GET /api/pushes/mine``, the events channel).
 """
@@ -141,16 +146,16 @@ class PushService:
     def may_see(self, who: Principal, push: Push) -> bool:
         return push.created_by == who.username or self.is_sender(who)
 
-    def may_manage(self, who: Principal, push: Push) -> bool:
-        if push.created_by == who.username:
-            return True
-        return all(self._may_push(who, camera) for camera in push.cameras)
-
-    def _may_push(self, who: Principal, camera: str) -> bool:
-        try:
-            return bool(self.access.decide(who, Action.PUSH_SEND, camera))
-        except NotFound:
-            return False
+    def _missing_right(self, who: Principal, push: Push) -> tuple[str, str] | None:
+        """The first camera of the push the user may not push now, and why; None if none."""
+        for camera in push.cameras:
+            try:
+                decision = self.access.decide(who, Action.PUSH_SEND, camera)
+            except NotFound:
+                return camera, f"camera {camera} is no longer configured"
+            if not decision:
+                return camera, decision.reason
+        return None
 
     def active(self) -> list[Push]:
         now = self._clock()
@@ -295,21 +300,31 @@ class PushService:
         self._wake.set()
         return push
 
-    async def _active_push(self, who: Principal, push_id: int) -> Push:
+    async def _active_push(self, who: Principal, push_id: int, verb: str, client: str | None) -> Push:
+        """The push, if ``who`` may ``verb`` ("extend" or "revoke") it; refusals are audited."""
         push = await self.get(push_id)
-        if not self.may_see(who, push):
-            raise NotFound(f"no push {push_id}")
-        if not self.may_manage(who, push):
-            raise Forbidden(f"push {push_id} was sent by {push.created_by}, and you may not push all of its cameras")
+        missing = self._missing_right(who, push)
+        if verb == "revoke" and push.created_by == who.username:
+            missing = None  # the sender may always end their push
+        if missing is not None:
+            camera, reason = missing
+            await self.access.audit.record(
+                f"push.{verb}", outcome="refused", user=who.username, client=client, camera=camera,
+                detail={"push": push_id, "created_by": push.created_by, "reason": reason},
+            )
+            if not self.may_see(who, push):
+                raise NotFound(f"no push {push_id}")
+            raise Forbidden(f"you may not {verb} push {push_id}: it includes camera {camera}, and {reason}")
         if push.state(self._clock()) != "active":
             raise Conflict(f"push {push_id} has ended ({push.state(self._clock())})")
         return push
 
     async def extend(self, who: Principal, push_id: int, minutes: float | None, *, client: str | None = None) -> Push:
-        """Add ``minutes`` to the push; it may then run at most ``max-minutes`` from now."""
+        """Add ``minutes`` to the push; it may then run at most ``max-minutes`` from now.
+        Needs ``push.send`` on every camera of the push, now (the sender too)."""
         add = self._minutes(minutes) * 60
         async with self._lock:
-            push = await self._active_push(who, push_id)
+            push = await self._active_push(who, push_id, "extend", client)
             now = self._clock()
             expires_at = push.expires_at + add
             if expires_at - now > self.config.max_minutes * 60 + 1e-6:
@@ -328,7 +343,7 @@ class PushService:
 
     async def revoke(self, who: Principal, push_id: int, *, client: str | None = None) -> Push:
         async with self._lock:
-            push = await self._active_push(who, push_id)
+            push = await self._active_push(who, push_id, "revoke", client)
             await self._end(push, "revoked", by=who.username, client=client)
         return push
 
