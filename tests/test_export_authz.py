@@ -160,20 +160,32 @@ async def produced(gw: RunningGateway, inv, boss) -> dict:
     return await wait_status(boss, url, "produced")
 
 
-async def test_download_only_by_the_requester_holding_the_right_now(make_gateway):
+async def test_downloading_another_users_package_is_refused_and_audited(make_gateway):
     gw = await make_gateway(CAMS)
-    inv = await gw.sign_in("inv", role="investigator", areas=("north", "south"))
+    inv = await gw.sign_in("inv", role="investigator", all_areas=True)
     other = await gw.sign_in("other", role="investigator", all_areas=True)
     boss = await gw.sign_in("boss", role="supervisor", all_areas=True)
     req = await produced(gw, inv, boss)
     url = f"{gw.url}/api/exports/{req['id']}/download"
 
-    async with other.get(url) as resp:
+    async with other.get(url) as resp:  # may not even see the request
         assert resp.status == 404 and (await resp.json())["error"] == f"no export request {req['id']}"
-    async with boss.get(url) as resp:
+    async with boss.get(url) as resp:  # oversees it, but is not the requester
         assert resp.status == 403
         assert (await resp.json())["error"] == f"only the requester (inv) downloads the package of request {req['id']}"
-    assert [(u, c) for u, c, _ in await refusals(gw, "export.download")] == [("other", None), ("boss", None)]
+    only = f"only the requester (inv) downloads the package of request {req['id']}"
+    assert await refusals(gw, "export.download") == [("other", None, only), ("boss", None, only)]
+    [row] = await gw.app[AUDIT].query(action="export.download", user="boss")
+    assert row["detail"]["request"] == req["id"] and row["detail"]["cameras"] == ["north", "south"]
+    assert await gw.app[AUDIT].query(action="export.downloaded") == []
+
+
+async def test_a_requester_who_lost_a_camera_no_longer_downloads(make_gateway):
+    gw = await make_gateway(CAMS)
+    inv = await gw.sign_in("inv", role="investigator", areas=("north", "south"))
+    boss = await gw.sign_in("boss", role="supervisor", all_areas=True)
+    req = await produced(gw, inv, boss)
+    url = f"{gw.url}/api/exports/{req['id']}/download"
 
     # the requester lost the south district: no more video of it
     await gw.app[IDENTITY].set_areas("inv", ["north"], False, by="tester")
