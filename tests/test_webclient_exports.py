@@ -94,3 +94,38 @@ async def test_request_approve_produce_download(make_gateway, new_page, tmp_path
     assert await mine.locator('[data-action="download"]').count() == 0
     await boss.locator(f'[data-body="queue"] tr[data-request="{request_id}"] [data-action="produce"]', has_text="Produce again").click(timeout=10_000)
     await inv.locator(f'[data-body="mine"] tr[data-request="{request_id}"] [data-action="download"]').wait_for(timeout=30_000)
+
+
+async def test_releasing_holds_takes_a_second_approver(make_gateway, new_page) -> None:  # noqa: F811
+    gw = await make_gateway(CAM)
+    inv = await gw.sign_in("inv", role="investigator", all_areas=True)
+    boss = await gw.sign_in("boss", role="supervisor", all_areas=True)
+    await gw.sign_in("boss2", role="supervisor", all_areas=True)
+    now = time.time()
+    body = {"cameras": ["cam"], "from": now - 7200, "to": now - 3600, "case_number": "2026-K-8",
+            "authority": "Public prosecutor", "legal_basis": "CCP s. 94", "purpose": "Assault near the station"}
+    async with inv.post(f"{gw.url}/api/exports", json=body) as resp:
+        request_id = (await resp.json())["id"]
+    async with boss.post(f"{gw.url}/api/exports/{request_id}/approve", json={"reason": "court order seen"}) as resp:
+        assert resp.status == 200
+
+    first = await new_page()
+    first.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("case closed")))
+    await sign_in(first, gw, "boss")
+    await first.wait_for_selector('#nav a[data-route="exports"]:not([hidden])')
+    await first.goto(gw.url + "/#/exports")
+    row = first.locator(f'[data-body="queue"] tr[data-request="{request_id}"]')
+    await row.locator('[data-action="release-holds"]').click(timeout=10_000)
+    await row.locator(".export-status", has_text="hold release proposed by boss").wait_for(timeout=10_000)
+    assert await row.locator('[data-action="confirm-release"]').count() == 0  # never one's own proposal
+    assert len(await gw.app[EXPORTS].recording.active_holds("cam")) == 1
+
+    second = await new_page()
+    second.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("case file checked")))
+    await sign_in(second, gw, "boss2")
+    await second.wait_for_selector('#nav a[data-route="exports"]:not([hidden])')
+    await second.goto(gw.url + "/#/exports")
+    await second.locator(f'[data-body="queue"] tr[data-request="{request_id}"] [data-action="confirm-release"]').click(timeout=10_000)
+    await second.locator('[data-body="register"] tr[data-event="hold_released"]').wait_for(timeout=10_000)
+    assert await gw.app[EXPORTS].recording.active_holds("cam") == []
+    assert (await gw.app[EXPORTS].get(request_id)).holds_released_by == "boss2"

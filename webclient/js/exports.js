@@ -2,7 +2,8 @@
 //
 // What shows depends on the user's actions (from GET /api/session):
 //   export.request   the request form and "My requests" (status, download button)
-//   export.approve   the approval queue (approve / reject with a reason; never one's own)
+//   export.approve   the approval queue (approve / reject with a reason; never one's own);
+//                    releasing evidence holds: one approver proposes, another confirms
 //   export.produce   "Produce" on approved requests
 //   oversight (export.approve, export.produce, audit.read): the release register and its CSV
 //
@@ -111,8 +112,13 @@ function settingsSummary(options = {}) {
 
 function statusText(r) {
   if (r.status === "produced" && r.package_deleted_at) return `package deleted ${time(r.package_deleted_at)}`;
-  return r.status + (r.error ? `: ${r.error}` : "");
+  let text = r.status + (r.error ? `: ${r.error}` : "");
+  if (holding(r) && r.release_proposed_by) text += ` · hold release proposed by ${r.release_proposed_by}`;
+  return text;
 }
+
+/** Does the request still hold recordings against retention? */
+const holding = (r) => (r.holds || []).length > 0 && !r.holds_released_at;
 
 export class ExportsPage {
   #root;
@@ -234,7 +240,7 @@ export class ExportsPage {
       }
       if (this.#root.querySelector('[data-body="queue"]')) {
         const all = await (await request("/api/exports")).json();
-        const open = all.filter((r) => ["pending", "approved", "failed", "producing"].includes(r.status) || r.package_deleted_at);
+        const open = all.filter((r) => ["pending", "approved", "failed", "producing"].includes(r.status) || r.package_deleted_at || holding(r));
         this.#fill("queue", open, (r) => this.#queueActions(r), true);
       }
       if (this.#root.querySelector('[data-body="register"]')) {
@@ -303,7 +309,35 @@ export class ExportsPage {
       });
       out.push(button);
     }
+    if (holding(r) && can(this.#user, "export.approve") && !mineToDecide) {
+      // four eyes: one approver proposes releasing the holds, a different one confirms
+      if (!r.release_proposed_by) {
+        out.push(this.#releaseButton(r, "release-holds", "Release holds", "release-holds",
+          `Proposed releasing the holds of request ${r.id}; a second approver confirms.`));
+      } else if (r.release_proposed_by !== this.#user.username) {
+        const button = this.#releaseButton(r, "confirm-release", "Confirm release", "release-holds/confirm",
+          `Holds of request ${r.id} released; retention may now delete its recordings.`);
+        button.title = `Proposed by ${r.release_proposed_by}: ${r.release_proposal_reason || ""}`;
+        out.push(button);
+      }
+    }
     return out;
+  }
+
+  #releaseButton(r, action, label, path, done) {
+    const button = el("button", { type: "button", dataset: { action } }, label);
+    button.addEventListener("click", async () => {
+      const reason = window.prompt(`${label} of request ${r.id}: reason`);
+      if (!reason) return;
+      try {
+        await postJson(`/api/exports/${r.id}/${path}`, { reason });
+        this.#say(done);
+        this.refresh();
+      } catch (err) {
+        this.#say(err.message, "error");
+      }
+    });
+    return button;
   }
 
   async #decide(id, verb) {
