@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.access.audit import AuditLog
 from gateway.access.checkpoints import checkpointer
 from gateway.access.control import AccessControl
+from gateway.access import headers as security_headers
 from gateway.access.guard import public
 from gateway.access.identity import Identity
 from gateway.access.middleware import access_middleware
@@ -139,6 +140,7 @@ def build_app(
     if password_hasher is not None:
         app[PASSWORD_HASHER] = password_hasher
     app[STARTED_AT] = time.monotonic()
+    security_headers.setup(app)  # CSP, nosniff, no-store, HSTS on every response
     app.cleanup_ctx.append(_events_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_cameras_ctx)

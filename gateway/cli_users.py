@@ -6,9 +6,19 @@
     citygate users reset-password bob
     citygate users set-role bob --role supervisor
     citygate users set-areas bob --areas north | --all-areas
+    citygate users pending | confirm ID | cancel ID
 
 Every command takes ``--config DIR``; changes are audited as ``cli:<os user>``.
 Generated passwords are printed once and must be changed at the first sign-in.
+
+The two-person rule holds here too: giving an account ``export.approve``,
+``export.produce`` or ``users.manage`` (add, set-role, set-areas widening, reset-password)
+only records a pending change while an enabled administrator exists; another
+administrator confirms it in the web client, or another OS user with ``confirm ID``, and
+receives the one-time password. With no enabled administrator at all (bootstrapping, or
+rescue after every administrator was disabled) such changes apply at once. Whoever has root
+on the server can get around any rule (the database and the key are there); the audit
+chain shows every change the CLI made and under which OS user.
 """
 
 from __future__ import annotations
@@ -61,6 +71,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     group = areas.add_mutually_exclusive_group(required=True)
     group.add_argument("--areas", help="comma-separated areas (replaces the current ones)")
     group.add_argument("--all-areas", action="store_true", help="every area")
+    command("pending", _pending, "list account changes waiting for a second administrator", username=False)
+    confirm = command("confirm", _confirm, "confirm another administrator's pending change", username=False)
+    confirm.add_argument("id", type=int)
+    cancel = command("cancel", _cancel, "withdraw or reject a pending change", username=False)
+    cancel.add_argument("id", type=int)
     return users
 
 
@@ -104,7 +119,18 @@ def _print_password(username: str, password: str) -> None:
     print("  shown only now; it must be changed at the first sign-in")
 
 
+def _print_pending(change_id: int, what: str) -> None:
+    print(f"{what} needs a second administrator: pending change {change_id}")
+    print(f"  another administrator confirms it in the web client, or another OS user runs 'citygate users confirm {change_id}'")
+
+
 async def _add(args: argparse.Namespace, identity: Identity, by: str) -> int:
+    changes = {"role": args.role, "areas": _areas(args.areas), "all_areas": args.all_areas, "display_name": args.name}
+    identity.check_role(args.role)
+    if await identity.needs_second_person("create", args.username, changes):
+        change = await identity.request_change("create", args.username, changes, by=by)
+        _print_pending(change.id, f"creating {args.username} (role {args.role})")
+        return 0
     user, password = await identity.create_user(
         args.username, role=args.role, areas=_areas(args.areas), all_areas=args.all_areas, display_name=args.name, by=by
     )
@@ -159,6 +185,10 @@ async def _unlock(args: argparse.Namespace, identity: Identity, by: str) -> int:
 
 
 async def _reset(args: argparse.Namespace, identity: Identity, by: str) -> int:
+    if await identity.needs_second_person("reset-password", args.username, {}):
+        change = await identity.request_change("reset-password", args.username, {}, by=by)
+        _print_pending(change.id, f"resetting the password of {args.username}")
+        return 0
     password = await identity.reset_password(args.username, by=by)
     print(f"reset the password of {args.username}; their sessions have ended")
     _print_password(args.username, password)
@@ -166,12 +196,47 @@ async def _reset(args: argparse.Namespace, identity: Identity, by: str) -> int:
 
 
 async def _set_role(args: argparse.Namespace, identity: Identity, by: str) -> int:
+    identity.check_role(args.role)
+    if await identity.needs_second_person("update", args.username, {"role": args.role}):
+        change = await identity.request_change("update", args.username, {"role": args.role}, by=by)
+        _print_pending(change.id, f"giving {args.username} the role {args.role}")
+        return 0
     user = await identity.set_role(args.username, args.role, by=by)
     print(f"{user.username} now has role {user.role}")
     return 0
 
 
 async def _set_areas(args: argparse.Namespace, identity: Identity, by: str) -> int:
+    changes = {"areas": _areas(args.areas), "all_areas": args.all_areas}
+    if await identity.needs_second_person("update", args.username, changes):
+        change = await identity.request_change("update", args.username, changes, by=by)
+        _print_pending(change.id, f"widening the areas of {args.username}")
+        return 0
     user = await identity.set_areas(args.username, _areas(args.areas), args.all_areas, by=by)
     print(f"{user.username} now has areas {'all' if user.all_areas else ','.join(sorted(user.areas)) or 'none'}")
+    return 0
+
+
+async def _pending(args: argparse.Namespace, identity: Identity, by: str) -> int:
+    rows = [("ID", "CHANGE", "USERNAME", "DETAILS", "REQUESTED BY", "EXPIRES")]
+    for c in await identity.pending_changes():
+        details = ", ".join(f"{k}={v}" for k, v in sorted(c.payload.items()))
+        rows.append((str(c.id), c.kind, c.username, details or "-", c.requested_by, _when(c.expires_at)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return 0
+
+
+async def _confirm(args: argparse.Namespace, identity: Identity, by: str) -> int:
+    change, user, password = await identity.confirm_change(args.id, by=by)
+    print(f"confirmed change {change.id} ({change.kind} of {user.username}, asked for by {change.requested_by})")
+    if password is not None:
+        _print_password(user.username, password)
+    return 0
+
+
+async def _cancel(args: argparse.Namespace, identity: Identity, by: str) -> int:
+    change = await identity.cancel_change(args.id, by=by)
+    print(f"cancelled change {change.id} ({change.kind} of {change.username})")
     return 0

@@ -11,11 +11,12 @@ environment variable that supplies ``<name>``, so secrets stay out of committed 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -42,10 +43,22 @@ class ServerConfig(Base):
     data_dir: str = "../data"
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: Reverse proxies (addresses or networks, "10.0.0.0/8") whose X-Forwarded-For is believed;
+    #: from anyone else the client address is the TCP peer's.
+    trusted_proxies: tuple[str, ...] = ()
+    #: The scheme browsers use to reach the gateway; "https" behind a TLS-terminating proxy
+    #: makes the session cookie Secure (``__Host-`` name) and sends HSTS. Unset: https when
+    #: the gateway itself serves TLS.
+    public_scheme: Literal["http", "https"] | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls-cert and tls-key must be given together")
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted-proxies: {entry!r} is not an IP address or network") from None
 
 
 class IngestConfig(Base):
@@ -140,6 +153,15 @@ class SecurityConfig(Base):
     password_min_length: Annotated[int, Meta(ge=8, le=128)] = 12
     #: Login attempts (right or wrong) accepted from one client address per minute.
     login_attempts_per_minute_per_client: Annotated[int, Meta(ge=1, le=100000)] = 30
+    #: Each further lock of the same account from the same address lasts twice as long, up to this.
+    lockout_max_minutes: Annotated[float, Meta(gt=0, le=30 * 24 * 60)] = 24 * 60
+    #: Wrong sign-ins from any address within ``failed-login-window`` that lock the account
+    #: for addresses it never signed in from (a spread-out guessing attack).
+    max_failed_logins_per_account: Annotated[int, Meta(ge=1, le=100000)] = 50
+    #: Wrong current passwords in a row that end the session changing the password.
+    max_password_change_failures: Annotated[int, Meta(ge=1, le=100)] = 5
+    #: A change needing a second administrator (two-person rule) lapses after this long.
+    pending_change_hours: Annotated[float, Meta(gt=0, le=24 * 30)] = 24
 
 
 class PtzConfig(Base):

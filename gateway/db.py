@@ -56,6 +56,47 @@ users = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("password_changed_at", sa.Float),
     sa.Column("last_login_at", sa.Float),
+    #: Who created the account and who last changed it; ``*_confirmed_by`` is the second
+    #: administrator of a change under the two-person rule (migration 11).
+    sa.Column("created_by", sa.String(100)),
+    sa.Column("created_confirmed_by", sa.String(100)),
+    sa.Column("changed_by", sa.String(100)),
+    sa.Column("changed_confirmed_by", sa.String(100)),
+    sa.Column("changed_at", sa.Float),
+)
+
+#: Sign-in failures per (typed username, client address) and the addresses an account signed
+#: in from; client "*" counts failures from every address. Unknown names are kept alike, so
+#: the answers never tell which accounts exist.
+login_addresses = sa.Table(
+    "login_addresses",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("client", sa.String(100), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("window_start", sa.Float),
+    sa.Column("locked_until", sa.Float),
+    #: Locks in a row (each twice as long as the one before); a successful sign-in resets it.
+    sa.Column("lockouts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_failed_at", sa.Float),
+    #: Set once the account signed in from this address: a known-good address.
+    sa.Column("last_ok_at", sa.Float),
+)
+
+#: Account changes that need a second administrator (two-person rule).
+pending_account_changes = sa.Table(
+    "pending_account_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # create | update | reset-password
+    sa.Column("username", sa.String(64), nullable=False, index=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("requested_by", sa.String(100), nullable=False),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending | confirmed | cancelled | failed
+    sa.Column("decided_by", sa.String(100)),
+    sa.Column("decided_at", sa.Float),
 )
 
 sessions = sa.Table(
@@ -74,6 +115,8 @@ sessions = sa.Table(
     sa.Column("client", sa.String(100), nullable=False, server_default=""),
     sa.Column("user_agent", sa.String(300), nullable=False, server_default=""),
     sa.Column("revoked_at", sa.Float),
+    #: Wrong current passwords given in this session in a row (migration 11).
+    sa.Column("password_failures", sa.Integer, nullable=False, server_default="0"),
 )
 
 grants = sa.Table(
@@ -375,6 +418,20 @@ def _v8_audit_checkpoints(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[audit_checkpoints])
 
 
+def _v11_sign_in_and_two_person_rule(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[login_addresses, pending_account_changes])
+    for table, names in ((users, ("created_by", "created_confirmed_by", "changed_by", "changed_confirmed_by", "changed_at")), (sessions, ("password_failures",))):
+        present = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+        for name in names:
+            if name in present:
+                continue
+            column = table.c[name]
+            ddl = f"ALTER TABLE {table.name} ADD COLUMN {name} {column.type.compile(dialect=conn.dialect)}"
+            if column.server_default is not None:
+                ddl += f" DEFAULT {column.server_default.arg} NOT NULL"
+            conn.execute(sa.text(ddl))
+
+
 #: (version, description, function). Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "users, sessions, grants, audit", _v1_initial),
@@ -385,6 +442,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (6, "contiguous recording runs", _v6_runs),
     (7, "export request options, package deletion", _v7_export_options),
     (8, "signed audit checkpoints", _v8_audit_checkpoints),
+    (11, "sign-in failures per address, pending account changes, account provenance", _v11_sign_in_and_two_person_rule),
     (13, "export hold release by two approvers", _v13_hold_release_four_eyes),
 ]
 

@@ -4,10 +4,27 @@ Every person has their own account (no shared logins): a role, a set of areas, a
 hashed with Argon2id. New accounts and reset passwords are random and must be changed at
 the first sign-in.
 
-Sign-in is throttled per client address; ``max-failed-logins`` wrong passwords within
-``failed-login-window`` seconds lock the account for ``lockout-minutes`` (an administrator's
-password reset unlocks it). Unknown usernames cost the same hashing work as known ones and
-get the same answer. Every success, failure, lock and unlock is audited; passwords never.
+Sign-in is throttled per client address. The password is always checked first (unknown
+usernames hash a dummy password), and unknown names and wrong passwords get the same answer,
+locks included: failures are counted per (username as typed, client address), whether the
+account exists or not. ``max-failed-logins`` wrong passwords within ``failed-login-window``
+seconds lock that pair for ``lockout-minutes``, each further lock of the pair twice as long
+(up to ``lockout-max-minutes``); other addresses are not affected, so nobody can lock an
+administrator out from elsewhere. ``max-failed-logins-per-account`` failures from any address
+lock the name for addresses it never signed in from. The right password from a known-good
+address (one the account signed in from before) always gets through. An administrator's
+unlock or password reset lifts every lock. Every success, failure, lock and unlock is
+audited; passwords never.
+
+Changing one's own password needs the current one; ``max-password-change-failures`` wrong
+ones in a row end the session and lock its address out of sign-in like failed sign-ins.
+
+Two-person rule: giving an account ``export.approve``, ``export.produce`` or
+``users.manage`` (creating it with such a role, changing its role or areas, resetting its
+password) is recorded as a pending change that a second administrator confirms
+(``request_change`` / ``confirm_change``); the requester cannot confirm their own. Only
+while no enabled account holds ``users.manage`` (bootstrapping, rescue from the shell) do
+such changes apply at once. Each account records who created and who last changed it.
 
 A session is a random token (``secrets.token_urlsafe(32)``) of which only the SHA-256 is
 stored. Browser sessions (``kind="cookie"``) end after an idle time and at an absolute
@@ -39,13 +56,13 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from sqlalchemy.exc import IntegrityError
 
-from gateway.access import passwords
+from gateway.access import headers, passwords
 from gateway.access.audit import AuditLog
 from gateway.access.guard import Principal
 from gateway.access.policy import Policy, Subject
 from gateway.config import SecurityConfig
-from gateway.db import Database, sessions, users
-from gateway.errors import BadRequest, Conflict, Forbidden, Locked, NotFound, TooManyRequests, Unauthorized
+from gateway.db import Database, login_addresses, pending_account_changes, sessions, users
+from gateway.errors import BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, TooManyRequests, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +75,19 @@ USERNAME_RE = re.compile(r"^[a-z0-9._-]{2,64}$")
 USERNAME_RULE = "a username is 2-64 characters: lower-case letters, digits, '.', '_' or '-'"
 WRONG_CREDENTIALS = "wrong username or password"
 KINDS = ("cookie", "token")
-#: The browser session cookie (HttpOnly, SameSite=Strict, Secure over TLS).
-SESSION_COOKIE = "citygate_session"
+#: The ``client`` of the row counting an account's failures from every address.
+ANY_ADDRESS = "*"
+#: Actions whose grant needs a second administrator's confirmation (two-person rule).
+#: ``users.manage`` is among them: otherwise one administrator could make a second
+#: administrator account and confirm their own changes with it.
+GUARDED_ACTIONS = frozenset({"export.approve", "export.produce", "users.manage"})
+CHANGE_KINDS = ("create", "update", "reset-password")
+NO_CHOSEN_PASSWORD = (
+    "a password cannot be chosen for an account that needs a second administrator's confirmation: "
+    "the confirming administrator receives its one-time password"
+)
+#: The browser session cookie (HttpOnly, SameSite=Strict; Secure and ``__Host-`` under HTTPS).
+SESSION_COOKIE = headers.SESSION_COOKIE
 
 Listener = Callable[[int], Any]
 
@@ -79,6 +107,11 @@ class User:
     created_at: float
     last_login_at: float | None
     password_changed_at: float | None
+    created_by: str | None = None
+    created_confirmed_by: str | None = None
+    changed_by: str | None = None
+    changed_confirmed_by: str | None = None
+    changed_at: float | None = None
 
     def locked(self, now: float) -> bool:
         return self.locked_until is not None and self.locked_until > now
@@ -99,6 +132,40 @@ class User:
             "locked_until": self.locked_until if self.locked(now) else None,
             "created_at": self.created_at,
             "last_login_at": self.last_login_at,
+            **self.provenance(),
+        }
+
+    def provenance(self) -> dict[str, Any]:
+        """Who created the account and who last changed it (with the confirming administrator)."""
+        return {
+            "created_by": self.created_by,
+            "created_confirmed_by": self.created_confirmed_by,
+            "changed_by": self.changed_by,
+            "changed_confirmed_by": self.changed_confirmed_by,
+            "changed_at": self.changed_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChange:
+    """An account change waiting for a second administrator (two-person rule)."""
+
+    id: int
+    kind: str  #: create | update | reset-password
+    username: str
+    payload: dict[str, Any]
+    requested_by: str
+    requested_at: float
+    expires_at: float
+    status: str  #: pending | confirmed | cancelled | failed
+    decided_by: str | None
+    decided_at: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "username": self.username, "changes": self.payload,
+            "requested_by": self.requested_by, "requested_at": self.requested_at, "expires_at": self.expires_at,
+            "status": self.status, "decided_by": self.decided_by, "decided_at": self.decided_at,
         }
 
 
@@ -151,7 +218,16 @@ def _user(row: Any) -> User:
         created_at=row["created_at"],
         last_login_at=row["last_login_at"],
         password_changed_at=row["password_changed_at"],
+        created_by=row["created_by"],
+        created_confirmed_by=row["created_confirmed_by"],
+        changed_by=row["changed_by"],
+        changed_confirmed_by=row["changed_confirmed_by"],
+        changed_at=row["changed_at"],
     )
+
+
+def _pending(row: Any) -> PendingChange:
+    return PendingChange(**{c.name: row[c.name] for c in pending_account_changes.c})
 
 
 _USER_COLUMNS = [c for c in users.c if c.name != "password_hash"]
@@ -244,10 +320,12 @@ class Identity:
         display_name: str = "",
         password: str | None = None,
         by: str | None = None,
+        confirmed_by: str | None = None,
     ) -> tuple[User, str | None]:
         """Create an account that must change its password at first sign-in.
 
         Returns the user and the generated password when none was given (shown once).
+        The two-person rule is the caller's (``needs_second_person``): this applies at once.
         """
         self._check_username(username)
         self.check_role(role)
@@ -267,15 +345,16 @@ class Identity:
                     users.insert().values(
                         username=username, display_name=display_name, password_hash=password_hash, role=role,
                         areas=area_list, all_areas=all_areas, disabled=False, must_change_password=True,
-                        failed_logins=0, created_at=now, updated_at=now,
+                        failed_logins=0, created_at=now, updated_at=now, created_by=by, created_confirmed_by=confirmed_by,
                     )
                 )
                 user_id = result.inserted_primary_key[0]
         except IntegrityError:
             raise Conflict(f"user {username!r} already exists") from None
-        await self.audit.record(
-            "user.create", user=by, detail={"username": username, "role": role, "areas": area_list, "all_areas": all_areas}
-        )
+        detail = {"username": username, "role": role, "areas": area_list, "all_areas": all_areas}
+        if confirmed_by is not None:
+            detail["confirmed_by"] = confirmed_by
+        await self.audit.record("user.create", user=by, detail=detail)
         logger.info("identity: created user %s (role %s)", username, role)
         user = await self._load_user(user_id)
         assert user is not None
@@ -321,10 +400,14 @@ class Identity:
         self._users[user_id] = _CachedUser(user, time.monotonic())
         return user
 
-    async def _update_user(self, username: str, **values: Any) -> User:
+    async def _update_user(self, username: str, *, by: str | None = None, confirmed_by: str | None = None, **values: Any) -> User:
+        """Change the account (as ``by``, an administrator); returns it as it was before."""
         user = await self.get_user(username)
+        now = self._clock()
+        if by is not None:
+            values.update(changed_by=by, changed_confirmed_by=confirmed_by, changed_at=now)
         async with self.db.begin() as conn:
-            await conn.execute(users.update().where(users.c.id == user.id).values(updated_at=self._clock(), **values))
+            await conn.execute(users.update().where(users.c.id == user.id).values(updated_at=now, **values))
         return user
 
     @staticmethod
@@ -336,74 +419,274 @@ class Identity:
         """Disable (ends every session at once) or enable an account."""
         if disabled:
             self.not_self(username, by, "disable")
-        user = await self._update_user(username, disabled=disabled)
+        user = await self._update_user(username, by=by, disabled=disabled)
         if disabled:
             await self._revoke(user.id)
         await self.audit.record("user.disable" if disabled else "user.enable", user=by, detail={"username": username})
         await self._changed(user.id)
         return await self.get_user(username)
 
-    async def set_role(self, username: str, role: str, *, by: str | None) -> User:
+    async def set_role(self, username: str, role: str, *, by: str | None, confirmed_by: str | None = None) -> User:
         self.check_role(role)
         self.not_self(username, by, "change the role of")
-        before = await self._update_user(username, role=role)
-        await self.audit.record("user.set-role", user=by, detail={"username": username, "role": role, "was": before.role})
+        before = await self._update_user(username, by=by, confirmed_by=confirmed_by, role=role)
+        detail: dict[str, Any] = {"username": username, "role": role, "was": before.role}
+        if confirmed_by is not None:
+            detail["confirmed_by"] = confirmed_by
+        await self.audit.record("user.set-role", user=by, detail=detail)
         await self._changed(before.id)
         return await self.get_user(username)
 
-    async def set_areas(self, username: str, areas: Iterable[str], all_areas: bool, *, by: str | None) -> User:
+    async def set_areas(
+        self, username: str, areas: Iterable[str], all_areas: bool, *, by: str | None, confirmed_by: str | None = None
+    ) -> User:
         area_list = self._check_areas(areas)
-        before = await self._update_user(username, areas=area_list, all_areas=all_areas)
-        await self.audit.record(
-            "user.set-areas", user=by,
-            detail={"username": username, "areas": area_list, "all_areas": all_areas, "was": sorted(before.areas), "was_all_areas": before.all_areas},
-        )
+        before = await self._update_user(username, by=by, confirmed_by=confirmed_by, areas=area_list, all_areas=all_areas)
+        detail: dict[str, Any] = {
+            "username": username, "areas": area_list, "all_areas": all_areas, "was": sorted(before.areas), "was_all_areas": before.all_areas,
+        }
+        if confirmed_by is not None:
+            detail["confirmed_by"] = confirmed_by
+        await self.audit.record("user.set-areas", user=by, detail=detail)
         await self._changed(before.id)
         return await self.get_user(username)
 
     async def set_display_name(self, username: str, display_name: str, *, by: str | None) -> User:
         if len(display_name) > 200:
             raise BadRequest("display name is longer than 200 characters")
-        user = await self._update_user(username, display_name=display_name)
+        user = await self._update_user(username, by=by, display_name=display_name)
         await self.audit.record("user.set-name", user=by, detail={"username": username, "display_name": display_name})
         self._forget_user(user.id)
         return await self.get_user(username)
 
+    async def _clear_locks(self, username: str) -> None:
+        """Lift every sign-in lock of the name (from any address)."""
+        async with self.db.begin() as conn:
+            await conn.execute(
+                login_addresses.update().where(login_addresses.c.username == username)
+                .values(locked_until=None, failures=0, window_start=None, lockouts=0)
+            )
+
     async def unlock(self, username: str, *, by: str | None) -> User:
-        user = await self._update_user(username, locked_until=None, failed_logins=0, first_failed_at=None)
+        user = await self._update_user(username, by=by, locked_until=None, failed_logins=0, first_failed_at=None)
+        await self._clear_locks(username)
         if user.locked(self._clock()):
             await self.audit.record("account.unlocked", user=by, detail={"username": username, "reason": "unlocked by administrator"})
         self._forget_user(user.id)
         return await self.get_user(username)
 
-    async def reset_password(self, username: str, *, by: str | None) -> str:
+    async def reset_password(self, username: str, *, by: str | None, confirmed_by: str | None = None) -> str:
         """A new random password that must be changed; unlocks and ends every session."""
         user = await self.get_user(username)
         password = passwords.generate_password(username=username, min_length=self.security.password_min_length)
         password_hash = await passwords.hash_password(password, self._hasher)
         now = self._clock()
         await self._update_user(
-            username, password_hash=password_hash, must_change_password=True, password_changed_at=now,
-            locked_until=None, failed_logins=0, first_failed_at=None,
+            username, by=by, confirmed_by=confirmed_by, password_hash=password_hash, must_change_password=True,
+            password_changed_at=now, locked_until=None, failed_logins=0, first_failed_at=None,
         )
+        await self._clear_locks(username)
         revoked = await self._revoke(user.id)
-        await self.audit.record("user.reset-password", user=by, detail={"username": username, "sessions_revoked": revoked})
+        detail: dict[str, Any] = {"username": username, "sessions_revoked": revoked}
+        if confirmed_by is not None:
+            detail["confirmed_by"] = confirmed_by
+        await self.audit.record("user.reset-password", user=by, detail=detail)
         if user.locked(now):
             await self.audit.record("account.unlocked", user=by, detail={"username": username, "reason": "password reset"})
         await self._changed(user.id)
         return password
 
+    # ----------------------------------------------------------------------------------
+    # two-person rule
+
+    def guarded_role(self, role: str) -> bool:
+        """True if the role carries an action whose grant needs a second administrator."""
+        spec = self.policy.role(role)
+        return spec is not None and bool(spec.actions & GUARDED_ACTIONS)
+
+    async def _any_administrator(self) -> bool:
+        roles = [name for name, role in self.policy.roles.items() if "users.manage" in role.actions]
+        async with self.db.connect() as conn:
+            found = (
+                await conn.execute(sa.select(users.c.id).where(users.c.role.in_(roles), sa.not_(users.c.disabled)).limit(1))
+            ).first()
+        return found is not None
+
+    async def needs_second_person(self, kind: str, username: str, changes: dict[str, Any]) -> bool:
+        """Whether this change gives (or re-opens) an account a guarded action.
+
+        ``create``: the new role is guarded. ``update``: the new role is guarded, or the
+        account's (new) role is guarded and it gains areas. ``reset-password``: the account's
+        role is guarded. While no enabled account holds ``users.manage`` nobody could confirm,
+        so nothing needs it (bootstrapping the first administrators from the shell).
+        """
+        if kind == "create":
+            guarded = self.guarded_role(changes["role"])
+        else:
+            user = await self.get_user(username)
+            if kind == "reset-password":
+                guarded = self.guarded_role(user.role)
+            else:
+                role = changes.get("role", user.role)
+                new_role = "role" in changes and changes["role"] != user.role and self.guarded_role(role)
+                areas = set(self._check_areas(changes.get("areas", user.areas)))
+                all_areas = changes.get("all_areas", user.all_areas)
+                wider = (all_areas and not user.all_areas) or (not user.all_areas and not areas <= user.areas)
+                guarded = new_role or (self.guarded_role(role) and wider)
+        return guarded and await self._any_administrator()
+
+    async def request_change(self, kind: str, username: str, changes: dict[str, Any], *, by: str, client: str | None = None) -> PendingChange:
+        """Record a change for a second administrator to confirm (validated now, applied then)."""
+        if kind not in CHANGE_KINDS:
+            raise BadRequest(f"unknown change {kind!r}")
+        if kind == "create":
+            self._check_username(username)
+            self.check_role(changes["role"])
+            changes = {**changes, "areas": self._check_areas(changes.get("areas", ()))}
+            if "password" in changes:
+                raise BadRequest(NO_CHOSEN_PASSWORD)
+            async with self.db.connect() as conn:
+                taken = (await conn.execute(sa.select(users.c.id).where(users.c.username == username))).first()
+            if taken is not None:
+                raise Conflict(f"user {username!r} already exists")
+        else:
+            await self.get_user(username)  # 404 before anything is recorded
+            if "role" in changes:
+                self.check_role(changes["role"])
+                self.not_self(username, by, "change the role of")
+            if "areas" in changes:
+                changes = {**changes, "areas": self._check_areas(changes["areas"])}
+        now = self._clock()
+        expires_at = now + self.security.pending_change_hours * 3600
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                pending_account_changes.insert().values(
+                    kind=kind, username=username, payload=changes, requested_by=by, requested_at=now, expires_at=expires_at, status="pending",
+                )
+            )
+            change_id = result.inserted_primary_key[0]
+        await self.audit.record(
+            "user.change-requested", user=by, client=client,
+            detail={"id": change_id, "kind": kind, "username": username, "changes": changes, "reason": "needs a second administrator"},
+        )
+        logger.info("identity: %s asks a second administrator to confirm %s of %s (change %d)", by, kind, username, change_id)
+        return await self.get_change(change_id)
+
+    async def get_change(self, change_id: int) -> PendingChange:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(pending_account_changes).where(pending_account_changes.c.id == change_id))).mappings().first()
+        if row is None:
+            raise NotFound(f"no pending account change {change_id}")
+        return _pending(row)
+
+    async def pending_changes(self) -> list[PendingChange]:
+        """Changes still waiting for a confirmation, oldest first."""
+        p = pending_account_changes
+        async with self.db.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(p).where(p.c.status == "pending", p.c.expires_at > self._clock()).order_by(p.c.id))
+            ).mappings().all()
+        return [_pending(r) for r in rows]
+
+    async def _refuse_change(self, action: str, change_id: int, by: str, client: str | None, reason: str) -> None:
+        await self.audit.record(action, outcome="refused", user=by, client=client, detail={"id": change_id, "reason": reason})
+
+    async def confirm_change(self, change_id: int, *, by: str, client: str | None = None) -> tuple[PendingChange, User, str | None]:
+        """Apply a pending change as its second administrator.
+
+        Returns the change, the account and a one-time password (created or reset accounts):
+        the confirming administrator hands it over, never the requester.
+        """
+        change = await self.get_change(change_id)
+        if change.status != "pending":
+            await self._refuse_change("user.change-confirm", change_id, by, client, f"the change is {change.status}")
+            raise Conflict(f"account change {change_id} is {change.status}, not pending")
+        now = self._clock()
+        if change.expires_at <= now:
+            await self._refuse_change("user.change-confirm", change_id, by, client, "the change has expired")
+            raise Gone(f"account change {change_id} expired; ask for it again")
+        if change.requested_by == by:
+            reason = "you asked for this change: another administrator must confirm it"
+            await self._refuse_change("user.change-confirm", change_id, by, client, reason)
+            raise Forbidden(reason)
+        if change.username == by:
+            reason = "you cannot confirm a change of your own account"
+            await self._refuse_change("user.change-confirm", change_id, by, client, reason)
+            raise Forbidden(reason)
+        p = pending_account_changes
+        async with self.db.begin() as conn:  # claim it: a concurrent confirmation loses
+            claimed = await conn.execute(
+                p.update().where(p.c.id == change_id, p.c.status == "pending").values(status="confirmed", decided_by=by, decided_at=now)
+            )
+        if claimed.rowcount == 0:
+            raise Conflict(f"account change {change_id} was decided meanwhile")
+        changes, requester = change.payload, change.requested_by
+        password = None
+        try:
+            if change.kind == "create":
+                user, password = await self.create_user(
+                    change.username, role=changes["role"], areas=changes.get("areas", ()), all_areas=bool(changes.get("all_areas")),
+                    display_name=changes.get("display_name", ""), by=requester, confirmed_by=by,
+                )
+            elif change.kind == "reset-password":
+                password = await self.reset_password(change.username, by=requester, confirmed_by=by)
+                user = await self.get_user(change.username)
+            else:
+                user = await self.get_user(change.username)
+                if "role" in changes:
+                    user = await self.set_role(change.username, changes["role"], by=requester, confirmed_by=by)
+                if "areas" in changes or "all_areas" in changes:
+                    user = await self.set_areas(
+                        change.username, changes.get("areas", user.areas), changes.get("all_areas", user.all_areas),
+                        by=requester, confirmed_by=by,
+                    )
+        except Exception:
+            async with self.db.begin() as conn:
+                await conn.execute(p.update().where(p.c.id == change_id).values(status="failed"))
+            raise
+        await self.audit.record(
+            "user.change-confirmed", user=by, client=client,
+            detail={"id": change_id, "kind": change.kind, "username": change.username, "requested_by": requester},
+        )
+        return await self.get_change(change_id), user, password
+
+    async def cancel_change(self, change_id: int, *, by: str, client: str | None = None) -> PendingChange:
+        """Withdraw (the requester) or reject (another administrator) a pending change."""
+        change = await self.get_change(change_id)
+        p = pending_account_changes
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                p.update().where(p.c.id == change_id, p.c.status == "pending").values(status="cancelled", decided_by=by, decided_at=self._clock())
+            )
+        if result.rowcount == 0:
+            raise Conflict(f"account change {change_id} is {change.status}, not pending")
+        await self.audit.record(
+            "user.change-cancelled", user=by, client=client,
+            detail={"id": change_id, "kind": change.kind, "username": change.username, "requested_by": change.requested_by},
+        )
+        return await self.get_change(change_id)
+
+    async def provenance(self, usernames: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Who created and who last changed each of these accounts."""
+        names = sorted({u for u in usernames if u})
+        if not names:
+            return {}
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(sa.select(*_USER_COLUMNS).where(users.c.username.in_(names)))).mappings().all()
+        return {r["username"]: _user(r).provenance() for r in rows}
+
     async def change_password(self, principal: Principal, old: str, new: str, *, client: str | None = None) -> None:
-        """The user's own change: needs the current password; ends their other sessions."""
+        """The user's own change: needs the current password; ends their other sessions.
+
+        ``max-password-change-failures`` wrong current passwords in a row end this session
+        (a stolen session cannot guess the password) and lock its address out of sign-in.
+        """
         async with self.db.connect() as conn:
             row = (await conn.execute(sa.select(users.c.password_hash).where(users.c.id == principal.user_id))).first()
         if row is None:
             raise NotFound("the account no longer exists")
         if not await passwords.verify_password(row.password_hash, old, self._hasher):
-            await self.audit.record(
-                "password.change", outcome="failed", user=principal.username, client=client, detail={"reason": "wrong current password"}
-            )
-            raise Forbidden("the current password is wrong")
+            await self._wrong_current_password(principal, client)  # raises
         self.check_password(new, principal.username)
         if new == old:
             raise BadRequest("the new password must differ from the current one")
@@ -414,9 +697,37 @@ class Identity:
                 users.update().where(users.c.id == principal.user_id)
                 .values(password_hash=password_hash, must_change_password=False, password_changed_at=now, updated_at=now)
             )
+            await conn.execute(sessions.update().where(sessions.c.id == principal.session_id).values(password_failures=0))
         revoked = await self._revoke(principal.user_id, keep=principal.session_id)
         await self.audit.record("password.change", user=principal.username, client=client, detail={"other_sessions_revoked": revoked})
         self._forget_user(principal.user_id)
+
+    async def _wrong_current_password(self, principal: Principal, client: str | None) -> None:
+        limit = self.security.max_password_change_failures
+        async with self.db.begin() as conn:
+            count = (
+                await conn.execute(
+                    sessions.update().where(sessions.c.id == principal.session_id)
+                    .values(password_failures=sessions.c.password_failures + 1)
+                    .returning(sessions.c.password_failures)
+                )
+            ).scalar_one_or_none() or limit
+        await self.audit.record(
+            "password.change", outcome="failed", user=principal.username, client=client,
+            detail={"reason": "wrong current password", "failures": count, "session": principal.session_id[:12]},
+        )
+        if count < limit:
+            left = limit - count
+            raise Forbidden(f"the current password is wrong ({left} attempt{'s' if left != 1 else ''} left in this session)")
+        now = self._clock()
+        await self.end_session(principal.session_id, client=client, reason=f"{count} wrong current passwords")
+        until = await self._lock(principal.username, (client or "?")[:100], now, user_id=principal.user_id)
+        await self.audit.record(
+            "account.locked", user=principal.username, client=client,
+            detail={"reason": f"{count} wrong current passwords in one session", "until": until, "address": client or "?"},
+        )
+        logger.warning("identity: ended a session of %s after %d wrong current passwords (from %s)", principal.username, count, client)
+        raise Unauthorized("too many wrong current passwords: this session has ended; sign in again")
 
     # ----------------------------------------------------------------------------------
     # sign-in
@@ -441,6 +752,18 @@ class Identity:
             self._dummy_hash = await passwords.hash_password(secrets.token_urlsafe(16), self._hasher)
         return self._dummy_hash
 
+    async def _addresses(self, username: str, client: str) -> dict[str, Any]:
+        """The rows of (username, client) and (username, any address), by client."""
+        async with self.db.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(login_addresses).where(
+                        login_addresses.c.username == username, login_addresses.c.client.in_((client, ANY_ADDRESS))
+                    )
+                )
+            ).mappings().all()
+        return {r["client"]: r for r in rows}
+
     async def login(
         self,
         username: str,
@@ -453,13 +776,14 @@ class Identity:
     ) -> tuple[Principal, str]:
         """Check the credentials and open a session; returns the principal and its token.
 
-        Raises ``Unauthorized`` (wrong credentials, same for unknown users), ``Locked``,
-        ``Forbidden`` (disabled account, right password) or ``TooManyRequests``.
+        Raises ``Unauthorized`` (wrong credentials, same for unknown users), ``Locked`` (this
+        name is locked from this address; the same for unknown names), ``Forbidden``
+        (disabled account, right password) or ``TooManyRequests`` (the address's budget).
         """
         if kind not in KINDS:
             raise BadRequest(f"kind must be 'cookie' or 'token', not {kind!r}")
         now = self._clock()
-        client_key = client or "?"
+        client_key = (client or "?")[:100]
         shown = username.strip().lower()[:64]
         if self._throttled(client_key, now):
             entry = self._throttle[client_key]
@@ -472,34 +796,46 @@ class Identity:
             row = (
                 await conn.execute(sa.select(users).where(users.c.username == shown))
             ).mappings().first()
+        # The password first, for every name: the work and the answer never tell whether
+        # the account exists or is locked.
         if row is None:
             await passwords.verify_password(await self._dummy(), password, self._hasher)
-            await self.audit.record("login.failed", outcome="failed", user=shown, client=client, detail={"reason": "unknown user"})
-            raise Unauthorized(WRONG_CREDENTIALS)
+            right = False
+        else:
+            right = await passwords.verify_password(row["password_hash"], password, self._hasher)
+        rows = await self._addresses(shown, client_key)
+        here, anywhere = rows.get(client_key), rows.get(ANY_ADDRESS)
+        known_good = here is not None and here["last_ok_at"] is not None
+        locked_until = None
+        if here is not None and here["locked_until"] is not None and here["locked_until"] > now:
+            locked_until = here["locked_until"]
+        elif not known_good and anywhere is not None and anywhere["locked_until"] is not None and anywhere["locked_until"] > now:
+            locked_until = anywhere["locked_until"]
+        if locked_until is not None and not (right and known_good):
+            await self.audit.record(
+                "login.failed", outcome="refused", user=shown, client=client,
+                detail={"reason": "locked from this address" if here is not None and locked_until == here["locked_until"]
+                        else "locked for new addresses", "password": "right" if right else "wrong"},
+            )
+            raise Locked(lock_message(locked_until))
+        if not right:
+            await self._failed(shown, row, client, client_key, now)  # raises
         user = _user(row)
-        if user.locked(now):
-            await self.audit.record("login.failed", outcome="refused", user=shown, client=client, detail={"reason": "account locked"})
-            raise Locked(lock_message(user.locked_until or now))
-        if not await passwords.verify_password(row["password_hash"], password, self._hasher):
-            await self._failed(user, client, now)  # raises
         if user.disabled:
             await self.audit.record("login.failed", outcome="refused", user=shown, client=client, detail={"reason": "account disabled"})
             raise Forbidden("this account is disabled; ask an administrator")
 
-        values: dict[str, Any] = {"failed_logins": 0, "first_failed_at": None, "locked_until": None, "last_login_at": now}
+        values: dict[str, Any] = {"last_login_at": now}
         if passwords.needs_rehash(row["password_hash"], self._hasher):
             values["password_hash"] = await passwords.hash_password(password, self._hasher)
         async with self.db.begin() as conn:
-            # Re-check the lock in the same statement: a lock set by a concurrent failure wins.
-            updated = await conn.execute(
-                users.update()
-                .where(users.c.id == user.id, sa.or_(users.c.locked_until.is_(None), users.c.locked_until <= now))
-                .values(**values)
+            await conn.execute(users.update().where(users.c.id == user.id).values(**values))
+        await self._remember_address(shown, client_key, now)
+        if locked_until is not None:
+            await self.audit.record(
+                "login.ok", user=shown, client=client, detail={"reason": "right password from a known-good address while locked"}
             )
-        if updated.rowcount == 0:
-            user = await self.get_user(shown)
-            raise Locked(lock_message(user.locked_until or now))
-        if user.locked_until is not None:
+        elif here is not None and here["locked_until"] is not None:
             await self.audit.record("account.unlocked", user=shown, client=client, detail={"reason": "lock expired"})
 
         token = secrets.token_urlsafe(32)
@@ -530,45 +866,104 @@ class Identity:
         assert fresh is not None
         return self._principal(self._sessions[sid], fresh), token
 
-    async def _failed(self, user: User, client: str | None, now: float) -> None:
-        window_start = now - self.security.failed_login_window
-        restart = sa.or_(users.c.first_failed_at.is_(None), users.c.first_failed_at < window_start)
+    async def _remember_address(self, username: str, client: str, now: float) -> None:
+        """A successful sign-in: the address becomes known-good and its failures are forgotten."""
+        values = {"failures": 0, "window_start": None, "locked_until": None, "lockouts": 0, "last_ok_at": now}
         async with self.db.begin() as conn:
-            count = (
-                await conn.execute(
-                    users.update()
-                    .where(users.c.id == user.id)
-                    .values(
-                        failed_logins=sa.case((restart, 1), else_=users.c.failed_logins + 1),
-                        first_failed_at=sa.case((restart, now), else_=users.c.first_failed_at),
+            updated = await conn.execute(
+                login_addresses.update()
+                .where(login_addresses.c.username == username, login_addresses.c.client == client).values(**values)
+            )
+            if updated.rowcount == 0:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(login_addresses.insert().values(username=username, client=client, **values))
+                except IntegrityError:  # a concurrent sign-in inserted it
+                    pass
+
+    async def _count_failure(self, username: str, client: str, now: float) -> tuple[int, int]:
+        """Count a failure of (username, client) within the window; (failures, lockouts so far)."""
+        window_start = now - self.security.failed_login_window
+        a = login_addresses
+        restart = sa.or_(a.c.window_start.is_(None), a.c.window_start < window_start)
+        for _ in range(2):
+            async with self.db.begin() as conn:
+                row = (
+                    await conn.execute(
+                        a.update().where(a.c.username == username, a.c.client == client)
+                        .values(
+                            failures=sa.case((restart, 1), else_=a.c.failures + 1),
+                            window_start=sa.case((restart, now), else_=a.c.window_start),
+                            last_failed_at=now,
+                        )
+                        .returning(a.c.failures, a.c.lockouts)
                     )
-                    .returning(users.c.failed_logins)
+                ).first()
+                if row is not None:
+                    return row.failures, row.lockouts
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            a.insert().values(username=username, client=client, failures=1, window_start=now, lockouts=0, last_failed_at=now)
+                        )
+                    return 1, 0
+                except IntegrityError:  # a concurrent failure inserted it: count again
+                    continue
+        return 1, 0
+
+    async def _lock(self, username: str, client: str, now: float, *, user_id: int | None = None) -> float:
+        """Lock (username, client); each lock in a row lasts twice as long. Returns the end."""
+        a = login_addresses
+        async with self.db.connect() as conn:
+            lockouts = (
+                await conn.execute(sa.select(a.c.lockouts).where(a.c.username == username, a.c.client == client))
+            ).scalar_one_or_none() or 0
+        minutes = min(self.security.lockout_minutes * 2 ** min(lockouts, 30), self.security.lockout_max_minutes)
+        until = now + minutes * 60
+        values = {"locked_until": until, "lockouts": lockouts + 1, "failures": 0, "window_start": None, "last_failed_at": now}
+        async with self.db.begin() as conn:
+            updated = await conn.execute(a.update().where(a.c.username == username, a.c.client == client).values(**values))
+            if updated.rowcount == 0:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(a.insert().values(username=username, client=client, **values))
+                except IntegrityError:
+                    pass
+            if user_id is not None:  # shown to administrators (the newest lock of the account)
+                await conn.execute(
+                    users.update().where(users.c.id == user_id, sa.or_(users.c.locked_until.is_(None), users.c.locked_until < until))
+                    .values(locked_until=until)
                 )
-            ).scalar_one()
-            locked_until = None
-            if count >= self.security.max_failed_logins:
-                locked_until = now + self.security.lockout_minutes * 60
-                result = await conn.execute(
-                    users.update()
-                    .where(users.c.id == user.id, sa.or_(users.c.locked_until.is_(None), users.c.locked_until <= now))
-                    .values(locked_until=locked_until, failed_logins=0, first_failed_at=None)
-                )
-                if result.rowcount == 0:
-                    locked_until = None  # a concurrent failure locked it already
+        if user_id is not None:
+            self._forget_user(user_id)
+        return until
+
+    async def _failed(self, username: str, row: Any, client: str | None, client_key: str, now: float) -> None:
+        """A wrong password (or an unknown name, counted alike): count it, lock when due, raise."""
+        user_id = row["id"] if row is not None else None
+        count, _ = await self._count_failure(username, client_key, now)
+        account_count, _ = await self._count_failure(username, ANY_ADDRESS, now)
         await self.audit.record(
-            "login.failed", outcome="failed", user=user.username, client=client,
-            detail={"reason": "wrong password", "failures": count},
+            "login.failed", outcome="failed", user=username, client=client,
+            detail={"reason": "wrong password" if row is not None else "unknown user", "failures": count},
         )
+        locked_until = None
+        if count >= self.security.max_failed_logins:
+            locked_until = await self._lock(username, client_key, now, user_id=user_id)
+            reason = f"{count} failed sign-ins from {client_key} within {self.security.failed_login_window:g} s"
+            address = client_key
+        if account_count >= self.security.max_failed_logins_per_account:
+            account_until = await self._lock(username, ANY_ADDRESS, now, user_id=user_id)
+            if locked_until is None:
+                locked_until = account_until
+                reason = f"{account_count} failed sign-ins from any address within {self.security.failed_login_window:g} s"
+                address = "any address it never signed in from"
         if locked_until is not None:
             await self.audit.record(
-                "account.locked", outcome="ok", user=user.username, client=client,
-                detail={
-                    "reason": f"{count} failed sign-ins within {self.security.failed_login_window:g} s",
-                    "until": locked_until,
-                },
+                "account.locked", outcome="ok", user=username, client=client,
+                detail={"reason": reason, "until": locked_until, "address": address, **({} if row is not None else {"unknown_user": True})},
             )
-            logger.warning("identity: account %s locked after %d failed sign-ins (last from %s)", user.username, count, client)
-            self._forget_user(user.id)
+            logger.warning("identity: sign-in of %s locked for %s after repeated failures", username, address)
             raise Locked(lock_message(locked_until))
         raise Unauthorized(WRONG_CREDENTIALS)
 
@@ -686,8 +1081,8 @@ class Identity:
     async def logout(self, token: str, *, client: str | None = None) -> bool:
         return await self.end_session(hash_token(token), client=client)
 
-    async def end_session(self, session_id: str, *, client: str | None = None) -> bool:
-        """Revoke one session (sign-out); True if it was open."""
+    async def end_session(self, session_id: str, *, client: str | None = None, reason: str | None = None) -> bool:
+        """Revoke one session (sign-out, or ended for ``reason``); True if it was open."""
         now = self._clock()
         async with self.db.begin() as conn:
             row = (
@@ -702,7 +1097,10 @@ class Identity:
                 return False
             await conn.execute(sessions.update().where(sessions.c.id == session_id).values(revoked_at=now))
         self._sessions.pop(session_id, None)
-        await self.audit.record("logout", user=row.username, client=client, detail={"session": session_id[:12]})
+        if reason is None:
+            await self.audit.record("logout", user=row.username, client=client, detail={"session": session_id[:12]})
+        else:
+            await self.audit.record("session.ended", user=row.username, client=client, detail={"session": session_id[:12], "reason": reason})
         return True
 
     async def revoke_sessions(self, user_id: int, *, keep: str | None = None) -> int:
@@ -722,7 +1120,8 @@ class Identity:
         return result.rowcount
 
     async def purge(self) -> int:
-        """Delete sessions that ended over a day ago and forget idle cache entries."""
+        """Delete sessions that ended over a day ago, forget idle cache entries and sign-in
+        failures of addresses that never signed in (a day after their last failure and lock)."""
         now = self._clock()
         mono = time.monotonic()
         for sid in [sid for sid, s in self._sessions.items() if mono - s.loaded_at > CACHE_IDLE_DROP]:
@@ -738,6 +1137,12 @@ class Identity:
                         sessions.c.revoked_at < cutoff,
                         sa.and_(sessions.c.idle_timeout > 0, sessions.c.last_seen_at + sessions.c.idle_timeout < cutoff),
                     )
+                )
+            )
+            a = login_addresses
+            await conn.execute(
+                a.delete().where(
+                    a.c.last_ok_at.is_(None), a.c.last_failed_at < cutoff, sa.or_(a.c.locked_until.is_(None), a.c.locked_until < cutoff)
                 )
             )
         return result.rowcount

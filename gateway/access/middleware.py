@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 
 from aiohttp import web
 
 from gateway.access.guard import CSRF_HEADER, PRINCIPAL, SAFE_METHODS, route_access
-from gateway.appkeys import ACCESS, PLUGINS
+from gateway.appkeys import ACCESS, CONFIG, PLUGINS
 from gateway.errors import Forbidden, NotFound, Unauthorized
 
 logger = logging.getLogger(__name__)
 
 
+def _trusted(address: str, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
 def client_address(request: web.Request) -> str:
-    return request.remote or ""
+    """The client's address: the TCP peer's, unless the peer is one of ``server.trusted-proxies``.
+
+    Behind trusted proxies it is the right-most ``X-Forwarded-For`` entry that is not itself
+    a trusted proxy (entries further left are whatever the client chose to send).
+    """
+    peer = request.remote or ""
+    config = request.app.get(CONFIG)
+    if config is None or not config.server.trusted_proxies:
+        return peer
+    networks = tuple(ipaddress.ip_network(e, strict=False) for e in config.server.trusted_proxies)
+    if not _trusted(peer, networks):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", ())).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # not an address: keep what we know for sure
+    return peer  # no header, or only proxies in it
 
 
 @web.middleware
@@ -49,7 +77,13 @@ async def access_middleware(request: web.Request, handler: web.RequestHandler) -
             )
             raise Forbidden(f"missing or wrong {CSRF_HEADER} header")
     if who.must_change_password and not access.pending_password_ok:
-        raise Forbidden("change your password first")
+        reason = "change your password first"
+        await control.audit.record(
+            access.action or "request", outcome="refused", user=who.username, client=client_address(request),
+            camera=match.get(access.camera_param) if access.camera_param else None,
+            detail={"reason": reason, "method": request.method, "path": request.path},
+        )
+        raise Forbidden(reason)
     if access.action is not None:
         camera = None
         if access.camera_param is not None:

@@ -34,6 +34,7 @@ from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.api.audit import parse_time
 from gateway.api.session import read_json
+from gateway.appkeys import IDENTITY
 from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.evidence.requests import EXPORTS, EVENTS, STATUSES, ExportRequest, NewRequest, RegisterEntry, exports_ctx, register_csv
 
@@ -126,9 +127,20 @@ async def _register_rows(request: web.Request) -> list:
     )
 
 
+def _accounts(req: ExportRequest, known: dict[str, dict]) -> dict:
+    """Who created and last changed the requester's and the approver's (decider's) accounts,
+    so a pair of accounts made by one administrator shows (two-person rule)."""
+    def one(username: str | None) -> dict | None:
+        return None if username is None else {"username": username, **known.get(username, {})}
+
+    return {"accounts": {"requester": one(req.requested_by), "approver": one(req.decided_by)}}
+
+
 @authenticated
 async def register_json(request: web.Request) -> web.Response:
-    return json_response([_entry(e, r) for e, r in await _register_rows(request)])
+    rows = await _register_rows(request)
+    known = await request.app[IDENTITY].provenance(n for _, r in rows for n in (r.requested_by, r.decided_by))
+    return json_response([_entry(e, r) | _accounts(r, known) for e, r in rows])
 
 
 @authenticated

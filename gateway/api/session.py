@@ -18,7 +18,8 @@ import msgspec
 from aiohttp import web
 
 from gateway.access.guard import PRINCIPAL, Principal, authenticated, public
-from gateway.access.identity import SESSION_COOKIE, User
+from gateway.access.headers import clear_session_cookie, set_session_cookie
+from gateway.access.identity import User
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.appkeys import ACCESS, CONFIG, IDENTITY
@@ -90,7 +91,7 @@ async def login(request: web.Request) -> web.Response:
         body["token"] = token
         return json_response(body, status=201)
     resp = json_response(body, status=201)
-    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/", secure=request.secure)
+    set_session_cookie(resp, request, token)
     return resp
 
 
@@ -115,7 +116,7 @@ async def logout(request: web.Request) -> web.Response:
     await request.app[IDENTITY].end_session(principal.session_id, client=client_address(request))
     resp = web.Response(status=204)
     if principal.kind == "cookie":
-        resp.del_cookie(SESSION_COOKIE, path="/")
+        clear_session_cookie(resp, request)
     return resp
 
 

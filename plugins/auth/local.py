@@ -1,6 +1,7 @@
 """Local accounts: the built-in auth provider.
 
-A request carries its session either as the ``citygate_session`` cookie (browsers) or as
+A request carries its session either as the session cookie (browsers; ``citygate_session``,
+``__Host-citygate_session`` under HTTPS, see ``gateway.access.headers``) or as
 ``Authorization: Bearer <token>`` (API clients, players, other systems). Marked
 ``trylast`` so an installed provider (LDAP, OIDC) is asked first.
 """
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from gateway import hookimpl
 from gateway.access.guard import Principal
-from gateway.access.identity import SESSION_COOKIE
+from gateway.access.headers import session_cookie_name
 from gateway.appkeys import IDENTITY
 
 
@@ -21,7 +22,7 @@ def request_token(request: web.Request) -> tuple[str, str] | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip(), "bearer"
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(session_cookie_name(request))  # __Host- under HTTPS
     return (cookie, "cookie") if cookie else None
 
 
