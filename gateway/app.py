@@ -45,6 +45,7 @@ from gateway.evidence.signing import gateway_signer
 from gateway.live import hls, webrtc
 from gateway.masks import attach as attach_masks
 from gateway.plugins import Plugins
+from gateway.recording.reads import playback_reads_ctx
 from gateway.recording.service import recording_ctx
 
 logger = logging.getLogger(__name__)
@@ -146,6 +147,8 @@ def build_app(
     app.cleanup_ctx.append(_cameras_ctx)
     # after the cameras: on shutdown recorders store their last segment before cameras stop
     app.cleanup_ctx.append(recording_ctx)
+    # segment reads are audited until it stops, so it stops before the audit log
+    app.cleanup_ctx.append(playback_reads_ctx)
     app.cleanup_ctx.append(_plugins_ctx)
     session_api.setup(app)
     users_api.setup(app)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.plugins import Plugins
     from gateway.ptz import PtzService
     from gateway.evidence.signing import Signer
+    from gateway.recording.reads import PlaybackReads
     from gateway.recording.service import RecordingService
 
 CONFIG = web.AppKey("config", "Config")
@@ -34,6 +35,8 @@ SIGNER = web.AppKey("signer", "Signer")
 ACCESS = web.AppKey("access", "AccessControl")
 IDENTITY = web.AppKey("identity", "Identity")
 RECORDING = web.AppKey("recording", "RecordingService")
+#: Segment reads of recordings: audited per session and camera, capped per session and hour.
+PLAYBACK_READS = web.AppKey("playback_reads", "PlaybackReads")
 POLICY = web.AppKey("policy", "Policy")
 PTZ = web.AppKey("ptz", "PtzService")
 PUSHES = web.AppKey("pushes", "PushService")

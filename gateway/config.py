@@ -128,6 +128,11 @@ class RecordingConfig(Base):
     #: Local storage: below this much free space the oldest unheld segments go early.
     free_space_min_gb: Annotated[float, Meta(ge=0)] = 5.0
     replicate_to: ReplicaConfig | None = None
+    #: Seconds of recorded video one session may pull through playback per hour (each
+    #: segment counted once); beyond it 429 and an alarm. Approved exports do not count.
+    max_playback_seconds_per_hour: Annotated[float, Meta(ge=60, le=10_000_000)] = 14400
+    #: The longest range of one VOD playlist (the timeline is paged instead).
+    max_playlist_hours: Annotated[float, Meta(gt=0, le=24 * 31)] = 24
 
 
 class DatabaseConfig(Base):

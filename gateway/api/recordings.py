@@ -1,11 +1,15 @@
 """Recorded video: timeline, HLS VOD playback by time range, segments with range requests.
 
-Everything here needs ``playback.view`` on the camera; the playlist request is the
-moment a user looks at a time range, so it is the one audited with that range.
+Everything here needs ``playback.view`` on the camera. The playlist request is the moment
+a user looks at a time range, so it is audited with that range; the segment requests are
+what actually leaves, so they are audited too, merged per session and camera into time
+ranges, and capped per session and hour (``gateway.recording.reads``). A playlist spans at
+most ``recording.max-playlist-hours``; the timeline comes in pages (``limit``, ``next``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -15,7 +19,7 @@ from gateway.access.guard import principal, requires
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.api.audit import parse_time
-from gateway.appkeys import ACCESS, CAMERAS, RECORDING
+from gateway.appkeys import ACCESS, CAMERAS, CONFIG, PLAYBACK_READS, RECORDING
 from gateway.errors import BadRequest, GatewayError
 from gateway.recording.index import Gap, Segment, Span
 from gateway.recording.playback import vod_playlist
@@ -55,6 +59,9 @@ def _camera(request: web.Request) -> str:
 
 #: Beyond this range the timeline merges contiguous segments into spans by default.
 SPANS_BEYOND = 86400 + 60
+#: Items of one timeline page unless ``limit`` says otherwise, and the most it may ask for.
+PAGE_ITEMS = 2000
+MAX_PAGE_ITEMS = 10000
 
 
 def _item(i: Segment | Span | Gap) -> dict:
@@ -65,34 +72,62 @@ def _item(i: Segment | Span | Gap) -> dict:
     return {"kind": "gap", "start": i.start, "end": i.end, "reason": i.reason}
 
 
+def _page_limit(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return PAGE_ITEMS
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest("limit must be a whole number") from None
+    if not 1 <= limit <= MAX_PAGE_ITEMS:
+        raise BadRequest(f"limit must be between 1 and {MAX_PAGE_ITEMS}")
+    return limit
+
+
 @requires("playback.view")
 async def timeline(request: web.Request) -> web.Response:
     """Segments and gaps; with ``detail=spans`` (the default beyond a day) contiguous
-    recording is merged into spans, so weeks of 60 s segments stay a small answer."""
+    recording is merged into spans, so weeks of 60 s segments stay a small answer.
+
+    At most ``limit`` recorded items per answer: when there are more, the answer covers
+    ``[from, next)`` and ``next`` is the ``from`` of the following page (else null)."""
     camera = _camera(request)
     start, end = time_range(request, default_span=86400)
     detail = request.query.get("detail") or ("spans" if end - start > SPANS_BEYOND else "segments")
     if detail not in ("segments", "spans"):
         raise BadRequest("detail must be segments or spans")
-    service = request.app[RECORDING]
-    items = await (service.spans if detail == "spans" else service.timeline)(camera, start, end)
-    return json_response({"camera": camera, "from": start, "to": end, "detail": detail, "items": [_item(i) for i in items]})
+    limit = _page_limit(request)
+    catalogue = request.app[RECORDING].catalogue
+    page = catalogue.spans_page if detail == "spans" else catalogue.timeline_page
+    items, following = await page(camera, start, end, limit)
+    return json_response(
+        {"camera": camera, "from": start, "to": end, "detail": detail, "items": [_item(i) for i in items], "next": following}
+    )
 
 
 @requires("playback.view")
 async def playlist(request: web.Request) -> web.Response:
     camera = _camera(request)
     start, end = time_range(request)
+    longest = request.app[CONFIG].recording.max_playlist_hours
+    if end - start > longest * 3600:
+        raise BadRequest(
+            f"a playlist may span at most {longest:g} hours (recording.max-playlist-hours); "
+            "ask for a shorter range (the timeline shows what is recorded)"
+        )
     seek = parse_time("start", request.query.get("start"))
     if seek is not None and not start <= seek < end:
         raise BadRequest("'start' must lie within the range")
-    items = await request.app[RECORDING].timeline(camera, start, end)
     who = principal(request)
+    await request.app[PLAYBACK_READS].admit_playlist(who, client_address(request), camera)
+    items = await request.app[RECORDING].timeline(camera, start, end)
     await request.app[ACCESS].audit.record(
         "playback.view", user=who.username, client=client_address(request), camera=camera, range_from=start, range_to=end,
         purpose=request.query.get("purpose") or None,
     )
-    body = vod_playlist(items, f"/api/cameras/{camera}/recordings/segments/{{id}}.mp4", start_at=seek)
+    # a day of short segments is tens of thousands of lines: build them off the event loop
+    body = await asyncio.to_thread(vod_playlist, items, f"/api/cameras/{camera}/recordings/segments/{{id}}.mp4", start_at=seek)
     return web.Response(text=body, content_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-store"})
 
 
@@ -105,6 +140,8 @@ async def segment(request: web.Request) -> web.StreamResponse:
         raise BadRequest("segment id must be a number") from None
     service = request.app[RECORDING]
     seg = await service.segment(camera, segment_id)
+    # audited (merged per session and camera) and counted against the session's hour
+    await request.app[PLAYBACK_READS].admit_segment(principal(request), client_address(request), seg)
     start, end, partial = 0, seg.bytes, False
     header = request.headers.get("Range")
     if header:

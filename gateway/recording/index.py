@@ -180,8 +180,9 @@ class Catalogue:
             raise NotFound(f"camera {camera}: no segment {segment_id}")
         return _segment(row)
 
-    async def segments(self, camera: str, start: float, end: float) -> list[Segment]:
-        """Segments of ``camera`` overlapping ``[start, end)``, by start time."""
+    async def segments(self, camera: str, start: float, end: float, *, limit: int | None = None) -> list[Segment]:
+        """Segments of ``camera`` overlapping ``[start, end)``, by start time; the first
+        ``limit`` of them if given."""
         query = (
             sa.select(*SEGMENT_COLUMNS)
             .where(
@@ -192,6 +193,8 @@ class Catalogue:
             )
             .order_by(segments.c.start)
         )
+        if limit is not None:
+            query = query.limit(limit)
         async with self.db.connect() as conn:
             return await _fetch_segments(conn, query)
 
@@ -290,6 +293,10 @@ class Catalogue:
         For long ranges (weeks of 60 s segments): read from the runs the catalogue keeps
         as it adds and removes segments, so a handful of rows instead of tens of thousands.
         """
+        return (await self.spans_page(camera, start, end, None))[0]
+
+    async def spans_page(self, camera: str, start: float, end: float, limit: int | None) -> tuple[list[Span | Gap], float | None]:
+        """``spans`` with at most ``limit`` spans: see ``timeline_page``."""
         if end <= start:
             raise BadRequest("the end of the range must be after its start")
         query = (
@@ -297,9 +304,11 @@ class Catalogue:
             .where(recording_runs.c.camera == camera, recording_runs.c.start < end, recording_runs.c.end > start)
             .order_by(recording_runs.c.start)
         )
+        if limit is not None:
+            query = query.limit(limit + 1)
         async with self.db.connect() as conn:
             runs = (await conn.execute(query)).all()
-        return await self._with_gaps(camera, start, end, [Span(camera, r[0], r[1], r[2], r[3]) for r in runs])
+        return await self._page(camera, start, end, [Span(camera, r[0], r[1], r[2], r[3]) for r in runs], limit)
 
     async def timeline(self, camera: str, start: float, end: float) -> list[Segment | Gap]:
         """Segments and gaps covering ``[start, end)`` in order; gaps are clipped to the range.
@@ -311,6 +320,29 @@ class Catalogue:
         if end <= start:
             raise BadRequest("the end of the range must be after its start")
         return await self._with_gaps(camera, start, end, await self.segments(camera, start, end))
+
+    async def timeline_page(self, camera: str, start: float, end: float, limit: int) -> tuple[list[Segment | Gap], float | None]:
+        """``timeline`` with at most ``limit`` segments, and where the next page starts.
+
+        When more segments follow, the page covers ``[start, next)``, where ``next`` is the
+        start of the first segment left off, and the next page is ``[next, end)``: every
+        segment left off overlaps it, so none is skipped (and as segments of one camera do
+        not overlap, none comes twice). Bounding the rows bounds the work on the event
+        loop, however long the range."""
+        if end <= start:
+            raise BadRequest("the end of the range must be after its start")
+        return await self._page(camera, start, end, await self.segments(camera, start, end, limit=limit + 1), limit)
+
+    async def _page(self, camera: str, start: float, end: float, items: list[Any], limit: int | None) -> tuple[list[Any], float | None]:
+        if limit is None or len(items) <= limit:
+            return await self._with_gaps(camera, start, end, items), None
+        following = items[limit].start
+        items = items[:limit]
+        if following <= start:  # only overlapping recordings start that early: go on after them
+            following = max(i.end for i in items)
+        if following >= end:
+            return await self._with_gaps(camera, start, end, items), None
+        return await self._with_gaps(camera, start, following, items), following
 
     async def _with_gaps(self, camera: str, start: float, end: float, items: list[Any]) -> list[Any]:
         """Put a gap between recorded items that do not touch, and at both ends."""

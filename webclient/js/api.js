@@ -179,10 +179,19 @@ export function hlsUrl(id) {
   return `${cameraPath(id)}/hls/index.m3u8`;
 }
 
-/** A camera's recorded spans and gaps in [from, to) (epoch seconds): {camera, from, to, items}. */
+/** A camera's recorded spans and gaps in [from, to) (epoch seconds): {camera, from, to, items}.
+ * The gateway answers in pages (`next` is where the following one starts); all are joined. */
 export async function listRecordings(id, from, to, options) {
-  const query = new URLSearchParams({ from: String(from), to: String(to) });
-  return (await request(`${cameraPath(id)}/recordings?${query}`, options)).json();
+  let answer = null;
+  for (let start = from, pages = 0; start !== null && pages < 100; pages++) {
+    const query = new URLSearchParams({ from: String(start), to: String(to) });
+    if (answer) query.set("detail", answer.detail);
+    const page = await (await request(`${cameraPath(id)}/recordings?${query}`, options)).json();
+    if (answer) answer.items.push(...page.items);
+    else answer = { ...page, items: [...page.items] };
+    start = page.next ?? null;
+  }
+  return answer;
 }
 
 /** The HLS VOD playlist of a camera's recordings in [from, to); playback begins at `start` (wall clock). */
