@@ -74,10 +74,10 @@ async def make_gate(tmp_path: Path, database_url: str) -> AsyncIterator[GateFact
     session and user routes and the security headers, served on loopback."""
     started: list = []
 
-    async def factory(gateway_toml: str = "", *, trusted_proxies: str = '["127.0.0.1"]') -> Gate:
+    async def factory(gateway_toml: str = "", *, trusted_proxies: str = '["127.0.0.1"]', server: str = "") -> Gate:
         conf = tmp_path / f"conf{len(started)}"
         conf.mkdir()
-        (conf / "gateway.toml").write_text(f"[server]\ntrusted-proxies = {trusted_proxies}\n" + textwrap.dedent(gateway_toml))
+        (conf / "gateway.toml").write_text(f"[server]\ntrusted-proxies = {trusted_proxies}\n{server}\n" + textwrap.dedent(gateway_toml))
         (conf / "roles.toml").write_text((ROOT / "conf" / "roles.toml").read_text())
         config = config_mod.load(conf, vendors={})
         policy = load_roles(conf)
@@ -246,3 +246,32 @@ async def test_refusal_until_the_password_is_changed_is_audited(make_gate: GateF
     refused = await gate.entries("users.manage", user="carol")
     assert len(refused) == 1 and refused[0]["outcome"] == "refused"
     assert refused[0]["detail"] == {"reason": "change your password first", "method": "GET", "path": "/api/users"}
+
+
+async def test_https_behind_a_proxy_makes_a_secure_host_cookie_and_hsts(make_gate: GateFactory) -> None:
+    """TLS ends at the reverse proxy: the gateway sees plain HTTP, the browser uses HTTPS."""
+    gate = await make_gate(server='public-scheme = "https"')
+    await make_user(gate, "alice")
+    async with gate.client.post(gate.url("/api/session"), json={"username": "alice", "password": GOOD}) as r:
+        assert r.status == 201
+        cookie = r.headers["Set-Cookie"]
+        assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+    name, _, rest = cookie.partition("=")
+    token = rest.split(";")[0]
+    assert name == "__Host-citygate_session"
+    assert all(flag in cookie for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/")) and "Domain" not in cookie
+    async with aiohttp.ClientSession() as bare:
+        async with bare.get(gate.url("/api/session"), headers={"Cookie": f"__Host-citygate_session={token}"}) as r:
+            assert r.status == 200
+        # a cookie without the prefix (plantable over plain HTTP or from a sibling domain) is ignored
+        async with bare.get(gate.url("/api/session"), headers={"Cookie": f"citygate_session={token}"}) as r:
+            assert r.status == 401
+
+
+async def test_plain_http_keeps_the_plain_cookie_without_hsts(make_gate: GateFactory) -> None:
+    gate = await make_gate()
+    await make_user(gate, "alice")
+    async with gate.client.post(gate.url("/api/session"), json={"username": "alice", "password": GOOD}) as r:
+        assert r.status == 201
+        assert r.headers["Set-Cookie"].startswith("citygate_session=") and "Secure" not in r.headers["Set-Cookie"]
+        assert "Strict-Transport-Security" not in r.headers
