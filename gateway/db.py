@@ -195,6 +195,11 @@ segments = sa.Table(
     sa.Column("replicated_at", sa.Float),
     #: Size of the segment's init section (ftyp+moov): HLS playback maps it by byte range.
     sa.Column("init_bytes", sa.Integer, nullable=False, server_default="0"),
+    #: The privacy masks in force when the segment started (migration 9): the database mask
+    #: version and the SHA-256 of the complete mask set ("" for an unmasked camera). Playback
+    #: and exports re-mask a segment whose digest is not the camera's current one.
+    sa.Column("mask_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("mask_digest", sa.String(64), nullable=False, server_default=""),
     sa.Index("ix_segments_camera_start", "camera", "start"),
     sa.Index("ix_segments_start", "start"),
 )
@@ -418,6 +423,17 @@ def _v8_audit_checkpoints(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[audit_checkpoints])
 
 
+def _v9_segment_masks(conn: sa.Connection) -> None:
+    # Segments recorded before this migration get version 0 and digest "": a camera masked
+    # now re-masks them on playback and export (never served as if they were masked).
+    present = {c["name"] for c in sa.inspect(conn).get_columns("segments")}
+    for name in ("mask_version", "mask_digest"):
+        if name not in present:
+            column = segments.c[name]
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE segments ADD COLUMN {name} {kind} DEFAULT {column.server_default.arg!r} NOT NULL"))
+
+
 def _v11_sign_in_and_two_person_rule(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[login_addresses, pending_account_changes])
     for table, names in ((users, ("created_by", "created_confirmed_by", "changed_by", "changed_confirmed_by", "changed_at")), (sessions, ("password_failures",))):
@@ -442,6 +458,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (6, "contiguous recording runs", _v6_runs),
     (7, "export request options, package deletion", _v7_export_options),
     (8, "signed audit checkpoints", _v8_audit_checkpoints),
+    (9, "segments record the privacy masks in force", _v9_segment_masks),
     (11, "sign-in failures per address, pending account changes, account provenance", _v11_sign_in_and_two_person_rule),
     (13, "export hold release by two approvers", _v13_hold_release_four_eyes),
 ]

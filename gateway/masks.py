@@ -29,10 +29,13 @@ from gateway.db import Database, mask_versions
 from gateway.errors import BadRequest, ConfigErrors, Conflict, Forbidden
 from gateway.interfaces import MaskFilter, MaskShape
 from gateway.polygons import polygon_problem
+from gateway.recording.remask import UNKNOWN_DIGEST, MaskPlan, mask_digest
 
 logger = logging.getLogger(__name__)
 
 MAX_MASKS = 32
+#: Mask changes remembered per camera, to say which masks a segment was recorded under.
+MASK_HISTORY = 64
 MAX_REASON = 500
 #: Limits of the built-in filters' numeric options (pixels at full resolution).
 _NUMERIC_OPTIONS = {"pixelate": {"block": (4, 256)}, "blur": {"radius": (2, 128)}}
@@ -144,6 +147,8 @@ class MaskService:
         self._cameras = cameras
         self.filters = dict(filters)
         self._saved: dict[str, _Saved] = {}
+        #: Per camera: (since wall clock, version, digest) of each mask set applied, oldest first.
+        self._history: dict[str, list[tuple[float, int, str]]] = {}
 
     async def load(self) -> None:
         """Read the newest version of every camera and apply it (before cameras start)."""
@@ -161,6 +166,7 @@ class MaskService:
             self._saved[row["camera"]] = _row_to_saved(row)
         for camera in self._cameras:
             await self._apply(camera)
+            self._applied(camera, since=0.0)  # before the cameras start: every picture has it
 
     def _config_entries(self, camera: Camera) -> tuple[MaskEntry, ...]:
         return tuple(MaskEntry(points=s.points, filter=s.filter, options=dict(s.options)) for s in config_shapes(camera.config))
@@ -194,6 +200,35 @@ class MaskService:
     def database_masks(self, camera_id: str) -> tuple[MaskEntry, ...]:
         saved = self._saved.get(camera_id)
         return saved.masks if saved is not None else ()
+
+    # -- the masks in force, for recordings -----------------------------------------------
+    def _applied(self, camera: Camera, since: float | None = None) -> None:
+        """Note the mask set the camera applies from now on. Taken *after* the camera
+        applied it, so a picture captured (received) at or after ``since`` carries it; a
+        picture from just before may carry it too, and is then re-masked needlessly (safe)."""
+        history = self._history.setdefault(camera.id, [])
+        saved = self._saved.get(camera.id)
+        history.append((time.time() if since is None else since, saved.version if saved else 0, mask_digest(camera.masks)))
+        del history[:-MASK_HISTORY]
+
+    def state(self, camera_id: str) -> tuple[int, str]:
+        """(database version, digest of the complete mask set) in force now."""
+        history = self._history.get(camera_id)
+        return history[-1][1:] if history else (0, "")
+
+    def recorded_state(self, camera_id: str, wallclock: float) -> tuple[int, str]:
+        """The mask state in force for a picture received at ``wallclock`` (what a recorded
+        segment starting there carries); ``UNKNOWN_DIGEST`` if older than the history."""
+        for since, version, digest in reversed(self._history.get(camera_id, ())):
+            if since <= wallclock:
+                return version, digest
+        return -1, UNKNOWN_DIGEST
+
+    async def plan(self, camera_id: str) -> MaskPlan:
+        """The masks in force on the camera now, to apply to its recorded pictures."""
+        camera = self._cameras.get(camera_id)
+        version, digest = self.state(camera.id)
+        return MaskPlan(camera=camera.id, version=version, digest=digest, shapes=camera.masks)
 
     async def versions(self, camera_id: str, limit: int = 100) -> list[MaskVersionView]:
         camera = self._cameras.get(camera_id)
@@ -251,6 +286,7 @@ class MaskService:
             raise Conflict(f"the masks of camera {camera.id} changed meanwhile; reload and retry") from exc
         self._saved[camera.id] = _Saved(version, masks, reason, user, now)
         await self._apply(camera)
+        self._applied(camera)
         await self._audit.record(
             "mask.edit", user=user, client=client, camera=camera.id, purpose=reason,
             detail={"change": change, "version": version, "database_masks": len(masks), "config_masks": len(camera.config.masks)},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -22,7 +23,16 @@ from gateway.api.audit import parse_time
 from gateway.appkeys import ACCESS, CAMERAS, CONFIG, PLAYBACK_READS, RECORDING
 from gateway.errors import BadRequest, GatewayError
 from gateway.recording.index import Gap, Segment, Span
-from gateway.recording.playback import vod_playlist
+from gateway.recording.playback import mask_tag, vod_playlist
+from gateway.recording.remask import MaskPlan, fmp4_init_length
+
+def served_as(seg: Segment, plan: MaskPlan) -> Segment:
+    """The segment as playback serves it under ``plan``: carrying the plan's digest, and
+    with no known init size when it is re-masked (players then fetch it by part)."""
+    if plan.serves_as_recorded(seg):
+        return replace(seg, mask_digest=plan.digest)
+    return replace(seg, mask_digest=plan.digest, init_bytes=0)
+
 
 #: The widest range one request may ask for: longer than any retention anyone keeps.
 MAX_RANGE = 400 * 86400
@@ -122,9 +132,15 @@ async def playlist(request: web.Request) -> web.Response:
     who = principal(request)
     await request.app[PLAYBACK_READS].admit_playlist(who, client_address(request), camera)
     items = await request.app[RECORDING].timeline(camera, start, end)
+    # Segments recorded before the masks in force are re-masked when played: the playlist
+    # names the masks in every URL and addresses those by part (their layout is new).
+    plan = await request.app[RECORDING].mask_plan(camera)
+    items = [served_as(i, plan) if isinstance(i, Segment) else i for i in items]
+    remasked = sum(1 for i in items if isinstance(i, Segment) and i.init_bytes == 0)
     await request.app[ACCESS].audit.record(
         "playback.view", user=who.username, client=client_address(request), camera=camera, range_from=start, range_to=end,
         purpose=request.query.get("purpose") or None,
+        detail={"masks": {**plan.describe(), "remasked_segments": remasked}},
     )
     # a day of short segments is tens of thousands of lines: build them off the event loop
     body = await asyncio.to_thread(vod_playlist, items, f"/api/cameras/{camera}/recordings/segments/{{id}}.mp4", start_at=seek)
@@ -142,30 +158,51 @@ async def segment(request: web.Request) -> web.StreamResponse:
     seg = await service.segment(camera, segment_id)
     # audited (merged per session and camera) and counted against the session's hour
     await request.app[PLAYBACK_READS].admit_segment(principal(request), client_address(request), seg)
-    start, end, partial = 0, seg.bytes, False
+    # Privacy masks drawn since the segment was recorded apply to it too.
+    plan = await service.mask_plan(camera)
+    remasked = await service.masked_segment(seg, plan)
+    size, init = (len(remasked.data), remasked.init_bytes) if remasked is not None else (seg.bytes, seg.init_bytes)
+    lo, hi = 0, size
+    part = request.query.get("part")
+    if part is not None:
+        if part not in ("init", "media"):
+            raise BadRequest("part must be init or media")
+        if init <= 0:  # catalogued before init sizes were kept
+            init = fmp4_init_length(await service._read_segment(seg))
+        lo, hi = (0, init) if part == "init" else (init, size)
+    length = hi - lo
+    start, end, partial = 0, length, False
     header = request.headers.get("Range")
     if header:
         m = _RANGE.match(header.strip())
         if not m or (m.group(1) == "" and m.group(2) == ""):
             raise BadRequest(f"unsupported Range header {header!r} (one range in bytes)")
         if m.group(1) == "":  # the last N bytes
-            start = max(0, seg.bytes - int(m.group(2)))
+            start = max(0, length - int(m.group(2)))
         else:
             start = int(m.group(1))
-            end = min(seg.bytes, int(m.group(2)) + 1) if m.group(2) else seg.bytes
-        if start >= seg.bytes or start >= end:
-            raise RangeNotSatisfiable(f"range {header} is outside the segment's {seg.bytes} bytes")
+            end = min(length, int(m.group(2)) + 1) if m.group(2) else length
+        if start >= length or start >= end:
+            raise RangeNotSatisfiable(f"range {header} is outside the segment's {length} bytes")
         partial = True
     resp = web.StreamResponse(status=206 if partial else 200)
     resp.content_type = "video/mp4"
     resp.content_length = end - start
     resp.headers["Accept-Ranges"] = "bytes"
-    resp.headers["Cache-Control"] = "private, max-age=3600"
+    # Cached by the browser only under the URL naming the masks it was served under
+    # (playlists add it), so a mask added later is never bypassed by a cached copy.
+    current = request.query.get("mask") == mask_tag(plan.digest)
+    resp.headers["Cache-Control"] = "private, max-age=3600" if current else "no-store"
+    resp.headers["X-Mask-Version"] = str(plan.version)
+    resp.headers["X-Mask-Applied"] = "re-masked" if remasked is not None else "as recorded"
     if partial:
-        resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{seg.bytes}"
+        resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{length}"
     await resp.prepare(request)
-    async for chunk in service.segment_stream(seg, start, end):
-        await resp.write(chunk)
+    if remasked is not None:
+        await resp.write(remasked.data[lo + start : lo + end])
+    else:
+        async for chunk in service.segment_stream(seg, lo + start, lo + end):
+            await resp.write(chunk)
     await resp.write_eof()
     return resp
 

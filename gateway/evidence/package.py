@@ -32,7 +32,9 @@ from gateway import __version__
 from gateway.errors import Tampered
 from gateway.evidence.signing import MANIFEST, PUBLIC_KEY, SIGNATURE, Signer
 from gateway.interfaces import MaskFilter
+from gateway.config import MaskingConfig
 from gateway.recording.index import Gap, Segment
+from gateway.recording.remask import MaskPlan, remask_segment
 
 FETCH_TIMEOUT = 120.0
 #: How the gateway names packages: ``export-<request id>-<format id><suffix>``.
@@ -88,6 +90,42 @@ class ExportJob:
     options: dict[str, Any] = field(default_factory=dict)
     #: The mask filter plugins (one instance each), for formats that draw (the watermark).
     mask_filters: Mapping[str, MaskFilter] = field(default_factory=dict)
+    #: Per camera, the privacy masks in force when the job was made: a segment recorded
+    #: under other masks is re-masked with these before it goes into any package.
+    mask_plans: Mapping[str, MaskPlan] = field(default_factory=dict)
+    #: The encoder settings of re-masked segments (the mask stage's).
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+
+    def remasks(self, segment: Segment) -> MaskPlan | None:
+        """The plan ``segment`` is re-masked with, or None when it goes out as recorded."""
+        plan = self.mask_plans.get(segment.camera)
+        return None if plan is None or plan.serves_as_recorded(segment) else plan
+
+    def fetch_masked(self, segment: Segment) -> tuple[bytes, MaskPlan | None]:
+        """A segment's bytes as they may leave: as recorded (checked against the catalogue's
+        SHA-256), or decoded, masked with the current masks and encoded again (the plan
+        returned). Worker threads only."""
+        data = self.fetch(segment)
+        plan = self.remasks(segment)
+        if plan is None:
+            return data, None
+        return remask_segment(data, plan, self.mask_filters, self.masking, start=segment.start).data, plan
+
+    def privacy_masks(self) -> dict[str, Any]:
+        """For manifests: per camera, the masks applied and which segments were re-masked."""
+        out: dict[str, Any] = {}
+        for extract in self.cameras:
+            plan = self.mask_plans.get(extract.camera)
+            if plan is None:
+                continue
+            remasked = [s.id for s in extract.segments if self.remasks(s) is not None]
+            out[extract.camera] = {
+                **plan.describe(),
+                "remasked_segments": remasked,
+                "note": "segments recorded under other masks were decoded, masked with these and encoded again"
+                if remasked else "every segment was recorded under these masks",
+            }
+        return out
 
     def fetch(self, segment: Segment) -> bytes:
         """A segment's bytes, checked against the catalogue's SHA-256. Worker threads only."""
@@ -108,6 +146,7 @@ class ExportJob:
                 "gateway": f"citygate {__version__}",
                 "key_fingerprint": self.signer.fingerprint,
             },
+            "privacy_masks": self.privacy_masks(),
         }
 
 
@@ -175,44 +214,59 @@ def init_length(data: bytes) -> int:
 class JoinedFile:
     path: str
     segments: list[Segment] = field(default_factory=list)
+    #: The masks its segments were re-masked with (None: recorded bytes, unaltered).
+    remasked: MaskPlan | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "path": self.path,
             "from": iso(self.segments[0].start),
             "to": iso(self.segments[-1].end),
             "segments": [
-                {"id": s.id, "start": iso(s.start), "end": iso(s.end), "bytes": s.bytes, "recorded_sha256": s.sha256}
+                {
+                    "id": s.id, "start": iso(s.start), "end": iso(s.end), "bytes": s.bytes, "recorded_sha256": s.sha256,
+                    "recorded_mask_version": s.mask_version,
+                }
                 for s in self.segments
             ],
+            "re_encoded": self.remasked is not None,
         }
+        if self.remasked is not None:
+            described["masks"] = {"version": self.remasked.version, "digest": self.remasked.digest}
+        return described
 
 
 def join_segments(
-    job: ExportJob, extract: CameraExtract, open_file: Callable[[str], Any], name: Callable[[int], str]
+    job: ExportJob,
+    extract: CameraExtract,
+    open_file: Callable[[str, MaskPlan | None], Any],
+    name: Callable[[int], str],
 ) -> list[JoinedFile]:
     """Write the camera's segments as few MP4 files as the codec parameters allow.
 
-    ``open_file(path)`` is a context manager giving a writable file; ``name(n)`` the path
-    of the n-th file (0-based). Blocking: run in a worker thread."""
+    ``open_file(path, remasked)`` is a context manager giving a writable file (``remasked``:
+    the masks its segments were re-masked with, None for recorded bytes unaltered; a file
+    is never both); ``name(n)`` the path of the n-th file (0-based). Blocking: run in a
+    worker thread."""
     files: list[JoinedFile] = []
     current_init: bytes | None = None
+    current_plan: MaskPlan | None = None
     stack: Any = None
     out: Any = None
     try:
         for seg in extract.segments:
-            data = job.fetch(seg)
+            data, plan = job.fetch_masked(seg)
             n = init_length(data)
             init = data[:n]
-            if init != current_init:
+            if init != current_init or plan is not current_plan:
                 if stack is not None:
                     stack.__exit__(None, None, None)
-                joined = JoinedFile(name(len(files)))
+                joined = JoinedFile(name(len(files)), remasked=plan)
                 files.append(joined)
-                stack = open_file(joined.path)
+                stack = open_file(joined.path, plan)
                 out = stack.__enter__()
                 out.write(data)
-                current_init = init
+                current_init, current_plan = init, plan
             else:
                 out.write(memoryview(data)[n:])
             files[-1].segments.append(seg)

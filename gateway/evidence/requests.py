@@ -556,6 +556,8 @@ class ExportService:
         return ExportJob(
             request=request, cameras=tuple(extracts), produced_by=by, produced_at=self.clock(), signer=self.signer,
             read_segment=read, loop=asyncio.get_running_loop(), options=dict(req.options), mask_filters=self.mask_filters,
+            mask_plans={camera: await self.recording.mask_plan(camera) for camera in req.cameras},
+            masking=self.config.masking,
         )
 
     async def _produce(self, req: ExportRequest, by: str) -> None:
@@ -581,6 +583,7 @@ class ExportService:
         seconds = time.monotonic() - started
         await self._log(
             req, "produced", by, package=name, bytes=size, sha256=digest, seconds=round(seconds, 3),
+            masks=job.privacy_masks(),  # the mask version each camera's video was served under
             changes=dict(
                 status=PRODUCED, produced_by=by, produced_at=self.clock(), package_name=name, package_bytes=size,
                 package_sha256=digest, package_deleted_at=None,

@@ -32,9 +32,10 @@ def wallclock(frame: av.VideoFrame) -> float | None:
 
 
 def decoded_frames(job: ExportJob, segments: Sequence[Segment]) -> Iterator[av.VideoFrame]:
-    """Every picture of ``segments`` in order, each segment checked against its SHA-256."""
+    """Every picture of ``segments`` in order, each segment checked against its SHA-256 and
+    masked with the camera's current privacy masks if it was recorded under others."""
     for seg in segments:
-        with av.open(io.BytesIO(job.fetch(seg)), format="mp4") as container:
+        with av.open(io.BytesIO(job.fetch_masked(seg)[0]), format="mp4") as container:
             yield from container.decode(video=0)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -51,6 +51,9 @@ class Segment:
     created_at: float
     replicated_at: float | None = None
     init_bytes: int = 0
+    #: The privacy masks in force when it started: database version, digest of the whole set.
+    mask_version: int = 0
+    mask_digest: str = ""
 
     kind = "segment"
 
@@ -144,6 +147,8 @@ class Catalogue:
         self.db = db
         self.audit = audit
         self.clock = clock
+        #: Awaited with the ids of segments just removed (copies derived from them go too).
+        self.on_removed: list[Callable[[Sequence[int]], Awaitable[None]]] = []
 
     # -- segments ----------------------------------------------------------------------
     async def add_segment(
@@ -160,11 +165,14 @@ class Catalogue:
         width: int,
         height: int,
         init_bytes: int = 0,
+        mask_version: int = 0,
+        mask_digest: str = "",
     ) -> Segment:
         values = dict(
             camera=camera, start=start, end=end, duration=end - start, bytes=bytes, sha256=sha256,
             storage_key=storage_key, backend=backend, codec=codec, width=width, height=height,
             created_at=self.clock(), replicated_at=None, init_bytes=init_bytes,
+            mask_version=mask_version, mask_digest=mask_digest,
         )
         async with self.db.begin() as conn:
             result = await conn.execute(segments.insert().values(**values))
@@ -229,6 +237,11 @@ class Catalogue:
             await conn.execute(segments.delete().where(segments.c.id.in_(list(ids))))
             for camera, lo, hi in extents:
                 await _rebuild_runs(conn, camera, lo, hi)
+        for listener in self.on_removed:
+            try:
+                await listener(ids)
+            except Exception:  # the rows are gone; a derived copy left behind is only space
+                logger.exception("catalogue: cleaning up after removed segments failed")
 
     async def total_bytes(self) -> int:
         async with self.db.connect() as conn:

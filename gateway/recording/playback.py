@@ -21,8 +21,17 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def mask_tag(digest: str) -> str:
+    """Names a mask set in segment URLs, so a browser's cached copy is one of these masks."""
+    return digest[:16] or "none"
+
+
 def vod_playlist(items: Sequence[Segment | Gap], segment_url: str, *, start_at: float | None = None) -> str:
     """An HLS VOD playlist; ``segment_url`` has a ``{id}`` placeholder.
+
+    Every segment URL names the masks it is served under (``mask=``, from the items'
+    ``mask_digest``); an item with ``init_bytes`` 0 (re-masked on request) is addressed as
+    ``?part=init`` and ``?part=media`` instead of by byte ranges.
 
     ``start_at`` (wall clock) makes players begin at that moment (``EXT-X-START``).
     """
@@ -47,12 +56,19 @@ def vod_playlist(items: Sequence[Segment | Gap], segment_url: str, *, start_at: 
         lines.append(f"#EXT-X-START:TIME-OFFSET={offset:.3f},PRECISE=YES")
     for index, s in enumerate(segs):
         url = segment_url.format(id=s.id)
+        tag = f"mask={mask_tag(s.mask_digest)}"
         if index:
             lines.append("#EXT-X-DISCONTINUITY")
-        lines.append(f'#EXT-X-MAP:URI="{url}",BYTERANGE="{s.init_bytes}@0"')
+        if s.init_bytes > 0:
+            lines.append(f'#EXT-X-MAP:URI="{url}?{tag}",BYTERANGE="{s.init_bytes}@0"')
+        else:  # re-masked when fetched: its layout is known only then, so by part
+            lines.append(f'#EXT-X-MAP:URI="{url}?part=init&{tag}"')
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso(s.start)}")
         lines.append(f"#EXTINF:{s.duration:.3f},")
-        lines.append(f"#EXT-X-BYTERANGE:{s.bytes - s.init_bytes}@{s.init_bytes}")
-        lines.append(url)
+        if s.init_bytes > 0:
+            lines.append(f"#EXT-X-BYTERANGE:{s.bytes - s.init_bytes}@{s.init_bytes}")
+            lines.append(f"{url}?{tag}")
+        else:
+            lines.append(f"{url}?part=media&{tag}")
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"

@@ -79,6 +79,10 @@ def assemble(init: bytes, fragments: list[bytes]) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+#: (database mask version, mask digest) in force for pictures captured at a wall-clock time.
+MaskState = Callable[[float], tuple[int, str]]
+
+
 @dataclass(slots=True)
 class _Building:
     init: InitSegment
@@ -86,6 +90,7 @@ class _Building:
     fragments: list[bytes] = field(default_factory=list)
     ticks: int = 0
     gap_before: str | None = None
+    mask: tuple[int, str] = (0, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,7 @@ class _Finished:
     start: float
     end: float
     fragments: list[bytes]
+    mask: tuple[int, str] = (0, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +133,7 @@ class Recorder:
         audit: AuditLog | None = None,
         on_stored: Callable[[Segment], Any] | None = None,
         idle_flush: float = 5.0,
+        mask_state: MaskState | None = None,
     ) -> None:
         self.camera = camera
         self.storage = storage
@@ -136,6 +143,8 @@ class Recorder:
         self.audit = audit
         self.on_stored = on_stored
         self.idle_flush = idle_flush
+        #: Which masks were in force for a segment's first picture (None: never masked).
+        self.mask_state = mask_state
         self.stats = RecorderStats()
         self._queue: asyncio.Queue[_Finished | _GapItem | None] = asyncio.Queue(WRITE_QUEUE)
         self._reader: HubReader | None = None
@@ -239,7 +248,8 @@ class Recorder:
             if part.index == 0 or building is None:
                 if building is not None:  # an unfinished segment: never happens with final parts
                     await self._finish(building)
-                building = self._building = _Building(init=part.init, start=part.start_time)
+                mask = self.mask_state(part.start_time) if self.mask_state is not None else (0, "")
+                building = self._building = _Building(init=part.init, start=part.start_time, mask=mask)
                 await self._gap_before(part)
             building.fragments.append(part.data)
             building.ticks += part.duration
@@ -262,7 +272,7 @@ class Recorder:
         self._building = None
         end = building.start + building.ticks / CLOCK_RATE
         self._last_end = end
-        await self._queue.put(_Finished(building.init, building.start, end, building.fragments))
+        await self._queue.put(_Finished(building.init, building.start, end, building.fragments, building.mask))
 
     def _on_overflow(self, reader: HubReader) -> None:
         """Called by the hub, on the loop, when even the deep buffer overflowed."""
@@ -307,7 +317,7 @@ class Recorder:
         segment = await self.catalogue.add_segment(
             camera=self.camera_id, start=item.start, end=item.end, bytes=len(data), sha256=sha,
             storage_key=key, backend=self.storage.id(), codec=info.codec, width=info.width, height=info.height,
-            init_bytes=len(item.init.data),
+            init_bytes=len(item.init.data), mask_version=item.mask[0], mask_digest=item.mask[1],
         )
         self.stats.segments += 1
         self.stats.bytes += len(data)

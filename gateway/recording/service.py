@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -28,10 +28,15 @@ from gateway.db import Database
 from gateway.errors import ConfigError, NotFound
 from gateway.events import EventBus
 from gateway.interfaces import StorageBackend, StorageUsage
+from gateway.media.masking import instantiate_filters
 from gateway.plugins import Plugins
 from gateway.recording.index import Catalogue, Gap, Hold, ReplicationLag, Segment, Span
 from gateway.recording.recorder import Recorder, RecorderStats
+from gateway.recording.remask import MaskPlan, Remasked, Remasker
 from gateway.recording.retention import GB, RetentionSweeper, SweepReport
+
+if TYPE_CHECKING:  # gateway.masks imports this package (for MaskPlan)
+    from gateway.masks import MaskService
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,8 @@ DEFAULT_RETENTION_DAYS = 45
 #: Measuring the storage walks every file (lists every object on S3): do it at most this
 #: often, and count what is stored in between as it is stored.
 USAGE_REFRESH = 300.0
+#: Re-masked copies of segments recorded before the current masks, under the data dir.
+REMASK_DIR = "remask"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +80,11 @@ class RecordingService:
         *,
         clock: Callable[[], float] = time.time,
         idle_flush: float = 5.0,
+        masks: MaskService | None = None,
     ) -> None:
         self.config = config
+        #: The privacy masks in force (None: tests without masks); segments record them.
+        self.masks = masks
         self.events = events
         self.audit = audit
         self.cameras = cameras
@@ -106,6 +116,10 @@ class RecordingService:
         self._usage: StorageUsage | None = None
         self._usage_at = 0.0
         self._usage_lock = asyncio.Lock()
+        self.remasker = Remasker(
+            self._read_segment, instantiate_filters(plugins.mask_filters()), config.masking, config.data_dir / REMASK_DIR
+        )
+        self.catalogue.on_removed.append(self.remasker.forget)
 
     def _retention_days(self, camera: str) -> float:
         cfg = self.config.camera(camera)
@@ -124,6 +138,7 @@ class RecordingService:
                     camera, self.storage, self.catalogue,
                     segment_seconds=self.config.recording.segment_seconds,
                     events=self.events, audit=self.audit, on_stored=self._on_stored, idle_flush=self._idle_flush,
+                    mask_state=self._mask_state(camera.id),
                 )
                 await self._stack.enter_async_context(recorder)
                 self.recorders[camera.id] = recorder
@@ -168,6 +183,26 @@ class RecordingService:
             except NotFound:
                 if i == len(backends) - 1:
                     raise
+
+    async def _read_segment(self, segment: Segment) -> bytes:
+        return b"".join([chunk async for chunk in self.segment_stream(segment)])
+
+    def _mask_state(self, camera: str) -> Callable[[float], tuple[int, str]] | None:
+        masks = self.masks
+        return None if masks is None else lambda wallclock: masks.recorded_state(camera, wallclock)
+
+    async def mask_plan(self, camera: str) -> MaskPlan:
+        """The masks to apply to the camera's recordings now."""
+        if self.masks is None:
+            return MaskPlan(camera=camera, version=0, digest="")
+        return await self.masks.plan(camera)
+
+    async def masked_segment(self, segment: Segment, plan: MaskPlan) -> Remasked | None:
+        """None: serve the stored bytes (recorded under ``plan``'s masks, or none apply now);
+        else the segment re-masked with ``plan`` (cached)."""
+        if plan.serves_as_recorded(segment):
+            return None
+        return await self.remasker.masked(segment, plan)
 
     # -- holds ---------------------------------------------------------------------------
     async def place_hold(self, camera: str, start: float, end: float, reason: str, by: str, source: str = "manual") -> Hold:
@@ -252,7 +287,10 @@ class RecordingService:
 
 async def recording_ctx(app: Any) -> AsyncIterator[None]:
     """aiohttp cleanup context: ``app.cleanup_ctx.append(recording_ctx)`` after the cameras'."""
-    service = RecordingService(app[CONFIG], app[PLUGINS], app[DATABASE], app[AUDIT], app[EVENTS], app[CAMERAS])
+    from gateway.masks import MASKS  # not at the top: gateway.masks imports this package
+    service = RecordingService(
+        app[CONFIG], app[PLUGINS], app[DATABASE], app[AUDIT], app[EVENTS], app[CAMERAS], masks=app.get(MASKS)
+    )
     async with service:
         app[RECORDING] = service
         yield

@@ -3,7 +3,10 @@
 A ZIP (stored, not compressed) holding, per camera, the recorded segments joined into one
 MP4 (``cameras/<camera>.mp4``; ``<camera>-2.mp4`` ... when the codec parameters changed
 during the range). The fragments are the recorded bytes unchanged: no remux, no
-re-encode; whatever privacy masks applied at recording are in the picture, nothing else.
+re-encode — except for segments recorded before the camera's current privacy masks: those
+are decoded, masked with the current masks and encoded again (a mask drawn today protects
+last week's recordings), in files of their own; the manifest says which files were
+re-encoded, under which mask version, and which source segments they hold.
 Whole segments are included, so the files cover at least the requested range.
 
 With ``watermark = true`` the package also holds ``watermarked/<camera>.mp4``: the same
@@ -38,6 +41,7 @@ from gateway.interfaces import ExportFormat
 
 UNALTERED = "recorded fragments, unaltered"
 WATERMARKED = "watermarked copy: decoded, stamped and re-encoded"
+REMASKED = "recorded video re-masked: decoded, masked with the current privacy masks and re-encoded"
 
 
 class EvidenceOptions(WatermarkOptions):
@@ -61,10 +65,13 @@ def write_evidence(job: ExportJob, output_path: str, format_id: str = "evidence"
                 def name(n: int, cam: str = extract.camera) -> str:
                     return f"cameras/{cam}.mp4" if n == 0 else f"cameras/{cam}-{n + 1}.mp4"
 
-                def open_file(path: str, cam: str = extract.camera) -> Any:
-                    return pkg.open(path, camera=cam, content=UNALTERED)
+                def open_file(path: str, remasked: Any, cam: str = extract.camera) -> Any:
+                    return pkg.open(path, camera=cam, content=UNALTERED if remasked is None else REMASKED)
 
-                files += [{**f.describe(), "content": UNALTERED} for f in join_segments(job, extract, open_file, name)]
+                files += [
+                    {**f.describe(), "content": UNALTERED if f.remasked is None else REMASKED}
+                    for f in join_segments(job, extract, open_file, name)
+                ]
             if options.watermark and extract.segments:
                 path = f"watermarked/{extract.camera}.mp4"
                 stats = encode_into_package(
@@ -73,7 +80,10 @@ def write_evidence(job: ExportJob, output_path: str, format_id: str = "evidence"
                 )
                 files.append({
                     "path": path, "content": WATERMARKED, "frames": stats["frames"],
-                    "source_segments": [{"id": s.id, "recorded_sha256": s.sha256} for s in extract.segments],
+                    "source_segments": [
+                        {"id": s.id, "recorded_sha256": s.sha256, "remasked": job.remasks(s) is not None}
+                        for s in extract.segments
+                    ],
                 })
             cameras.append({**camera_description(extract), "files": files})
         processing: dict[str, Any] = {"unaltered": UNALTERED if options.keep_unaltered else "not included"}

@@ -3,6 +3,9 @@
 The recorded fragments joined under one init, exactly like the evidence package's video
 files, but without a package or signature: a clip to look at, not to hand to a court.
 Only for requests of one camera whose codec parameters did not change in the range.
+Segments recorded before the camera's current privacy masks are re-masked first
+(``ExportJob.fetch_masked``); when only some of the range needs it, the whole clip is
+decoded and encoded once more, so it stays one playable file.
 
 With ``watermark = true`` the clip is decoded, stamped with the request id, case and each
 frame's time (``gateway.evidence.watermark``) and encoded again: a copy for internal
@@ -20,8 +23,9 @@ import msgspec
 
 from gateway import hookimpl
 from gateway.errors import BadRequest
-from gateway.evidence.package import ExportJob, HashingWriter, join_segments
-from gateway.evidence.watermark import WatermarkOptions, watermarked_copy
+from gateway.evidence.package import CameraExtract, ExportJob, HashingWriter, join_segments
+from gateway.evidence.transcode import Encoder, decoded_frames
+from gateway.evidence.watermark import COPY_CRF, COPY_PRESET, WatermarkOptions, watermarked_copy
 from gateway.interfaces import ExportFormat
 
 
@@ -35,9 +39,13 @@ def write_mp4(job: ExportJob, output_path: str) -> None:
     if options.watermark:
         watermarked_copy(job, extract, options, output_path)
         return
+    remasked = [job.remasks(s) is not None for s in extract.segments]
+    if any(remasked) and not all(remasked):
+        _reencode(job, extract, output_path)
+        return
 
     @contextmanager
-    def open_file(_path: str) -> Any:
+    def open_file(_path: str, _remasked: Any = None) -> Any:
         with open(output_path, "wb") as f:
             yield HashingWriter(f)
 
@@ -47,6 +55,20 @@ def write_mp4(job: ExportJob, output_path: str) -> None:
         return output_path
 
     join_segments(job, extract, open_file, name)
+
+
+def _reencode(job: ExportJob, extract: CameraExtract, output_path: str) -> None:
+    """Every picture, masked with the current masks where its segment needs it, in one MP4."""
+    encoder: Encoder | None = None
+    first: int | None = None
+    for frame in decoded_frames(job, extract.segments):
+        if encoder is None:
+            encoder = Encoder(output_path, frame.width, frame.height, crf=COPY_CRF, preset=COPY_PRESET)
+        ticks = int(frame.pts * frame.time_base * 90000) if frame.pts is not None else 0
+        first = ticks if first is None else first
+        encoder.encode(frame, ticks - first)
+    if encoder is not None:
+        encoder.close()
 
 
 class Mp4Export(ExportFormat):
