@@ -82,6 +82,17 @@ class LiveConfig(Base):
     sub_stream_linger: Annotated[float, Meta(ge=0, le=3600)] = 30.0
     #: How long a viewer of a sub stream that is not running yet waits for its first picture.
     sub_stream_timeout: Annotated[float, Meta(gt=0, le=60)] = 8.0
+    #: WebRTC sessions one user may hold at once (connected or not); a 16-tile wall needs 16.
+    max_sessions_per_user: Annotated[int, Meta(ge=1)] = 32
+    #: ... of which this many may still be waiting for ICE/DTLS to complete.
+    max_pending_per_user: Annotated[int, Meta(ge=1)] = 20
+    #: WHEP offers one user may send per minute (a sliding window).
+    max_offers_per_minute: Annotated[int, Meta(ge=1)] = 120
+    #: Largest SDP offer accepted, in bytes, and most m-lines in it.
+    max_offer_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024)] = 32768
+    max_offer_m_lines: Annotated[int, Meta(ge=1, le=64)] = 4
+    #: A session whose ICE/DTLS has not completed this long after the answer is closed.
+    connect_timeout: Annotated[float, Meta(gt=0, le=120)] = 10.0
 
 
 class HlsConfig(Base):

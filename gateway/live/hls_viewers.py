@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from gateway.access.control import AccessControl, LiveTicket
 from gateway.access.guard import Principal
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import TaskSet, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class HlsViewers:
         self.idle = idle
         self._views: dict[tuple[str, str], _View] = {}
         self._task: asyncio.Task[None] | None = None
+        #: ``live.start`` writes begun from a request; flushed before the audit log closes.
+        self._audits = TaskSet("hls viewers")
 
     async def __aenter__(self) -> HlsViewers:
         self._task = asyncio.create_task(self._sweep_forever(), name="hls-viewers")
@@ -46,6 +48,7 @@ class HlsViewers:
 
     async def __aexit__(self, *exc: object) -> None:
         await cancel_and_wait(self._task)
+        await self._audits.drain()  # every live.start before its live.stop
         for key in list(self._views):
             await self._end(key, "gateway shutting down")
 
@@ -83,8 +86,9 @@ class HlsViewers:
 
         ticket = self.access.track(who, camera, "live.view", "hls", revoked, client)
         view = self._views[key] = _View(ticket, now, now)
-        asyncio.get_running_loop().create_task(
-            self.access.audit.record("live.start", user=who.username, client=client, camera=camera, detail={"kind": "hls"})
+        self._audits.spawn(
+            self.access.audit.record("live.start", user=who.username, client=client, camera=camera, detail={"kind": "hls"}),
+            name=f"hls live.start {camera}",
         )
         return view
 

@@ -13,7 +13,7 @@ ICE and no ICE restart: the answer carries every candidate (aiortc gathers them 
 ``setLocalDescription``), and PATCH on a session is answered 405, as WHEP allows.
 
 A session ends when the viewer DELETEs it, when its connection goes ``failed`` or
-``closed``, when ICE/DTLS has not completed ``connect_timeout`` seconds after the answer,
+``closed``, when ICE/DTLS has not completed ``live.connect-timeout`` seconds after the answer,
 when the viewer stops sending RTCP receiver reports while we keep sending it packets (a
 viewer that vanished without a word; ICE consent alone would take 30 s to notice), when the
 camera's stream ends, and at shutdown.
@@ -28,10 +28,12 @@ peer-reflexive candidate, which RFC 8445 allows).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from aiortc import (
@@ -49,18 +51,17 @@ from gateway.access.middleware import client_address
 from gateway.appkeys import ACCESS, CAMERAS, CONFIG
 from gateway.cameras import Camera
 from gateway.config import LiveConfig
-from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
+from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TooManyRequests, Unavailable
 from gateway.interfaces import StreamProfile
 from gateway.live import hevc_rtc
 from gateway.live.packet_track import PacketTrack
+from gateway.tasks import TaskSet
 
 hevc_rtc.install()
 
 logger = logging.getLogger(__name__)
 
 SDP_TYPE = "application/sdp"
-#: Seconds from the answer to a connected peer before the session is dropped.
-CONNECT_TIMEOUT = 10.0
 #: Seconds without an RTCP receiver report, while packets are sent, before a viewer is dropped.
 SILENCE_TIMEOUT = 5.0
 #: How often the liveness watchdog looks at the receiver reports.
@@ -87,6 +88,26 @@ def rtc_configuration(live: LiveConfig) -> RTCConfiguration:
     """The peer configuration; with no ICE servers configured, aiortc contacts none."""
     servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in live.ice_servers]
     return RTCConfiguration(iceServers=servers)
+
+
+def check_offer_size(offer: str, max_m_lines: int) -> None:
+    """Refuse an offer with more media sections than a viewer needs, before parsing it."""
+    m_lines = sum(1 for line in offer.splitlines() if line.startswith("m="))
+    if m_lines > max_m_lines:
+        raise BadRequest(f"SDP offer has too many m-lines: {m_lines}, at most {max_m_lines}")
+
+
+async def read_offer(request: web.Request, max_bytes: int) -> bytes:
+    """The request body, refused once it exceeds ``max_bytes`` (never read further)."""
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise BadRequest(f"SDP offer too large: {declared} bytes, at most {max_bytes}")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(16384):
+        body += chunk
+        if len(body) > max_bytes:
+            raise BadRequest(f"SDP offer too large: more than {max_bytes} bytes")
+    return bytes(body)
 
 
 def check_offer(offer: str) -> None:
@@ -147,7 +168,8 @@ class WebRtcSession:
         self.id = secrets.token_urlsafe(16)
         #: The signed-in user this view belongs to; only they may end it.
         self.owner = owner
-        #: Called with the reason once the session has closed.
+        #: Called with the reason once the session has closed; an awaitable result is
+        #: awaited before the close completes (the ``live.stop`` audit entry).
         self.on_closed: list[Callable[[WebRtcSession, str], object]] = []
         self.etag = f'"{secrets.token_hex(8)}"'
         self.camera_id = camera_id
@@ -173,6 +195,11 @@ class WebRtcSession:
     @property
     def closed(self) -> bool:
         return self._closing is not None
+
+    @property
+    def pending(self) -> bool:
+        """Answered but ICE/DTLS not completed yet (counts against the user's pending limit)."""
+        return self.connected_at is None and not self.closed
 
     async def negotiate(
         self, camera: Camera, offer: str, interfaces: set[str], profile: StreamProfile = StreamProfile.MAIN
@@ -229,8 +256,10 @@ class WebRtcSession:
             self._spawn_close(f"connection {state}")
 
     def _spawn_close(self, reason: str) -> None:
+        # The registry keeps the task until it ends: shutdown waits for every close under
+        # way, so no view ends after the audit log has closed.
         if self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(self._close(reason), name=f"webrtc close {self.id}")
+            self._closing = self._registry.closing.spawn(self._close(reason), name=f"webrtc close {self.id}")
 
     async def close(self, reason: str) -> None:
         """Close the peer and release the camera. Idempotent; returns once the peer is closed."""
@@ -254,7 +283,9 @@ class WebRtcSession:
         )
         for callback in self.on_closed:
             try:
-                callback(self, reason)
+                result = callback(self, reason)
+                if inspect.isawaitable(result):
+                    await result
             except Exception:
                 logger.exception("camera %s: viewer %s: close callback failed", self.camera_id, self.id)
 
@@ -286,21 +317,28 @@ class WebRtcSession:
 
 
 class WebRtcSessions:
-    """Every live WebRTC session of this gateway, with the viewer limits."""
+    """Every live WebRTC session of this gateway, with the viewer limits: per camera, in
+    all, and per user (sessions, sessions still connecting, offers per minute)."""
 
     def __init__(
         self,
         live: LiveConfig,
         *,
-        connect_timeout: float = CONNECT_TIMEOUT,
+        connect_timeout: float | None = None,
         silence_timeout: float = SILENCE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.live = live
         self.rtc_configuration = rtc_configuration(live)
         self.interfaces = set(live.ice_interfaces)
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = live.connect_timeout if connect_timeout is None else connect_timeout
         self.silence_timeout = silence_timeout
+        self._clock = clock
         self._sessions: dict[str, WebRtcSession] = {}
+        #: Sessions being closed (and their ``live.stop`` audit writes): awaited at shutdown.
+        self.closing = TaskSet("webrtc")
+        #: Per user id: when their offers of the last minute arrived.
+        self._offers: dict[int, deque[float]] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -317,12 +355,49 @@ class WebRtcSessions:
     def sessions_for_camera(self, camera_id: str) -> list[WebRtcSession]:
         return [s for s in self._sessions.values() if s.camera_id == camera_id]
 
+    def sessions_of(self, owner: Principal) -> list[WebRtcSession]:
+        return [s for s in self._sessions.values() if s.owner is not None and s.owner.user_id == owner.user_id]
+
+    def count_offer(self, owner: Principal) -> None:
+        """Count one WHEP offer of ``owner``; refuse it (429) past ``max-offers-per-minute``."""
+        now = self._clock()
+        window = self._offers.setdefault(owner.user_id, deque())
+        while window and now - window[0] >= 60.0:
+            window.popleft()
+        for user_id in [u for u, w in self._offers.items() if not w and u != owner.user_id]:
+            del self._offers[user_id]  # forget users who went quiet
+        limit = self.live.max_offers_per_minute
+        if len(window) >= limit:
+            wait = max(1, int(60.0 - (now - window[0]) + 0.999))
+            raise TooManyRequests(
+                f"too many WHEP offers: user {owner.username} may send {limit} per minute; try again in {wait}s"
+            )
+        window.append(now)
+
+    def _check_user(self, owner: Principal) -> None:
+        mine = self.sessions_of(owner)
+        pending = sum(1 for s in mine if s.pending)
+        if pending >= self.live.max_pending_per_user:
+            raise TooManyRequests(
+                f"too many pending WebRTC sessions: user {owner.username} already has {pending} not yet connected "
+                f"(at most {self.live.max_pending_per_user})"
+            )
+        if len(mine) >= self.live.max_sessions_per_user:
+            raise TooManyRequests(
+                f"too many concurrent WebRTC sessions: user {owner.username} already has {len(mine)} "
+                f"(at most {self.live.max_sessions_per_user})"
+            )
+
     async def open(
         self, camera: Camera, offer: str, remote: str | None, owner: Principal | None = None,
         profile: StreamProfile = StreamProfile.MAIN,
     ) -> WebRtcSession:
-        """Start a session for ``camera``, its ``answer`` set. Raises ``GatewayError``s."""
+        """Start a session for ``camera``, its ``answer`` set. Raises ``GatewayError``s
+        (``TooManyRequests`` when ``owner`` is at a per-user limit)."""
+        check_offer_size(offer, self.live.max_offer_m_lines)
         check_offer(offer)
+        if owner is not None:
+            self._check_user(owner)  # no await from here to the registration below
         if len(self._sessions) >= self.live.max_viewers:
             raise Unavailable(f"the gateway already serves its maximum of {self.live.max_viewers} WebRTC viewers")
         per_camera = self.live.max_viewers_per_camera
@@ -342,10 +417,12 @@ class WebRtcSessions:
         self._sessions.pop(session.id, None)
 
     async def close_all(self, reason: str) -> None:
+        """Close every session and wait for every close under way, with its audit entry."""
         sessions = list(self._sessions.values())
         if sessions:
             logger.info("closing %d WebRTC sessions (%s)", len(sessions), reason)
         await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
+        await self.closing.drain()
 
 
 WEBRTC_SESSIONS = web.AppKey("webrtc_sessions", WebRtcSessions)
@@ -360,16 +437,34 @@ async def post_offer(request: web.Request) -> web.Response:
         raise web.HTTPUnsupportedMediaType(
             reason=f"a WHEP offer must be sent as {SDP_TYPE}, not {request.content_type or 'no content type'}"
         )
-    try:
-        offer = (await request.read()).decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("SDP offer is not UTF-8 text") from None
     wanted = request.query.get("profile", StreamProfile.MAIN)
     if wanted not in tuple(StreamProfile):
         raise BadRequest(f"profile must be one of {', '.join(StreamProfile)}, not {wanted!r}")
     who = principal(request)
     client = client_address(request)
-    session = await request.app[WEBRTC_SESSIONS].open(camera, offer, request.remote, who, StreamProfile(wanted))
+    sessions = request.app[WEBRTC_SESSIONS]
+    # The limits, each refusal audited: offers per minute, offer size and m-lines (before
+    # aiortc parses anything), then sessions per user (checked as the session registers).
+    try:
+        sessions.count_offer(who)
+        body = await read_offer(request, sessions.live.max_offer_bytes)
+    except (BadRequest, TooManyRequests) as exc:
+        await _audit_refusal(request, who, client, camera.id, exc)
+        raise
+    try:
+        offer = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("SDP offer is not UTF-8 text") from None
+    try:
+        check_offer_size(offer, sessions.live.max_offer_m_lines)
+    except BadRequest as exc:
+        await _audit_refusal(request, who, client, camera.id, exc)
+        raise
+    try:
+        session = await sessions.open(camera, offer, request.remote, who, StreamProfile(wanted))
+    except TooManyRequests as exc:
+        await _audit_refusal(request, who, client, camera.id, exc)
+        raise
     _bind_to_access(request.app, session, who, client)
     await request.app[ACCESS].audit.record(
         "live.start", user=who.username, client=client, camera=camera.id,
@@ -384,19 +479,25 @@ async def post_offer(request: web.Request) -> web.Response:
     )
 
 
+async def _audit_refusal(request: web.Request, who: Principal, client: str, camera: str, exc: GatewayError) -> None:
+    await request.app[ACCESS].audit.record(
+        "live.view", outcome="refused", user=who.username, client=client, camera=camera,
+        detail={"kind": "webrtc", "status": exc.status, "reason": exc.message},
+    )
+
+
 def _bind_to_access(app: web.Application, session: WebRtcSession, who: Principal, client: str) -> None:
     """Register the view so it is closed when its user loses the right, and audit its end."""
     control = app[ACCESS]
     ticket = control.track(who, session.camera_id, "live.view", "webrtc", session.close, client)
 
-    def closed(s: WebRtcSession, reason: str) -> None:
+    def closed(s: WebRtcSession, reason: str) -> Awaitable[int]:
         control.release(ticket)
         duration = round(time.time() - s.created, 3)
-        asyncio.get_running_loop().create_task(
-            control.audit.record(
-                "live.stop", user=who.username, client=client, camera=s.camera_id,
-                detail={"kind": "webrtc", "session": s.id, "duration": duration, "reason": reason},
-            )
+        # awaited by the session's close, which the registry keeps until it ends
+        return control.audit.record(
+            "live.stop", user=who.username, client=client, camera=s.camera_id,
+            detail={"kind": "webrtc", "session": s.id, "duration": duration, "reason": reason},
         )
 
     session.on_closed.append(closed)
