@@ -10,6 +10,12 @@ ONVIF devices answer. ``GetSystemDateAndTime`` is open to anyone, as the spec re
 
 Every request is recorded (service, operation, parsed body, whether it authenticated), so
 tests assert what the plugin sent.
+
+Hostile modes, for the plugin's distrust of what a device says: ``services_at`` names another
+base URL (another host) for the media and PTZ services in GetCapabilities, ``stream_uri``
+can be anything, ``pad_bytes`` inflates every answer, ``redirect_to`` answers every
+authenticated request with a 307 redirect there. ``host`` binds the device to another
+loopback address (127.0.0.2 plays "somewhere else").
 """
 
 from __future__ import annotations
@@ -62,14 +68,22 @@ class OnvifSimulator:
     """``async with OnvifSimulator(username, password, stream_uri=...) as sim: sim.port``"""
 
     def __init__(
-        self, username: str, password: str, *, stream_uri: str = "rtsp://192.0.2.10:554/Streaming/Channels/101",
+        self, username: str, password: str, *, stream_uri: str | None = None,
         sub_stream_uri: str | None = None, clock_offset: float = 0.0, ptz: bool = True,
-        sync_point: Callable[[str], None] | None = None,
+        sync_point: Callable[[str], None] | None = None, host: str = "127.0.0.1",
+        services_at: str | None = None, pad_bytes: int = 0, redirect_to: str | None = None,
     ) -> None:
         self.username = username
         self.password = password
-        self.stream_uri = stream_uri
-        self.sub_stream_uri = sub_stream_uri or stream_uri.rsplit("/", 1)[0] + "/102"
+        self.host = host
+        self.stream_uri = stream_uri or f"rtsp://{host}:554/Streaming/Channels/101"
+        self.sub_stream_uri = sub_stream_uri or self.stream_uri.rsplit("/", 1)[0] + "/102"
+        #: Base URL (``http://host:port``) GetCapabilities gives for media and PTZ; None: this device.
+        self.services_at = services_at
+        #: Bytes of XML comment added to every answer.
+        self.pad_bytes = pad_bytes
+        #: Answer every authenticated request with a redirect to this URL.
+        self.redirect_to = redirect_to
         #: SetSynchronizationPoint: called with the profile token (the test makes its camera
         #: encode a keyframe); None: the device does not support the operation.
         self.sync_point = sync_point
@@ -85,7 +99,7 @@ class OnvifSimulator:
         app = web.Application()
         for service in ("device", "media", "ptz"):
             app.router.add_post(f"/onvif/{service}_service", self._handle)
-        self._server = TestServer(app, host="127.0.0.1")
+        self._server = TestServer(app, host=self.host)
         await self._server.start_server()
         return self
 
@@ -99,7 +113,13 @@ class OnvifSimulator:
         return self._server.port
 
     def xaddr(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.port}/onvif/{service}_service"
+        return f"http://{self.host}:{self.port}/onvif/{service}_service"
+
+    def service_xaddr(self, service: str) -> str:
+        """The address GetCapabilities gives for ``service`` (elsewhere in hostile mode)."""
+        if self.services_at is not None and service != "device":
+            return f"{self.services_at}/onvif/{service}_service"
+        return self.xaddr(service)
 
     def operations(self, service: str | None = None) -> list[str]:
         return [r.operation for r in self.requests if service is None or r.service == service]
@@ -128,6 +148,8 @@ class OnvifSimulator:
         if operation != "GetSystemDateAndTime" and problem is not None:
             record.fault = problem
             return self._fault("env:Sender", "ter:NotAuthorized", f"Sender not Authorized: {problem}")
+        if self.redirect_to is not None and operation != "GetSystemDateAndTime":
+            raise web.HTTPTemporaryRedirect(self.redirect_to)
         handler = getattr(self, f"_{service}_{operation}", None)
         if handler is None:
             record.fault = "ActionNotSupported"
@@ -167,7 +189,8 @@ class OnvifSimulator:
         return username, None
 
     def _answer(self, body: str) -> web.Response:
-        xml = f'<?xml version="1.0" encoding="UTF-8"?><env:Envelope {NAMESPACES}><env:Body>{body}</env:Body></env:Envelope>'
+        padding = f"<!--{' ' * self.pad_bytes}-->" if self.pad_bytes else ""
+        xml = f'<?xml version="1.0" encoding="UTF-8"?><env:Envelope {NAMESPACES}>{padding}<env:Body>{body}</env:Body></env:Envelope>'
         return web.Response(body=xml.encode(), content_type="application/soap+xml", charset="utf-8")
 
     def _fault(self, code: str, subcode: str, reason: str) -> web.Response:
@@ -192,17 +215,17 @@ class OnvifSimulator:
         )
 
     def _device_GetCapabilities(self, _: ET.Element) -> str:
-        ptz = f"<tt:PTZ><tt:XAddr>{self.xaddr('ptz')}</tt:XAddr></tt:PTZ>" if self.ptz else ""
+        ptz = f"<tt:PTZ><tt:XAddr>{self.service_xaddr('ptz')}</tt:XAddr></tt:PTZ>" if self.ptz else ""
         return (
             "<tds:GetCapabilitiesResponse><tds:Capabilities>"
-            f"<tt:Device><tt:XAddr>{self.xaddr('device')}</tt:XAddr><tt:Network><tt:IPFilter>false</tt:IPFilter>"
+            f"<tt:Device><tt:XAddr>{self.service_xaddr('device')}</tt:XAddr><tt:Network><tt:IPFilter>false</tt:IPFilter>"
             "<tt:ZeroConfiguration>false</tt:ZeroConfiguration><tt:IPVersion6>false</tt:IPVersion6>"
             "<tt:DynDNS>false</tt:DynDNS></tt:Network><tt:System><tt:DiscoveryResolve>true</tt:DiscoveryResolve>"
             "<tt:DiscoveryBye>true</tt:DiscoveryBye><tt:RemoteDiscovery>false</tt:RemoteDiscovery>"
             "<tt:SystemBackup>false</tt:SystemBackup><tt:SystemLogging>true</tt:SystemLogging>"
             "<tt:FirmwareUpgrade>true</tt:FirmwareUpgrade><tt:SupportedVersions><tt:Major>2</tt:Major>"
             "<tt:Minor>40</tt:Minor></tt:SupportedVersions></tt:System></tt:Device>"
-            f"<tt:Media><tt:XAddr>{self.xaddr('media')}</tt:XAddr><tt:StreamingCapabilities>"
+            f"<tt:Media><tt:XAddr>{self.service_xaddr('media')}</tt:XAddr><tt:StreamingCapabilities>"
             "<tt:RTPMulticast>false</tt:RTPMulticast><tt:RTP_TCP>true</tt:RTP_TCP><tt:RTP_RTSP_TCP>true</tt:RTP_RTSP_TCP>"
             f"</tt:StreamingCapabilities></tt:Media>{ptz}"
             "</tds:Capabilities></tds:GetCapabilitiesResponse>"

@@ -29,7 +29,7 @@ async def test_discovery_follows_the_device_clock_and_finds_both_streams() -> No
         async with OnvifCamera(types.SimpleNamespace(id="dome"), options) as cam:
             main = await cam.stream_url()
             sub = await cam.stream_url(cam.profiles()[1])
-    assert main == f"rtsp://{USER}:{PASSWORD}@192.0.2.10:554/Streaming/Channels/101"
+    assert main == f"rtsp://{USER}:{PASSWORD}@127.0.0.1:554/Streaming/Channels/101"
     assert sub.endswith("/Streaming/Channels/102")
     assert sim.operations()[:3] == ["GetSystemDateAndTime", "GetCapabilities", "GetProfiles"]
     assert all(r.authenticated for r in sim.requests[1:]), [(r.operation, r.fault) for r in sim.requests]

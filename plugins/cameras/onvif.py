@@ -16,6 +16,12 @@ configuration. When a new stream connection has no keyframe yet, SetSynchronizat
 asks the device for one, so nobody waits out the camera's GOP. Every request carries a
 WS-UsernameToken with a password digest: ``Base64(SHA-1(nonce + created + password))``.
 
+The device's answers are not trusted further than its configured address: every service
+address (XAddr) must be on the configured host, so the digest of the camera password is never
+sent anywhere else (HTTP redirects are not followed either); a stream URI must be ``rtsp://``
+or ``rtsps://`` on the configured host or one listed in ``stream-hosts`` (the password goes
+into that URL); a SOAP answer larger than ``MAX_RESPONSE_BYTES`` or with a DTD is refused.
+
 Why not ``onvif-zeep-async``: it ships the WSDLs (no downloads at run time), but brings zeep,
 lxml, httpx and requests for the dozen operations used here, and parses the WSDLs when a
 camera starts. These few operations are plain SOAP 1.2 over the aiohttp the gateway
@@ -29,12 +35,14 @@ import base64
 import hashlib
 import logging
 import os
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -58,6 +66,10 @@ NS = {
     "tptz": "http://www.onvif.org/ver20/ptz/wsdl",
     "tt": "http://www.onvif.org/ver10/schema",
 }
+#: Largest SOAP answer read from a device; a GetProfiles of a 16-channel recorder is ~200 KiB.
+MAX_RESPONSE_BYTES = 1024 * 1024
+#: Schemes a stream URI from the device may have.
+STREAM_SCHEMES = ("rtsp", "rtsps")
 PASSWORD_DIGEST = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest"
 BASE64_BINARY = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
 
@@ -74,6 +86,9 @@ class OnvifOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     sub_profile: str | None = None
     https: bool = False
     device_path: str = "/onvif/device_service"
+    #: Hosts besides ``host`` that the device's stream URIs may name (a recorder or a
+    #: streaming proxy in front of the camera); the camera's credentials are sent there.
+    stream_hosts: tuple[str, ...] = ()
     #: Seconds per SOAP request.
     timeout: Annotated[float, Meta(gt=0, le=60)] = 5.0
 
@@ -88,6 +103,11 @@ class OnvifAuthError(OnvifError):
 
 class OnvifNotSupported(OnvifError):
     """The device does not implement the operation (SOAP fault ter:ActionNotSupported)."""
+
+
+class OnvifUntrusted(OnvifError):
+    """The device named an address we will not use: a service or stream on another host,
+    a stream that is not RTSP, an answer too large."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +199,20 @@ class OnvifCamera(CameraVendor):
         action = f"{NS[action_ns]}/{operation}"
         headers = {"Content-Type": f'application/soap+xml; charset=utf-8; action="{action}"'}
         data = envelope(f"<{action_ns}:{operation}>{body}</{action_ns}:{operation}>", header)
+        self._check_service_url(url, operation)
         try:
-            async with self._http.post(url, data=data, headers=headers) as resp:
-                status, payload = resp.status, await resp.read()
+            # never follow a redirect: it would carry the password digest to wherever it points
+            async with self._http.post(url, data=data, headers=headers, allow_redirects=False) as resp:
+                status, payload = resp.status, await self._read_capped(resp, operation)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise OnvifError(f"camera {self.camera.id}: ONVIF device at {url} unreachable: {exc or type(exc).__name__}") from None
+        if 300 <= status < 400:
+            raise OnvifUntrusted(
+                f"camera {self.camera.id}: {operation}: the device redirected to "
+                f"{resp.headers.get('Location', '?')!r}; redirects are not followed"
+            )
+        if b"<!DOCTYPE" in payload:  # entity declarations need one: no entity expansion, ever
+            raise OnvifUntrusted(f"camera {self.camera.id}: {operation}: the answer declares a DTD; refused")
         try:
             root = ET.fromstring(payload)
         except ET.ParseError:
@@ -197,6 +226,59 @@ class OnvifCamera(CameraVendor):
         if status != 200 or response is None:
             raise OnvifError(f"camera {self.camera.id}: {operation}: unexpected answer (HTTP {status})")
         return response
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse, operation: str) -> bytes:
+        declared = resp.content_length
+        if declared is not None and declared > MAX_RESPONSE_BYTES:
+            raise OnvifUntrusted(
+                f"camera {self.camera.id}: {operation}: answer of {declared} bytes, more than {MAX_RESPONSE_BYTES}"
+            )
+        payload = bytearray()
+        async for chunk in resp.content.iter_chunked(65536):
+            payload += chunk
+            if len(payload) > MAX_RESPONSE_BYTES:
+                raise OnvifUntrusted(f"camera {self.camera.id}: {operation}: answer larger than {MAX_RESPONSE_BYTES} bytes")
+        return bytes(payload)
+
+    def _same_host(self, host: str | None) -> bool:
+        return host is not None and host.lower().strip("[]") == self.options.host.lower().strip("[]")
+
+    def _check_service_url(self, url: str, operation: str) -> None:
+        """Only the configured host gets requests (and the digest of the password)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not self._same_host(parts.hostname):
+            logger.warning(
+                "camera %s: refusing to send %s to %r: not the configured host %s",
+                self.camera.id, operation, url, self.options.host,
+            )
+            raise OnvifUntrusted(
+                f"camera {self.camera.id}: the device gave the service address {url!r}, which is not on the "
+                f"configured host {self.options.host}; refusing to send it the camera's credentials"
+            )
+
+    def _service_address(self, caps: ET.Element, service: str) -> str | None:
+        """A service's XAddr from GetCapabilities, refused unless on the configured host."""
+        url = _text(caps, f".//{{*}}{service}/{{*}}XAddr")
+        if url is not None:
+            self._check_service_url(url, f"the {service} service")
+        return url
+
+    def _check_stream_uri(self, uri: str) -> None:
+        try:
+            parts = urlsplit(uri)
+            host = parts.hostname
+        except ValueError:
+            parts, host = None, None
+        allowed = (self.options.host, *self.options.stream_hosts)
+        if parts is None or parts.scheme.lower() not in STREAM_SCHEMES:
+            reason = "only rtsp:// and rtsps:// streams are opened"
+        elif host is None or not any(host.lower().strip("[]") == a.lower().strip("[]") for a in allowed):
+            reason = f"its host is not {' or '.join(allowed)} (list other hosts in stream-hosts)"
+        else:
+            return
+        shown = re.sub(r"//[^/@]*@", "//", uri, count=1)  # never log credentials
+        logger.warning("camera %s: refusing the stream URI %r: %s", self.camera.id, shown, reason)
+        raise OnvifUntrusted(f"camera {self.camera.id}: the device gave the stream URI {shown!r}; refused: {reason}")
 
     def _raise_fault(self, operation: str, status: int, fault: ET.Element) -> None:
         codes = [(e.text or "").strip() for e in fault.iterfind(".//{*}Value")]
@@ -217,8 +299,8 @@ class OnvifCamera(CameraVendor):
                 return
             await self._sync_clock()
             caps = await self.call(self._device_url, "tds", "GetCapabilities", "<tds:Category>All</tds:Category>")
-            self._media_url = _text(caps, ".//{*}Media/{*}XAddr") or self._device_url
-            self._ptz_url = _text(caps, ".//{*}PTZ/{*}XAddr")
+            self._media_url = self._service_address(caps, "Media") or self._device_url
+            self._ptz_url = self._service_address(caps, "PTZ")
             answer = await self.call(self._media_url, "trt", "GetProfiles", "")
             profiles = [
                 MediaProfile(p.get("token", ""), _text(p, "{*}Name") or p.get("token", ""), _ptz_token(p))
@@ -289,6 +371,7 @@ class OnvifCamera(CameraVendor):
         uri = _text(answer, ".//{*}MediaUri/{*}Uri")
         if not uri:
             raise OnvifError(f"camera {self.camera.id}: GetStreamUri gave no URI for profile {chosen.name!r}")
+        self._check_stream_uri(uri)
         return with_credentials(uri, self.options.username, self.options.password)
 
     async def request_keyframe(self, profile: StreamProfile = StreamProfile.MAIN) -> bool:
