@@ -14,6 +14,13 @@ Processes, so that each side's CPU is its own:
   given (FFmpeg picks its threads) and with one thread like ours (``-threads 1``).
 
     python bench/masking.py [--seconds 10] [--max-cameras 8] [--quick]
+
+``--playback`` measures instead how fast a recording made before a mask is played back
+masked (``gateway.recording.remask``: decode, the ``fill`` filter, libx264 with the mask
+stage's settings, fMP4 like the recorder's), in multiples of real time, over
+``--playback-minutes`` (default 10) of 60 s recorded 720p25 segments. Goal: >= 4x.
+
+    python bench/masking.py --playback [--playback-minutes 10]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import select
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -179,6 +187,72 @@ def real_time(result: dict) -> bool:
     return min(result["fps"]) >= REAL_TIME * FPS and result["skipped"] == 0
 
 
+# -- masked playback of a recording made before the mask ---------------------------------
+
+
+def recorded_segment(seconds: float, start: float) -> bytes:
+    """A stored segment as the recorder writes it: 720p25 H.264, one-second fragments."""
+    import numpy as np
+
+    from gateway.config import MaskingConfig
+    from gateway.live.fmp4 import Fragmenter
+    from gateway.media.masking import _Encoder
+    from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
+
+    import av
+
+    camera = _Encoder(WIDTH, HEIGHT, FPS, MaskingConfig(preset="veryfast", bitrate=BITRATE, keyframe_interval=KEYFRAME_SECONDS))
+    rng = np.random.default_rng(7)
+    texture = rng.integers(16, 235, size=(HEIGHT, WIDTH + 64), dtype=np.uint8)
+    fragmenter = Fragmenter(1 << 60, CLOCK_RATE, wallclock_timeline=True)
+    parts, info = [], None
+    step = CLOCK_RATE // FPS
+    for i in range(round(seconds * FPS)):
+        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        y = np.frombuffer(frame.planes[0], np.uint8).reshape(frame.planes[0].height, frame.planes[0].line_size)
+        y[:, :WIDTH] = texture[:, (i * 2) % 64 : (i * 2) % 64 + WIDTH]  # a slow pan over texture
+        for plane in frame.planes[1:]:
+            np.frombuffer(plane, np.uint8)[:] = 128
+        frame.pts, frame.time_base = i * step, Fraction(1, CLOCK_RATE)
+        for data, pts, key in camera.encode(frame):
+            if info is None:
+                info = StreamInfo(codec="h264", width=WIDTH, height=HEIGHT, parameter_sets=camera.keeper.parameter_sets)
+            parts += fragmenter.push(MediaPacket(data, pts, pts, key, start + pts / CLOCK_RATE, info))
+    parts += fragmenter.flush()
+    return parts[0].init.data + b"".join(p.data for p in parts)
+
+
+def playback_bench(minutes: float) -> None:
+    from gateway.config import MaskingConfig
+    from gateway.interfaces import MaskShape
+    from gateway.media.masking import instantiate_filters
+    from gateway.plugins import load_plugins
+    from gateway.recording.remask import MaskPlan, mask_digest, remask_segment
+
+    segment_seconds = 60.0
+    count = max(1, round(minutes * 60 / segment_seconds))
+    start = time.time() - 86400
+    print(f"recording: {count} x {segment_seconds:.0f} s segments of {WIDTH}x{HEIGHT} {FPS} fps H.264 ~{BITRATE // 1000} kbit/s, "
+          "recorded unmasked; a fill mask drawn later")
+    made = time.monotonic()
+    segment = recorded_segment(segment_seconds, start)
+    print(f"  (made the source segment in {time.monotonic() - made:.1f} s: {len(segment) / 1e6:.1f} MB)")
+    shapes = (MaskShape(points=RECT, filter="fill"),)
+    plan = MaskPlan(camera="bench", version=1, digest=mask_digest(shapes), shapes=shapes)
+    filters = instantiate_filters(load_plugins().mask_filters())
+    settings = MaskingConfig()  # the gateway's defaults: what playback uses
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    frames = 0
+    for i in range(count):
+        frames += remask_segment(segment, plan, filters, settings, start=start + i * segment_seconds).frames
+    wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+    seconds = count * segment_seconds
+    print(f"masked playback: {seconds / 60:.0f} min of video re-masked in {wall:.1f} s ({frames} frames, "
+          f"{frames / wall:.0f} fps) = {seconds / wall:.1f}x real time (goal >= 4x); "
+          f"CPU {100 * cpu / wall:.0f} % of one core on this {os.cpu_count()}-core machine "
+          f"(libx264 {settings.preset}, {settings.encoder_threads} encoder thread, decoder threads auto)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -187,7 +261,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, capacity up to 5 cameras")
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--cameras", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--playback", action="store_true", help="masked playback of a recording made before the mask")
+    parser.add_argument("--playback-minutes", type=float, default=10.0)
     args = parser.parse_args()
+    if args.playback:
+        sys.path.insert(0, str(REPO))
+        playback_bench(args.playback_minutes)
+        return
     if args.worker:
         print(json.dumps(asyncio.run(worker(args.worker, args.cameras, args.warmup, args.seconds))), flush=True)
         return

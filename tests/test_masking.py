@@ -177,7 +177,9 @@ async def test_masks_switch_live_with_increasing_timestamps() -> None:
     assert max(gaps) < 0.6, max(gaps)  # a switch costs at most a keyframe interval
     infos = [p.info for p in received]
     epochs = [i for i, (a, b) in enumerate(zip(infos, infos[1:]), 1) if a is not b]
-    assert len(epochs) == 3, epochs  # to masked, back to passthrough, masked again
+    # to masked; changed with a mask added (the stage restarts on a masked keyframe, so
+    # nothing masked only the old way follows); back to passthrough; masked again
+    assert len(epochs) == 4, epochs
     assert all(received[i].keyframe and received[i].discontinuity for i in epochs)
 
 
