@@ -168,7 +168,7 @@ async def segment(request: web.Request) -> web.StreamResponse:
         if part not in ("init", "media"):
             raise BadRequest("part must be init or media")
         if init <= 0:  # catalogued before init sizes were kept
-            init = fmp4_init_length(await service._read_segment(seg))
+            init = fmp4_init_length(await service.read_segment(seg))
         lo, hi = (0, init) if part == "init" else (init, size)
     length = hi - lo
     start, end, partial = 0, length, False

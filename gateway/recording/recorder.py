@@ -14,6 +14,10 @@ the reader waits, the hub's deep lossless buffer fills, and at its end the hub s
 recorder ahead: an alarm (``recording.alarm``), an audit entry and a gap
 "recorder fell behind" say so.
 
+Each segment records the privacy masks in force for its first picture (``mask_state``: the
+database mask version and the digest of the complete mask set), so playback and exports
+know which segments to re-mask (``gateway.recording.remask``).
+
 Gaps are explicit: the first segment after a start records the time since the camera's
 last catalogued segment ("gateway down"); a new stream epoch or a silence longer than
 ``idle_flush`` closes the open segment and the next one records "camera offline".

@@ -117,7 +117,7 @@ class RecordingService:
         self._usage_at = 0.0
         self._usage_lock = asyncio.Lock()
         self.remasker = Remasker(
-            self._read_segment, instantiate_filters(plugins.mask_filters()), config.masking, config.data_dir / REMASK_DIR
+            self.read_segment, instantiate_filters(plugins.mask_filters()), config.masking, config.data_dir / REMASK_DIR
         )
         self.catalogue.on_removed.append(self.remasker.forget)
 
@@ -184,7 +184,8 @@ class RecordingService:
                 if i == len(backends) - 1:
                     raise
 
-    async def _read_segment(self, segment: Segment) -> bytes:
+    async def read_segment(self, segment: Segment) -> bytes:
+        """A stored segment's bytes, whole."""
         return b"".join([chunk async for chunk in self.segment_stream(segment)])
 
     def _mask_state(self, camera: str) -> Callable[[float], tuple[int, str]] | None:
