@@ -29,15 +29,18 @@ from collections.abc import Callable, Iterator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from gateway.config import CameraConfig, Config, IngestConfig, LiveConfig, MaskingConfig
+from gateway.config import CameraConfig, Config, IngestConfig, LiveConfig, MaskingConfig, PtzConfig
 from gateway.errors import CameraUnavailable, NotFound
 from gateway.events import EventBus
 from gateway.interfaces import CameraVendor, MaskFilter, MaskShape, PtzCapabilities, StreamProfile
 from gateway.media.hub import HubReader, HubStats, StreamHub
+from gateway.media.mask_projection import MaskProjector
 from gateway.media.masking import MaskStage, StageStats, instantiate_filters
 from gateway.media.on_demand import OnDemandStream
 from gateway.media.packet import MediaPacket, StreamInfo
 from gateway.media.source import RtspSource, SourceState, SourceStatus
+from gateway.ptz_tracking import PoseTracker, TrackingSettings
+from gateway.scene import Optics
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +58,16 @@ class CameraSnapshot:
     masks: int = 0
     #: The streams a viewer may ask for now.
     profiles: tuple[StreamProfile, ...] = (StreamProfile.MAIN,)
+    #: Scene masks of a PTZ camera: whether its position is known (None: no scene masks).
+    mask_position_known: bool | None = None
 
 
 def config_shapes(config: CameraConfig) -> tuple[MaskShape, ...]:
     """The masks a camera's config declares, as shapes for the mask stage."""
-    return tuple(MaskShape(points=tuple(m.points), filter=m.filter, options=dict(m.options)) for m in config.masks)
+    return tuple(
+        MaskShape(points=tuple(m.points), filter=m.filter, options=dict(m.options), drawn_at=m.drawn_at)
+        for m in config.masks
+    )
 
 
 class _Inlet:
@@ -145,6 +153,7 @@ class Camera:
         masking: MaskingConfig | None = None,
         filters: Mapping[str, type[MaskFilter]] | None = None,
         live: LiveConfig | None = None,
+        ptz: PtzConfig | None = None,
     ) -> None:
         self.config = config
         self.id = config.id
@@ -170,6 +179,17 @@ class Camera:
         )
         self._source.add_listener(self._on_status)
         self._live = live or LiveConfig()
+        ptz = ptz or PtzConfig()
+        o = config.ptz_optics
+        self._tracking = TrackingSettings(
+            poll_moving=ptz.position_poll_moving, poll_idle=ptz.position_poll_idle,
+            settle_seconds=ptz.position_settle_seconds, stale_seconds=ptz.position_stale_seconds,
+            capture_latency=o.capture_latency, position_latency=o.position_latency,
+            request_timeout=ptz.command_timeout_seconds,
+        )
+        self.tracker: PoseTracker | None = None
+        self.projector: MaskProjector | None = None
+        self._mask_position_known: bool | None = None
         # Never masked, so never served while the camera is: masked cameras serve the
         # masked main stream to every viewer.
         self._sub_broken_until = 0.0
@@ -178,6 +198,40 @@ class Camera:
             request_keyframe=lambda: self.vendor.request_keyframe(StreamProfile.SUB),
             linger=self._live.sub_stream_linger, allowed=lambda: not self._shapes and not self._inlet.masked,
         )
+
+    # -- PTZ positions, for masks anchored to the scene ----------------------------------
+    def _optics(self) -> Optics:
+        vendor_optics = self.vendor.ptz_optics()
+        if vendor_optics is not None:
+            return vendor_optics
+        o = self.config.ptz_optics
+        return Optics(pan_range=o.pan_range, tilt_range=o.tilt_range, fov_wide=o.fov[0], fov_narrow=o.fov[1], projection=o.projection)
+
+    @property
+    def reports_position(self) -> bool:
+        """The vendor reports where the camera points (so masks can follow it)."""
+        return self.tracker is not None and self.tracker.supported
+
+    @property
+    def mask_position_known(self) -> bool | None:
+        """For a camera with scene masks: whether the position of its newest picture was
+        known (False: the whole picture is masked). None: no scene masks."""
+        return self._mask_position_known
+
+    def _on_mask_position(self, known: bool) -> None:
+        if known != self._mask_position_known:
+            self._mask_position_known = known
+            self._events.emit("camera.mask_position", camera=self.id, known=known,
+                              reason=None if known else "privacy mask: position unknown")
+
+    async def _start_tracker(self) -> None:
+        """Every camera gets a tracker, reading positions for as long as it runs (a mask
+        drawn later must be placeable on the pictures recorded before it); it stops at the
+        first answer of a vendor that cannot report them (no PTZ, no GetStatus)."""
+        tracker = PoseTracker(self.id, self.vendor.ptz_status, self._tracking)
+        self.tracker = tracker
+        self.projector = MaskProjector(tracker, self._optics())
+        await self._stack.enter_async_context(tracker)
 
     def _on_status(self, status: SourceStatus) -> None:
         if status.state in (SourceState.ONLINE, SourceState.OFFLINE):
@@ -191,6 +245,7 @@ class Camera:
             self._failed = SourceStatus(SourceState.OFFLINE, time.time(), f"vendor failed to start: {exc}")
             self._events.emit("camera.offline", camera=self.id, error=self._failed.last_error)
             return
+        await self._start_tracker()
         async with self._mask_lock:
             self._started = True
             await self._apply_masks()
@@ -270,6 +325,8 @@ class Camera:
                 self._filters,
                 self._masking,
                 after_pts=self._inlet.last_pts,
+                projector=self.projector,
+                on_position=self._on_mask_position,
             )
             await self._stage.__aenter__()
             logger.info("camera %s: masking %d region(s)", self.id, len(self._shapes))
@@ -300,6 +357,7 @@ class Camera:
             ptz=self.vendor.ptz_capabilities(),
             masks=len(self._shapes),
             profiles=self.profiles,
+            mask_position_known=self._mask_position_known if any(s.drawn_at is not None for s in self._shapes) else None,
         )
 
     def latest_keyframe(self) -> MediaPacket | None:
@@ -352,7 +410,10 @@ class CameraManager:
         filters: Mapping[str, type[MaskFilter]] | None = None,
     ) -> None:
         self._cameras = {
-            c.id: Camera(c, vendors[c.vendor], config.ingest, events, masking=config.masking, filters=filters, live=config.live)
+            c.id: Camera(
+                c, vendors[c.vendor], config.ingest, events, masking=config.masking, filters=filters, live=config.live,
+                ptz=config.ptz,
+            )
             for c in config.cameras
             if c.enabled
         }

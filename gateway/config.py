@@ -190,6 +190,17 @@ class PtzConfig(Base):
     move_timeout_seconds: Seconds = 5.0
     #: Time allowed for one command to reach the camera.
     command_timeout_seconds: Seconds = 10.0
+    #: Positions of PTZ cameras with scene-anchored privacy masks are read (ONVIF GetStatus)
+    #: this often while they move or settle after a command...
+    position_poll_moving: Annotated[float, Meta(ge=0.02, le=5)] = 0.1
+    #: ...and this often while they stand still (a move made behind the gateway's back, in
+    #: the camera's own web page, is seen at the next reading).
+    position_poll_idle: Annotated[float, Meta(ge=0.1, le=60)] = 1.0
+    #: Fast readings continue this long after every command.
+    position_settle_seconds: Annotated[float, Meta(ge=0, le=60)] = 2.0
+    #: No reading for this long while the camera may move: its position is unknown and the
+    #: whole picture is masked until it is known again.
+    position_stale_seconds: Annotated[float, Meta(ge=0.1, le=30)] = 1.0
 
 
 class PushConfig(Base):
@@ -308,11 +319,46 @@ class MaskConfig(Base):
     filter: str = "fill"
     #: The filter's own options (``block`` for pixelate, ``radius`` for blur).
     options: dict[str, Any] = {}
+    #: ``[pan, tilt, zoom]`` (ONVIF generic spaces) where a PTZ camera stood when ``points``
+    #: were drawn: the mask is then anchored to the scene and follows the camera. Without
+    #: it the mask stays at the same place in the picture.
+    drawn_at: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         problem = polygon_problem(self.points)
         if problem is not None:
             raise ValueError(problem)
+        if self.drawn_at is not None:
+            pan, tilt, zoom = self.drawn_at
+            if not (-1 <= pan <= 1 and -1 <= tilt <= 1 and 0 <= zoom <= 1):
+                raise ValueError(f"drawn-at {list(self.drawn_at)} must be [pan -1..1, tilt -1..1, zoom 0..1]")
+
+
+class PtzOpticsConfig(Base):
+    """How a PTZ camera's generic positions map onto directions, for masks anchored to the
+    scene. Only needed where the vendor cannot say (the demo dome can)."""
+
+    #: Degrees the generic pan range -1..1 spans (most domes: a full turn).
+    pan_range: tuple[float, float] = (-180.0, 180.0)
+    #: Degrees the generic tilt range -1..1 spans (positive up; a ceiling dome: [-90, 0]).
+    tilt_range: tuple[float, float] = (-90.0, 90.0)
+    #: Horizontal field of view in degrees at the widest and at the narrowest zoom.
+    fov: tuple[float, float] = (60.0, 3.0)
+    #: "rectilinear" (a lens) or "equirectangular" (a window on a panorama).
+    projection: str = "rectilinear"
+    #: A picture may have been captured this long before it reached the gateway.
+    capture_latency: Annotated[float, Meta(ge=0, le=5)] = 0.25
+    #: A position reading may describe the camera this long before or after it arrived.
+    position_latency: Annotated[float, Meta(ge=0, le=5)] = 0.1
+
+    def __post_init__(self) -> None:
+        wide, narrow = self.fov
+        if not 0 < narrow <= wide < 180:
+            raise ValueError(f"fov {list(self.fov)} must be [widest, narrowest] degrees with 0 < narrowest <= widest < 180")
+        if self.projection not in ("rectilinear", "equirectangular"):
+            raise ValueError(f"projection {self.projection!r} must be rectilinear or equirectangular")
+        if self.pan_range[0] >= self.pan_range[1] or self.tilt_range[0] >= self.tilt_range[1]:
+            raise ValueError("pan-range and tilt-range must each be [low, high] with low < high")
 
 
 class GatewayFile(Base):
@@ -347,6 +393,8 @@ class CameraConfig(Base):
     options: Any = {}
     #: Privacy masks declared in config (``[[camera.masks]]``); applied before every reader.
     masks: tuple[MaskConfig, ...] = ()
+    #: The optics of a PTZ camera (``[camera.ptz-optics]``), for scene-anchored masks.
+    ptz_optics: PtzOpticsConfig = PtzOpticsConfig()
 
     def __post_init__(self) -> None:
         if not _CAMERA_ID.match(self.id):

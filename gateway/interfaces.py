@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from gateway.config import CameraConfig
+    from gateway.scene import Optics
 
 
 class NoOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
@@ -44,6 +45,17 @@ class PtzCapabilities:
     @property
     def any(self) -> bool:
         return self.continuous or self.absolute or self.relative or self.presets or self.home
+
+
+@dataclass(frozen=True, slots=True)
+class PtzStatus:
+    """Where a PTZ camera points now, in ONVIF's generic spaces (pan, tilt -1..1; zoom 0..1)."""
+
+    pan: float
+    tilt: float
+    zoom: float
+    #: The camera reports it is moving (or still on its way to a commanded position).
+    moving: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +133,17 @@ class CameraVendor:
     async def ptz_home(self) -> None:
         raise NotImplementedError
 
+    async def ptz_status(self) -> PtzStatus | None:
+        """The camera's position now (ONVIF GetStatus). ``None``: this vendor or device cannot
+        report it; privacy masks on such a camera stay in picture space, and PTZ is refused
+        to everyone below ``mask.edit`` while it has masks (moving would uncover them)."""
+        return None
+
+    def ptz_optics(self) -> Optics | None:
+        """How the camera's generic positions map to directions and fields of view, where the
+        vendor knows it; ``None`` takes the camera's ``ptz-optics`` config."""
+        return None
+
 
 # --- storage -----------------------------------------------------------------------------
 
@@ -171,11 +194,20 @@ class StorageBackend:
 
 @dataclass(frozen=True, slots=True)
 class MaskShape:
-    """A polygon in normalised coordinates (0..1, origin top left)."""
+    """A polygon in normalised coordinates (0..1, origin top left).
+
+    ``drawn_at`` (pan, tilt, zoom in generic spaces) anchors the polygon to the scene of a
+    PTZ camera: ``points`` are where it was drawn in the picture while the camera stood
+    there, and the mask stage projects it into every picture from the camera's position.
+    Without it the polygon stays at the same place in the picture. ``grow`` widens the
+    masked area by that many pixels all round (projection and rounding margin).
+    """
 
     points: tuple[tuple[float, float], ...]
     filter: str = "fill"
     options: dict[str, Any] = field(default_factory=dict)
+    drawn_at: tuple[float, float, float] | None = None
+    grow: int = 0
 
 
 class MaskFilter:

@@ -30,6 +30,7 @@ from gateway.errors import BadRequest, ConfigErrors, Conflict, Forbidden
 from gateway.interfaces import MaskFilter, MaskShape
 from gateway.polygons import polygon_problem
 from gateway.recording.remask import UNKNOWN_DIGEST, MaskPlan, mask_digest
+from gateway.scene import Pose, swept
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +42,29 @@ MAX_REASON = 500
 _NUMERIC_OPTIONS = {"pixelate": {"block": (4, 256)}, "blur": {"radius": (2, 128)}}
 
 
-class MaskEntry(msgspec.Struct, kw_only=True, frozen=True):
-    """One mask on the wire and in the database."""
+class MaskEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """One mask on the wire and in the database.
+
+    ``drawn_at`` anchors it to the scene of a PTZ camera: ``points`` were drawn while the
+    camera stood at that (pan, tilt, zoom), and the mask follows the scene from there."""
 
     points: tuple[tuple[float, float], ...]
     filter: str = "fill"
     options: dict[str, Any] = {}
+    drawn_at: tuple[float, float, float] | None = None
 
     def shape(self) -> MaskShape:
-        return MaskShape(points=self.points, filter=self.filter, options=dict(self.options))
+        return MaskShape(points=self.points, filter=self.filter, options=dict(self.options), drawn_at=self.drawn_at)
+
+
+class PositionView(msgspec.Struct, kw_only=True, frozen=True):
+    """Where a PTZ camera points now, as its tracker last read it."""
+
+    pan: float
+    tilt: float
+    zoom: float
+    moving: bool
+    read_at: float
 
 
 class MaskView(msgspec.Struct, kw_only=True, frozen=True):
@@ -60,6 +75,13 @@ class MaskView(msgspec.Struct, kw_only=True, frozen=True):
     #: "config" (locked: only an edit of the config file removes it) or "database".
     source: str
     locked: bool
+    #: "scene": anchored to the scene of a PTZ camera (drawn at ``drawn_at``), follows it;
+    #: "picture": stays at the same place in the picture.
+    space: str = "picture"
+    drawn_at: tuple[float, float, float] | None = None
+    #: Where the mask is in the picture now (scene masks at the camera's current position;
+    #: absent when the position is unknown or the mask is out of view).
+    projected: tuple[tuple[tuple[float, float], ...], ...] | None = None
 
 
 class MaskSetView(msgspec.Struct, kw_only=True, frozen=True):
@@ -71,6 +93,9 @@ class MaskSetView(msgspec.Struct, kw_only=True, frozen=True):
     updated_at: float | None = None
     reason: str | None = None
     filters: tuple[str, ...] = ()
+    #: A PTZ camera that reports its position: new masks are anchored to the scene.
+    anchors: bool = False
+    position: PositionView | None = None
 
 
 class MaskVersionView(msgspec.Struct, kw_only=True, frozen=True):
@@ -102,7 +127,7 @@ def parse_masks(raw: Any, filters: Mapping[str, Any], *, key: str = "masks") -> 
 def parse_mask(raw: Any, filters: Mapping[str, Any], *, key: str = "mask") -> MaskEntry:
     if not isinstance(raw, dict):
         raise BadRequest(f"{key} must be an object with points and filter")
-    unknown = set(raw) - {"points", "filter", "options"}
+    unknown = set(raw) - {"points", "filter", "options", "drawn_at"}
     if unknown:
         raise BadRequest(f"{key}: unknown field {sorted(unknown)[0]!r}")
     points = raw.get("points")
@@ -119,7 +144,18 @@ def parse_mask(raw: Any, filters: Mapping[str, Any], *, key: str = "mask") -> Ma
         value = options.get(option)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
             raise BadRequest(f"{key}: option {option!r} of {name} must be a whole number of pixels from {low} to {high}")
-    return MaskEntry(points=tuple((float(x), float(y)) for x, y in points), filter=name, options=options)
+    drawn_at = raw.get("drawn_at")
+    if drawn_at is not None:
+        if (
+            not isinstance(drawn_at, list) or len(drawn_at) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in drawn_at)
+            or not (-1 <= drawn_at[0] <= 1 and -1 <= drawn_at[1] <= 1 and 0 <= drawn_at[2] <= 1)
+        ):
+            raise BadRequest(f"{key}: drawn_at must be [pan -1..1, tilt -1..1, zoom 0..1], where the camera stood")
+        drawn_at = (float(drawn_at[0]), float(drawn_at[1]), float(drawn_at[2]))
+    return MaskEntry(
+        points=tuple((float(x), float(y)) for x, y in points), filter=name, options=options, drawn_at=drawn_at
+    )
 
 
 def parse_reason(raw: Any) -> str:
@@ -169,7 +205,10 @@ class MaskService:
             self._applied(camera, since=0.0)  # before the cameras start: every picture has it
 
     def _config_entries(self, camera: Camera) -> tuple[MaskEntry, ...]:
-        return tuple(MaskEntry(points=s.points, filter=s.filter, options=dict(s.options)) for s in config_shapes(camera.config))
+        return tuple(
+            MaskEntry(points=s.points, filter=s.filter, options=dict(s.options), drawn_at=s.drawn_at)
+            for s in config_shapes(camera.config)
+        )
 
     async def _apply(self, camera: Camera) -> None:
         saved = self._saved.get(camera.id)
@@ -183,10 +222,15 @@ class MaskService:
         camera = self._cameras.get(camera_id)
         saved = self._saved.get(camera.id) or _Saved(0, ())
         views: list[MaskView] = []
-        for entry in self._config_entries(camera):
-            views.append(MaskView(index=len(views), points=entry.points, filter=entry.filter, options=entry.options, source="config", locked=True))
-        for entry in saved.masks:
-            views.append(MaskView(index=len(views), points=entry.points, filter=entry.filter, options=entry.options, source="database", locked=False))
+        now = _now_pose(camera)
+        for source, entries in (("config", self._config_entries(camera)), ("database", saved.masks)):
+            for entry in entries:
+                views.append(MaskView(
+                    index=len(views), points=entry.points, filter=entry.filter, options=entry.options, source=source,
+                    locked=source == "config", space="scene" if entry.drawn_at is not None else "picture",
+                    drawn_at=entry.drawn_at, projected=_projected(camera, entry, now),
+                ))
+        newest = camera.tracker.newest() if camera.tracker is not None else None
         return MaskSetView(
             camera=camera.id,
             version=saved.version,
@@ -195,7 +239,39 @@ class MaskService:
             updated_at=saved.created_at,
             reason=saved.reason,
             filters=tuple(sorted(self.filters)),
+            anchors=camera.reports_position,
+            position=PositionView(pan=newest.pan, tilt=newest.tilt, zoom=newest.zoom, moving=newest.moving, read_at=newest.at)
+            if newest is not None else None,
         )
+
+    def anchor(self, camera_id: str, entry: MaskEntry, space: str | None) -> MaskEntry:
+        """Anchor a new mask of a PTZ camera to the scene where it was drawn.
+
+        ``space`` "picture" keeps it in the picture; "scene" (the default on a PTZ camera that
+        reports its position) anchors it at ``entry.drawn_at`` — which must be where the camera
+        still stands — or at the camera's current position. A camera that is moving, or whose
+        position is unknown, cannot take a scene mask now (409: stop it, then draw)."""
+        camera = self._cameras.get(camera_id)
+        if space not in (None, "scene", "picture"):
+            raise BadRequest("space must be 'scene' or 'picture'")
+        if space == "picture":
+            return msgspec.structs.replace(entry, drawn_at=None)
+        if not camera.reports_position:
+            if space == "scene" or entry.drawn_at is not None:
+                raise Conflict(f"camera {camera.id} cannot report where it points, so its masks stay in picture space")
+            return entry
+        tracker = camera.tracker
+        assert tracker is not None
+        newest = tracker.newest()
+        if newest is None or newest.moving or tracker.known_until() != float("inf"):
+            raise Conflict(f"camera {camera.id} is moving or its position is not known yet; stop it, then draw the mask")
+        here = (newest.pan, newest.tilt, newest.zoom)
+        if entry.drawn_at is not None and max(abs(a - b) for a, b in zip(entry.drawn_at, here)) > DRAWN_AT_TOLERANCE:
+            raise Conflict(
+                f"camera {camera.id} moved since the mask was drawn (drawn at {_fmt(entry.drawn_at)}, now at {_fmt(here)}); "
+                "draw it again on the current picture"
+            )
+        return msgspec.structs.replace(entry, drawn_at=entry.drawn_at or here)
 
     def database_masks(self, camera_id: str) -> tuple[MaskEntry, ...]:
         saved = self._saved.get(camera_id)
@@ -312,6 +388,36 @@ class MaskService:
             raise Forbidden(f"mask {index} of camera {camera.id} is declared in {CAMERAS_FILE}; only a config change removes it")
         kept = db_masks[: index - n_config] + db_masks[index - n_config + 1 :]
         return await self.save(camera.id, kept, reason=reason, user=user, client=client, change="delete")
+
+
+#: How far (generic units) the camera may be from where the editor says a mask was drawn.
+DRAWN_AT_TOLERANCE = 0.002
+
+
+def _fmt(position: tuple[float, float, float]) -> str:
+    return "pan {:+.3f} tilt {:+.3f} zoom {:.3f}".format(*position)
+
+
+def _now_pose(camera: Camera) -> Pose | None:
+    if camera.projector is None:
+        return None
+    info = camera.hub.info
+    aspect = info.height / info.width if info is not None and info.width else 9 / 16
+    return camera.projector.current_pose(aspect)
+
+
+def _projected(camera: Camera, entry: MaskEntry, pose: Pose | None) -> tuple[tuple[tuple[float, float], ...], ...] | None:
+    if entry.drawn_at is None:
+        return (entry.points,)
+    if pose is None or camera.projector is None:
+        return None
+    polygons = swept(camera.projector.directions(entry.shape(), _aspect(camera)), [pose])
+    return tuple(tuple((round(x, 5), round(y, 5)) for x, y in p) for p in polygons) or None
+
+
+def _aspect(camera: Camera) -> float:
+    info = camera.hub.info
+    return info.height / info.width if info is not None and info.width else 9 / 16
 
 
 def _row_to_saved(row: Any) -> _Saved:

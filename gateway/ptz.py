@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 from aiohttp import web
 
-from gateway.appkeys import AUDIT, CAMERAS, CONFIG, EVENTS, POLICY, PTZ
+from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, EVENTS, POLICY, PTZ
 from gateway.errors import BadRequest, CameraUnavailable, Conflict, GatewayError
 from gateway.interfaces import CameraVendor
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from gateway.access.audit import AuditLog
     from gateway.access.guard import Principal
     from gateway.access.policy import Policy
-    from gateway.cameras import CameraManager
+    from gateway.cameras import Camera, CameraManager
     from gateway.config import PtzConfig
     from gateway.events import EventBus
 
@@ -96,9 +96,11 @@ class PtzService:
         audit: AuditLog,
         events: EventBus,
         config: PtzConfig,
+        may_edit_masks: Callable[[Principal, str], bool] = lambda principal, camera: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._cameras = cameras
+        self._may_edit_masks = may_edit_masks
         self._policy = policy
         self._audit = audit
         self._events = events
@@ -192,15 +194,20 @@ class PtzService:
         *,
         client: str | None = None,
         moving: bool | None = None,
+        moves: bool = True,
         supported: bool = True,
     ) -> T:
         """Run one command under the control lock: open or renew the caller's session,
         refuse anyone else. ``moving`` says whether the camera moves on after it (True for
-        a continuous move, False for stop; None leaves it)."""
-        vendor = self._cameras.get(camera).vendor
+        a continuous move, False for stop; None leaves it). ``moves`` is False for commands
+        that never turn the camera (stop, storing a preset)."""
+        target = self._cameras.get(camera)
+        vendor = target.vendor
         if not supported:
             raise BadRequest(f"camera {camera} does not support {name}")
         me = self.controller(principal, client)
+        if moves:
+            await self._check_masks(target, principal, me, name)
         session = await self._current(camera)
         if session is not None and session.holder.username != me.username:
             await self._refuse(session, me)
@@ -208,15 +215,41 @@ class PtzService:
             session = self._open(camera, me, "taken")
         session.commands += 1
         session.last_command = self._clock()
+        tracker = target.tracker
+        if tracker is not None:
+            tracker.command_started()  # positions read before this no longer hold
         try:
             result = await asyncio.wait_for(call(vendor), self._config.command_timeout_seconds)
         except NotImplementedError:
             raise BadRequest(f"camera {camera} does not support {name}") from None
         except TimeoutError:
             raise CameraUnavailable(f"camera {camera}: no answer to {name} within {self._config.command_timeout_seconds:g}s") from None
+        finally:
+            if tracker is not None:
+                tracker.command_done()
         if moving is not None:
             session.moving = moving
         return result
+
+    async def _check_masks(self, target: Camera, principal: Principal, me: Controller, name: str) -> None:
+        """A masked camera whose vendor cannot report its position must not move: its masks
+        stay where they were drawn in the picture, and a move would uncover what they hide.
+        Only someone who may edit its masks (and so redraw them) may move it."""
+        if not target.masked or target.reports_position:
+            return
+        if self._may_edit_masks(principal, target.id):
+            logger.warning("camera %s: %s moves a masked camera that cannot report its position; its masks stay "
+                           "in picture space and may need redrawing", target.id, me.username)
+            return
+        reason = (
+            f"camera {target.id} has privacy masks and cannot report where it points, so moving it would uncover "
+            "what they hide; only a user with mask.edit may move it"
+        )
+        await self._audit.record(
+            "ptz.control", outcome="refused", user=me.username, client=me.client, camera=target.id,
+            detail={"reason": reason, "command": name},
+        )
+        raise Conflict(reason)
 
     # -- internals ---------------------------------------------------------------------
     async def _current(self, camera: str) -> ControlSession | None:
@@ -278,11 +311,18 @@ class PtzService:
         logger.info("camera %s: PTZ control of %s ended (%s, %d commands)", session.camera, session.holder.username, reason, session.commands)
 
     async def _stop_camera(self, camera: str) -> None:
+        tracker = None
         try:
-            vendor = self._cameras.get(camera).vendor
-            await asyncio.wait_for(vendor.ptz_stop(), self._config.command_timeout_seconds)
+            target = self._cameras.get(camera)
+            tracker = target.tracker
+            if tracker is not None:
+                tracker.command_started()
+            await asyncio.wait_for(target.vendor.ptz_stop(), self._config.command_timeout_seconds)
         except (GatewayError, NotImplementedError, TimeoutError, OSError) as exc:
             logger.warning("camera %s: stopping the PTZ move failed: %s", camera, exc)
+        finally:
+            if tracker is not None:
+                tracker.command_done()
 
     async def _watch(self) -> None:
         interval = min(0.5, self._config.lock_idle_seconds / 5, self._config.move_timeout_seconds / 5)
@@ -306,8 +346,10 @@ class PtzService:
 
 async def ptz_ctx(app: web.Application) -> AsyncIterator[None]:
     """The PTZ service, started after the cameras and stopped before them."""
+    access = app[ACCESS]
     async with PtzService(
         cameras=app[CAMERAS], policy=app[POLICY], audit=app[AUDIT], events=app[EVENTS], config=app[CONFIG].ptz,
+        may_edit_masks=lambda principal, camera: bool(access.decide(principal, "mask.edit", camera)),
     ) as service:
         app[PTZ] = service
         yield

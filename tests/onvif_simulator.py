@@ -59,6 +59,8 @@ class DeviceState:
     tilt: float = 0.0
     zoom: float = 0.0
     velocity: tuple[float, float, float] | None = None
+    #: False: GetStatus answers ActionNotSupported (a device that cannot report its position).
+    reports_status: bool = True
     presets: dict[str, tuple[str, tuple[float, float, float]]] = field(
         default_factory=lambda: {"1": ("Main entrance", (0.1, 0.0, 0.2)), "2": ("Parking", (-0.6, -0.2, 0.5))}
     )
@@ -340,6 +342,20 @@ class OnvifSimulator:
         token = str(len(self.state.presets) + 1)
         self.state.presets[token] = (name, (self.state.pan, self.state.tilt, self.state.zoom))
         return f"<tptz:SetPresetResponse><tptz:PresetToken>{token}</tptz:PresetToken></tptz:SetPresetResponse>"
+
+    def _ptz_GetStatus(self, op: ET.Element) -> str:
+        self._ptz_profile(op)
+        if not self.state.reports_status:
+            raise _Fault("ter:ActionNotSupported", "GetStatus is not supported")
+        s = self.state
+        moving = "MOVING" if s.velocity else "IDLE"
+        return (
+            "<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position>"
+            f'<tt:PanTilt x="{s.pan}" y="{s.tilt}" space="http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"/>'
+            f'<tt:Zoom x="{s.zoom}" space="http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace"/>'
+            f"</tt:Position><tt:MoveStatus><tt:PanTilt>{moving}</tt:PanTilt><tt:Zoom>IDLE</tt:Zoom></tt:MoveStatus>"
+            "<tt:UtcTime>2026-12-06T10:00:00Z</tt:UtcTime></tptz:PTZStatus></tptz:GetStatusResponse>"
+        )
 
     def _ptz_GotoHomePosition(self, op: ET.Element) -> str:
         self._ptz_profile(op)

@@ -43,6 +43,9 @@ class CameraView(msgspec.Struct, kw_only=True):
     masks: int
     #: The streams a viewer may ask for (WHEP ``?profile=sub`` for grid tiles).
     profiles: list[str]
+    #: A PTZ camera with masks anchored to the scene: False while its position is unknown
+    #: and the whole picture is masked ("privacy mask: position unknown"); None otherwise.
+    mask_position_known: bool | None = None
 
     @classmethod
     def of(cls, snap: CameraSnapshot) -> CameraView:
@@ -68,6 +71,7 @@ class CameraView(msgspec.Struct, kw_only=True):
             ptz=PtzView(continuous=p.continuous, absolute=p.absolute, relative=p.relative, presets=p.presets, home=p.home),
             masks=snap.masks,
             profiles=[str(p) for p in snap.profiles],
+            mask_position_known=snap.mask_position_known,
         )
 
 

@@ -4,12 +4,18 @@
     PUT    /api/cameras/{camera_id}/masks            {"masks": [...], "reason": "...", "version": n}
                                                      replaces the database masks (a new version)
     POST   /api/cameras/{camera_id}/masks            {"points": [[x, y], ...], "filter": "fill",
-                                                      "options": {}, "reason": "..."}  adds one
+                                                      "options": {}, "reason": "...",
+                                                      "space": "scene"|"picture", "drawn_at": [p, t, z]}
+                                                     adds one
     DELETE /api/cameras/{camera_id}/masks/{index}    {"reason": "..."}  (or ?reason=)
     GET    /api/cameras/{camera_id}/masks/versions   every saved version: who, when, why
 
-A mask is a polygon in normalised coordinates (0..1, origin top left). Every change needs a
-reason, makes a new version and is audited; a refused attempt is audited by the guard.
+A mask is a polygon in normalised coordinates (0..1, origin top left). On a PTZ camera that
+reports its position a new mask is anchored to the scene where the camera stands (or at
+``drawn_at``, which must still be where it stands: the editor sends the position it drew at)
+and follows the camera from then on; ``"space": "picture"`` keeps it fixed in the picture.
+Every change needs a reason, makes a new version and is audited; a refused attempt is
+audited by the guard.
 """
 
 from __future__ import annotations
@@ -46,7 +52,14 @@ async def get_masks(request: web.Request) -> web.Response:
 async def put_masks(request: web.Request) -> web.Response:
     service = request.app[MASKS]
     body = await _body(request)
-    masks = parse_masks(body.get("masks"), service.filters)
+    camera_id = request.match_info["camera_id"]
+    raw = body.get("masks")
+    spaces = [item.pop("space", None) if isinstance(item, dict) else None for item in raw] if isinstance(raw, list) else []
+    masks = parse_masks(raw, service.filters)
+    # Masks read back with their anchor keep it; new ones are anchored where the camera stands.
+    masks = tuple(
+        m if m.drawn_at is not None else service.anchor(camera_id, m, space) for m, space in zip(masks, spaces)
+    )
     reason = parse_reason(body.get("reason"))
     version = body.get("version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
@@ -64,7 +77,8 @@ async def post_mask(request: web.Request) -> web.Response:
     service = request.app[MASKS]
     body = await _body(request)
     reason = parse_reason(body.pop("reason", None))
-    mask = parse_mask(body, service.filters)
+    space = body.pop("space", None)
+    mask = service.anchor(request.match_info["camera_id"], parse_mask(body, service.filters), space)
     who = principal(request)
     view = await service.add(request.match_info["camera_id"], mask, reason=reason, user=who.username, client=client_address(request))
     return json_response(view, status=201)

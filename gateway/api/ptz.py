@@ -74,7 +74,7 @@ async def continuous_move(request: web.Request) -> web.Response:
     await request.app[PTZ].command(
         principal(request), camera_id, "continuous moves",
         lambda v: v.ptz_stop() if still else v.ptz_continuous_move(body.pan, body.tilt, body.zoom),
-        client=client_address(request), moving=not still, supported=caps.continuous,
+        client=client_address(request), moving=not still, moves=not still, supported=caps.continuous,
     )
     return _done(request, camera_id)
 
@@ -84,7 +84,7 @@ async def stop(request: web.Request) -> web.Response:
     camera_id, caps = _ids(request)
     await request.app[PTZ].command(
         principal(request), camera_id, "stop", lambda v: v.ptz_stop(),
-        client=client_address(request), moving=False, supported=caps.any,
+        client=client_address(request), moving=False, moves=False, supported=caps.any,
     )
     return _done(request, camera_id)
 
@@ -156,7 +156,7 @@ async def set_preset(request: web.Request) -> web.Response:
     camera_id, caps = _ids(request)
     preset = await request.app[PTZ].command(
         principal(request), camera_id, "presets", lambda v: v.ptz_set_preset(body.name),
-        client=client_address(request), supported=caps.presets,
+        client=client_address(request), moves=False, supported=caps.presets,
     )
     return json_response(PresetView(token=preset.token, name=preset.name), status=201)
 

@@ -37,6 +37,7 @@ from gateway.errors import StreamClosed
 from gateway.interfaces import MaskFilter, MaskShape
 from gateway.media.h26x import ParameterSetKeeper
 from gateway.media.hub import HubReader
+from gateway.media.mask_projection import WHOLE_PICTURE, MaskProjector
 from gateway.media.packet import TIME_BASE, MediaPacket, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,29 @@ def rasterise(points: Sequence[tuple[float, float]], width: int, height: int) ->
         inside ^= crosses & (xs < x_at)
     mask[y0:y1, x0:x1] = inside
     return mask
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` grown by ``radius`` pixels (a square neighbourhood), within its bounding box."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if radius <= 0 or rows.size == 0:
+        return mask
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    y0, y1 = max(rows[0] - radius, 0), min(rows[-1] + 1 + radius, h)
+    x0, x1 = max(cols[0] - radius, 0), min(cols[-1] + 1 + radius, w)
+    box = mask[y0:y1, x0:x1]
+    grown = box.copy()
+    for d in range(1, radius + 1):  # separable: rows, then columns
+        grown[:, d:] |= box[:, :-d]
+        grown[:, :-d] |= box[:, d:]
+    box = grown.copy()
+    for d in range(1, radius + 1):
+        grown[d:, :] |= box[:-d, :]
+        grown[:-d, :] |= box[d:, :]
+    out = mask.copy()
+    out[y0:y1, x0:x1] = grown
+    return out
 
 
 def chroma_mask(luma: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -135,7 +159,7 @@ def build_regions(
         else:
             name, options = shape.filter, dict(shape.options)
         key = (name, repr(sorted(options.items())))
-        raster = rasterise(shape.points, width, height)
+        raster = dilate(rasterise(shape.points, width, height), shape.grow)
         if key in groups:
             groups[key][2][...] |= raster
         else:
@@ -254,6 +278,8 @@ class MaskStage:
         settings: MaskingConfig,
         *,
         after_pts: int | None = None,
+        projector: MaskProjector | None = None,
+        on_position: Callable[[bool], None] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -278,6 +304,11 @@ class MaskStage:
         self._first = True
         self._dropping = False
         self._wallclocks: dict[int, float] = {}
+        #: Projects masks anchored to a PTZ camera's scene; None for picture-space masks only.
+        self._projector = projector
+        self._on_position = on_position
+        #: Whether the camera's position was known for the newest picture (None: no scene masks).
+        self.position_known: bool | None = None
 
     # -- control (event loop) -----------------------------------------------------------
     def set_shapes(self, shapes: Sequence[MaskShape]) -> None:
@@ -396,7 +427,7 @@ class MaskStage:
         stats = self.stats
         t0 = time.thread_time()
         w, h = frame.width, frame.height
-        shapes = self._shapes
+        shapes = self._picture_shapes(self._shapes, wallclock, w, h)
         key = (w, h, shapes)
         if key != self._regions_key:
             self._regions = build_regions(shapes, self._filters, w, h)
@@ -438,6 +469,28 @@ class MaskStage:
             )
             self._first = False
             self._hand_over(out)
+
+    def _picture_shapes(self, shapes: tuple[MaskShape, ...], wallclock: float, w: int, h: int) -> tuple[MaskShape, ...]:
+        """The masks of this picture in picture space; the whole picture while the position
+        of a PTZ camera with scene masks is unknown (fail closed)."""
+        if self._projector is None or not any(s.drawn_at is not None for s in shapes):
+            known = None
+            projected: tuple[MaskShape, ...] | None = shapes
+        else:
+            projected = self._projector.picture_shapes(shapes, wallclock, w, h)
+            known = projected is not None
+        if known != self.position_known:
+            self.position_known = known
+            if known is False:
+                logger.warning("camera %s: PTZ position unknown; masking the whole picture", self.name)
+            elif known:
+                logger.info("camera %s: PTZ position known again; scene masks follow the camera", self.name)
+            if self._on_position is not None and known is not None and self._loop is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self._on_position, known)
+                except RuntimeError:
+                    pass
+        return projected if projected is not None else (WHOLE_PICTURE,)
 
     def _hand_over(self, packet: MediaPacket) -> None:
         if self._closed or self._loop is None:

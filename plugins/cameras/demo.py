@@ -32,15 +32,16 @@ from av.video.frame import PictureType
 
 from gateway import hookimpl
 from gateway.errors import NotFound
-from gateway.interfaces import CameraVendor, PtzCapabilities, PtzPreset, StreamProfile
+from gateway.interfaces import CameraVendor, PtzCapabilities, PtzPreset, PtzStatus, StreamProfile
 from gateway.media.bitmapfont import draw_text, text_size
 from gateway.media.h26x import ParameterSetKeeper
 from gateway.media.hub import StreamHub
 from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
 from gateway.media.timecode import STRIP_HEIGHT, draw_timecode
 from gateway.rtsp.server import RtspServer
+from gateway.scene import Optics
 
-from .virtual_ptz import Panorama, VirtualHead
+from .virtual_ptz import Panorama, PanoramaOptics, VirtualHead
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,16 @@ class DemoCamera(CameraVendor):
 
     async def ptz_presets(self) -> list[PtzPreset]:
         return [PtzPreset(token, name) for token, name in self._head().presets()]
+
+    async def ptz_status(self) -> PtzStatus | None:
+        """The head's exact position: a virtual dome always knows where it looks."""
+        if self.head is None:
+            return None
+        pan, tilt, zoom = self.head.position()
+        return PtzStatus(pan, tilt, zoom, moving=self.head.moving)
+
+    def ptz_optics(self) -> Optics | None:
+        return PanoramaOptics(self.options.width, self.options.height) if self.head is not None else None
 
     async def ptz_goto_preset(self, token: str) -> None:
         if not self._head().goto_preset(token):

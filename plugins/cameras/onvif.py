@@ -51,7 +51,7 @@ from msgspec import Meta
 
 from gateway import hookimpl
 from gateway.errors import CameraUnavailable, NotFound
-from gateway.interfaces import CameraVendor, PtzCapabilities, PtzPreset, StreamProfile
+from gateway.interfaces import CameraVendor, PtzCapabilities, PtzPreset, PtzStatus, StreamProfile
 
 from .generic_rtsp import with_credentials
 
@@ -440,6 +440,32 @@ class OnvifCamera(CameraVendor):
 
     async def ptz_home(self) -> None:
         await self._ptz("GotoHomePosition")
+
+    async def ptz_status(self) -> PtzStatus | None:
+        """GetStatus: the position in the generic spaces and whether pan/tilt or zoom move.
+        ``None`` when the device does not support it or reports no position."""
+        await self._profile()  # discovers the device first if that failed at start
+        if not self._has_ptz:
+            return None
+        try:
+            answer = await self._ptz("GetStatus")
+        except OnvifNotSupported:
+            return None
+        position = answer.find(".//{*}Position")
+        pan_tilt = position.find("{*}PanTilt") if position is not None else None
+        if pan_tilt is None:
+            return None
+        zoom = position.find("{*}Zoom") if position is not None else None
+        try:
+            pan, tilt = float(pan_tilt.get("x", "")), float(pan_tilt.get("y", ""))
+            zoom_x = float(zoom.get("x", "0")) if zoom is not None else 0.0
+        except ValueError:
+            raise OnvifError(f"camera {self.camera.id}: GetStatus gave a position that is not a number") from None
+        moves = answer.find(".//{*}MoveStatus")
+        states = [(e.text or "").strip().upper() for e in moves] if moves is not None else []
+        # Anything but IDLE (MOVING, UNKNOWN, or no word at all) may be a move: fail closed.
+        moving = not states or any(state != "IDLE" for state in states)
+        return PtzStatus(pan=pan, tilt=tilt, zoom=zoom_x, moving=moving)
 
 
 def _ptz_token(profile: ET.Element) -> str | None:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gateway.media.bitmapfont import draw_text
+from gateway.scene import Optics, Pose, wrap_degrees
 
 #: Generic-space units per second at velocity 1.
 PAN_SPEED = 0.25
@@ -125,6 +126,57 @@ class VirtualHead:
             return token
 
 
+def view_window(width: int, height: int, pan: float, tilt: float, zoom: float) -> tuple[int, int, float]:
+    """The top-left corner (panorama pixels, even) and scale of the view of a picture
+    ``width`` x ``height`` at a position; the panorama is 4 pictures wide, 2 high."""
+    pw, ph = 4 * width, 2 * height
+    s = round(Panorama.scale(zoom), 3)
+    ww, wh = width * s, height * s
+    cx = (pan + 1.0) / 2.0 * pw
+    cy = ph / 2.0 - tilt * (ph - wh) / 2.0
+    x0 = int(round((cx - ww / 2) / 2)) * 2 % pw
+    y0 = int(round((cy - wh / 2) / 2)) * 2
+    return x0, y0, s
+
+
+class PanoramaOptics(Optics):
+    """The dome's exact optics: a picture is a window on the panorama, whose x is azimuth
+    (the full width a turn) and y elevation at the same degrees per pixel."""
+
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__(fov_wide=180.0 - 1e-6, fov_narrow=45.0, projection="equirectangular")
+        self.width, self.height = width, height
+
+    def hfov(self, zoom: float) -> float:
+        return 90.0 * round(Panorama.scale(zoom), 3)
+
+    def pose(self, pan: float, tilt: float, zoom: float, aspect: float) -> Pose:
+        w, h = self.width, self.height
+        x0, y0, s = view_window(w, h, pan, tilt, zoom)
+        degrees = 90.0 / w  # per panorama pixel: the panorama is 4 w pixels for 360 degrees
+        return Pose(
+            pan=wrap_degrees((x0 + w * s / 2) * degrees - 180.0),
+            tilt=(h - y0 - h * s / 2) * degrees,
+            hfov=w * s * degrees,
+            vfov=h * s * degrees,
+            projection="equirectangular",
+        )
+
+
+#: The garden of the panorama: an area of the city that a privacy mask is meant to hide
+#: (its colour appears nowhere else in the scene, so a test can look for it). Azimuth
+#: range in degrees, and its depth below the horizon as fractions of the panorama height.
+GARDEN_AZIMUTH = (16.0, 27.0)
+GARDEN_DEPTH = (0.015, 0.09)
+#: Its chroma (a saturated green): U and V of the 4:2:0 planes.
+GARDEN_UV = (85, 75)
+
+
+def garden_pixels(u: np.ndarray, v: np.ndarray) -> int:
+    """How many chroma samples of a decoded picture show the garden's green."""
+    return int(np.count_nonzero((u < 100) & (v < 95)))
+
+
 class Panorama:
     """A generated I420 scene 4x as wide and 2x as high as the camera's picture."""
 
@@ -148,13 +200,7 @@ class Panorama:
 
     def view_key(self, pan: float, tilt: float, zoom: float) -> tuple[int, int, float]:
         """The window's top-left corner (panorama pixels, even) and scale, quantised."""
-        s = round(self.scale(zoom), 3)
-        ww, wh = self.width * s, self.height * s
-        cx = (pan + 1.0) / 2.0 * self.pw
-        cy = self.ph / 2.0 - tilt * (self.ph - wh) / 2.0
-        x0 = int(round((cx - ww / 2) / 2)) * 2 % self.pw
-        y0 = int(round((cy - wh / 2) / 2)) * 2
-        return x0, y0, s
+        return view_window(self.width, self.height, pan, tilt, zoom)
 
     def render(self, key: tuple[int, int, float], y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
         """Fill the picture planes with the view ``key`` (from ``view_key``)."""
@@ -215,6 +261,15 @@ def _city(pw: int, ph: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         windows &= (wy < horizon - 2 * unit) & (wx > x + unit) & (wx < right - unit)
         y[top:horizon, x:right][windows] = lit
         x = right + gap
+    # a garden on the ground east of north: the private area of the privacy-mask demo
+    gx0 = int((GARDEN_AZIMUTH[0] + 180) / 360 * pw) & ~1
+    gx1 = int((GARDEN_AZIMUTH[1] + 180) / 360 * pw) & ~1
+    gy0 = (horizon + int(GARDEN_DEPTH[0] * ph)) & ~1
+    gy1 = (horizon + int(GARDEN_DEPTH[1] * ph)) & ~1
+    gy, gx = np.mgrid[gy0:gy1, gx0:gx1]
+    y[gy0:gy1, gx0:gx1] = np.where(((gx // max(2, pw // 400)) + (gy // max(2, ph // 100))) % 2 == 0, 96, 122)
+    u[gy0 // 2 : gy1 // 2, gx0 // 2 : gx1 // 2] = GARDEN_UV[0]
+    v[gy0 // 2 : gy1 // 2, gx0 // 2 : gx1 // 2] = GARDEN_UV[1]
     # compass letters high in the sky: N at pan 0 (the middle), E at +90°, S at ±180°, W at -90°
     size = max(2, ph // 60)
     for index, letter in enumerate(("S", "SW", "W", "NW", "N", "NE", "E", "SE")):
