@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
+from gateway.datadir import private_dir
 from gateway.db import DatabaseUnavailable
 from gateway.errors import ConfigError, ConfigErrors, PluginError
 
@@ -87,7 +88,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import build_app, ssl_context
 
     config, plugins, policy = _load(_config_dir(args.config_dir))
-    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    # Whatever the server writes (recordings, packages, checkpoint file) is never world-readable
+    # (any stricter bits of the operator's umask are kept); the data dir itself is 0700.
+    os.umask(os.umask(0o027) | 0o027)
+    private_dir(Path(config.data_dir))
     app = build_app(config, plugins, policy, on_first_admin=_print_first_admin)
     host = args.bind or config.server.bind
     port = args.port if args.port is not None else config.server.port

@@ -38,6 +38,7 @@ from gateway.api import users as users_api
 from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, SIGNER, STARTED_AT
 from gateway.cameras import CameraManager
 from gateway.config import Config
+from gateway.datadir import private_dir
 from gateway.db import Database
 from gateway.dispatch import notify, push
 from gateway.events import EventBus
@@ -67,6 +68,7 @@ def _log_first_admin(username: str, password: str) -> None:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     """Database, audit log, identity and access control: the security core, started first."""
     config = app[CONFIG]
+    await asyncio.to_thread(private_dir, config.data_dir)  # 0700 before the keys and the database go in
     signer = await asyncio.to_thread(gateway_signer, config, WEBCLIENT_DIR)
     app[SIGNER] = signer
     async with Database(config.database_url) as db:

@@ -13,6 +13,7 @@ itself at start without an ``alembic.ini`` and an env script for operators to ke
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from gateway.datadir import private_dir, private_file
 from gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -476,6 +478,11 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'citygate.db'}"
 
 
+def _private_sqlite_file(path: Path) -> None:
+    private_dir(path.parent, tighten=False)  # a directory of the operator's choosing is left as it is
+    private_file(path)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI types
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -513,7 +520,8 @@ class Database:
         if self.is_sqlite:
             path = self.url.split(":///", 1)[1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # 0600 before SQLite opens it; its -wal and -shm files take the same mode
+                await asyncio.to_thread(_private_sqlite_file, Path(path))
         else:
             kwargs = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
         self._engine = create_async_engine(self.url, **kwargs)

@@ -27,6 +27,9 @@ from gateway.interfaces import StorageBackend, StorageUsage
 logger = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
+#: Recordings are the gateway's alone: directories 0700, files 0640 (never world-readable).
+DIR_MODE = 0o700
+FILE_MODE = 0o640
 READ_CHUNK = 256 * 1024
 
 
@@ -53,11 +56,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, each 0700 (``mkdir -p`` would give the
+    parents the umask's default mode)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=DIR_MODE)
+        except FileExistsError:  # another writer made it meanwhile
+            pass
+
+
 def write_durably(path: Path, data: bytes, *, fsync: bool) -> None:
-    """Write ``data`` to ``path`` through a ``.part`` file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` (mode 0640) through a ``.part`` file and an atomic rename."""
+    private_dirs(path.parent)
     temp = path.with_name(path.name + PART_SUFFIX)
-    with open(temp, "wb") as f:
+    with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as f:
         f.write(data)
         if fsync:
             f.flush()
@@ -132,7 +149,7 @@ class LocalStorage(StorageBackend):
         return self.root / safe_relative(key)
 
     async def __aenter__(self) -> LocalStorage:
-        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_dirs, self.root)
         removed = await asyncio.to_thread(remove_partials, self.root)
         self.removed_partials = [str(p.relative_to(self.root)) for p in removed]
         for key in self.removed_partials:

@@ -31,7 +31,7 @@ from gateway import hookimpl
 from gateway.errors import NotFound, Unavailable
 from gateway.interfaces import StorageBackend, StorageUsage
 
-from .local import remove_partials, safe_relative, stream_file, write_durably
+from .local import private_dirs, remove_partials, safe_relative, stream_file, write_durably
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def parse_spool_name(path: Path) -> tuple[int, str] | None:
 
 
 def scan_spool(directory: Path) -> list[SpoolEntry]:
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dirs(directory)
     remove_partials(directory)
     entries = []
     for path in directory.iterdir():
