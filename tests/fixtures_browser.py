@@ -6,11 +6,13 @@ Only Playwright's driver is used (no ``playwright install``): the system Chromiu
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +68,22 @@ def hls_js() -> Path:
         )
     assert HLS_JS.is_file()
     return HLS_JS
+
+
+async def wait_for_function(page: Any, expression: str, arg: Any = None, *, timeout: float = 30.0) -> Any:
+    """``page.wait_for_function`` for pages under the gateway's Content-Security-Policy.
+
+    Playwright polls its predicate with ``eval`` inside the page, which the policy forbids
+    (no ``unsafe-eval``); ``page.evaluate`` goes through the DevTools protocol, which it does
+    not restrict. ``expression`` is a JavaScript expression or function (called with ``arg``);
+    ``timeout`` in seconds. Returns the first truthy value.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await page.evaluate(expression, arg)
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {expression!r}")
+        await asyncio.sleep(0.05)

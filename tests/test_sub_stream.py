@@ -15,6 +15,7 @@ from gateway.appkeys import AUDIT, CAMERAS
 from gateway.interfaces import MaskShape
 from tests.fixtures_app import RunningGateway, camera_toml
 from tests.fixtures_cameras import free_port
+from tests.fixtures_browser import wait_for_function
 from tests.test_webrtc import GST_SIZE, Viewer, client_offer_pc, wait_for
 
 SUB_SIZE = (GST_SIZE[0] // 2, GST_SIZE[1] // 2)
@@ -149,12 +150,12 @@ async def test_browser_tiles_use_the_sub_stream_and_a_maximised_tile_the_main(gw
         assert await wait_phase(page, 0, "live") == "live · WebRTC · sub stream"
         tile = TILE.format(index=0)
         size = "v => [v.videoWidth, v.videoHeight]"
-        await page.wait_for_function(f"document.querySelector('{tile} video').videoWidth === {SUB_SIZE[0]}")
+        await wait_for_function(page, f"document.querySelector('{tile} video').videoWidth === {SUB_SIZE[0]}")
         assert await page.get_attribute(tile, "data-profile") == "sub"
 
         await page.dblclick(tile)  # maximised: the full picture
         await page.wait_for_selector(f'{tile}.is-maximised[data-phase="live"][data-profile="main"]', timeout=20000)
-        await page.wait_for_function(f"document.querySelector('{tile} video').videoWidth === {GST_SIZE[0]}")
+        await wait_for_function(page, f"document.querySelector('{tile} video').videoWidth === {GST_SIZE[0]}")
         assert await page.eval_on_selector(f"{tile} video", size) == list(GST_SIZE)
         await page.dblclick(tile)  # back on the wall: the sub stream again
         await page.wait_for_selector(f'{tile}:not(.is-maximised)[data-phase="live"][data-profile="sub"]', timeout=20000)

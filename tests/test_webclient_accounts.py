@@ -24,6 +24,7 @@ from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 
 from tests.fixtures_browser import CHROMIUM  # noqa: E402
+from tests.fixtures_browser import wait_for_function  # noqa: E402
 from tests.test_webclient import SMALL_DEMO, wait_phase, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -247,12 +248,12 @@ async def test_disabled_user_is_sent_to_sign_in_and_unlock_works(make_gateway, n
     await admin.click(f'{user_row("walker")} [data-action="enable"]')
     await admin.wait_for_selector(f'{user_row("walker")}[data-state="active"]')
 
-    # Five wrong passwords lock the account; the Users page shows it and unlocks it.
+    # Five wrong passwords lock the account from this address (the right password from it
+    # would still pass: walker signed in from here before); the Users page shows and lifts it.
     for _ in range(5):
         await user.fill('#sign-in input[name="password"]', "not the password at all")
         await user.click('#sign-in button[type="submit"]')
         await user.wait_for_selector('#sign-in button[type="submit"]:not([disabled])')
-    await sign_in(user, gw, "walker")
     await user.wait_for_selector("#sign-in .sign-in-message:has-text('locked until')")
     await admin.reload()
     await admin.wait_for_selector(f'{user_row("walker")}[data-state="locked"]')
@@ -280,12 +281,12 @@ async def test_auditor_reads_the_audit_log_and_sees_no_cameras(make_gateway, new
     assert "Auditor" in await page.inner_text("#user-menu")
 
     rows = page.locator("#page-audit tbody tr")
-    await page.wait_for_function("document.querySelectorAll('#page-audit tbody tr').length === 100")
+    await wait_for_function(page, "document.querySelectorAll('#page-audit tbody tr').length === 100")
     first_ids = [int(i) for i in await rows.evaluate_all("rows => rows.map(r => r.dataset.id)")]
     assert first_ids == sorted(first_ids, reverse=True)  # newest first
     await shot(page, "audit")
     await page.click("#page-audit .load-more")
-    await page.wait_for_function("document.querySelectorAll('#page-audit tbody tr').length > 100")
+    await wait_for_function(page, "document.querySelectorAll('#page-audit tbody tr').length > 100")
     ids = [int(i) for i in await rows.evaluate_all("rows => rows.map(r => r.dataset.id)")]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
 
@@ -294,12 +295,13 @@ async def test_auditor_reads_the_audit_log_and_sees_no_cameras(make_gateway, new
     await page.fill('#page-audit input[name="user"]', "robot")
     await page.select_option('#page-audit select[name="outcome"]', "ok")
     await page.click('#page-audit button[type="submit"]')
-    await page.wait_for_function(
+    await wait_for_function(
+        page,
         "[...document.querySelectorAll('#page-audit tbody tr')].every(r => r.textContent.includes('test.entry'))"
         " && document.querySelectorAll('#page-audit tbody tr').length === 100"
     )
     await page.click("#page-audit .load-more")
-    await page.wait_for_function("document.querySelectorAll('#page-audit tbody tr').length === 150")
+    await wait_for_function(page, "document.querySelectorAll('#page-audit tbody tr').length === 150")
     assert await page.is_hidden("#page-audit .load-more")
     # The CSV link carries the same filters.
     href = await page.get_attribute("#audit-csv", "href")
@@ -372,7 +374,45 @@ async def test_operator_sees_no_users_or_audit_navigation(make_gateway, new_page
     # Typing the address does not open them either: the live view stays.
     for route in ("users", "audit"):
         await page.goto(f"{gw.url}/#/{route}")
-        await page.wait_for_function("location.hash === '#/live'")
+        await wait_for_function(page, "location.hash === '#/live'")
         assert await page.is_hidden("#page-users") and await page.is_hidden("#page-audit")
         assert await page.get_attribute("body", "data-view") == "live"
     await shot(page, "live")
+
+
+async def test_a_second_administrator_confirms_an_approver_on_the_users_page(make_gateway, new_page) -> None:
+    """Two-person rule: Ann's new supervisor waits; Ann cannot confirm it, Ben can and gets
+    the one-time password."""
+    gw = await make_gateway("")
+    await gw.sign_in("ann", role="admin", all_areas=True)
+    await gw.sign_in("ben", role="admin", all_areas=True)
+    ann, ben = await new_page(), await new_page()
+    for page, name in ((ann, "ann"), (ben, "ben")):
+        await signed_in(page, gw, name)
+        await page.goto(gw.url + "/#/users")
+        await page.wait_for_selector(user_row(name))
+
+    form = "#user-create"
+    await ann.fill(f'{form} input[name="username"]', "sam")
+    await ann.fill(f'{form} input[name="role"]', "supervisor")
+    await ann.check(f'{form} input[name="all_areas"]')
+    await ann.click(f'{form} button[type="submit"]')
+    await ann.wait_for_selector("#page-users .page-message:has-text('second administrator')")
+    assert await ann.is_hidden("#one-time-password")
+    pending = '#pending-changes tr[data-pending-for="sam"]'
+    await ann.wait_for_selector(pending)
+    assert await ann.is_disabled(f'{pending} [data-action="confirm-change"]')  # not her own
+    assert await ann.query_selector(user_row("sam")) is None
+
+    await ben.reload()
+    await ben.wait_for_selector(pending)
+    assert "ann" in await ben.inner_text(pending)
+    await ben.click(f'{pending} [data-action="confirm-change"]')
+    await ben.wait_for_selector("#one-time-password:not([hidden])")
+    assert "sam" in await ben.inner_text("#one-time-password")
+    assert len(await ben.input_value("#one-time-password .secret-value")) >= 12
+    await ben.wait_for_selector(user_row("sam"))
+    assert await ben.is_hidden("#pending-changes")
+    user = await gw.app[IDENTITY].get_user("sam")
+    assert (user.role, user.created_by, user.created_confirmed_by) == ("supervisor", "ann", "ben")
+    await shot(ben, "pending-confirmed")

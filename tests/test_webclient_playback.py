@@ -23,6 +23,7 @@ from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 
 from tests.fixtures_browser import CHROMIUM  # noqa: E402
+from tests.fixtures_browser import wait_for_function  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
@@ -223,7 +224,7 @@ async def test_plays_with_the_wall_clock_of_the_frame(recorded, page) -> None:
 
     # "Jump to live" opens the live page with this camera on the wall.
     await page.click(f"{PAGE} .playback-live")
-    await page.wait_for_function("location.hash === '#/live'")
+    await wait_for_function(page, "location.hash === '#/live'")
     await page.wait_for_selector('.tile[data-camera-id="d1"], .tile:has-text("d1")', timeout=10000)
 
 
@@ -265,8 +266,9 @@ async def test_clicking_the_timeline_seeks(recorded, page) -> None:
     x, y, wanted = await timeline_x(page, begin + 1.5)
     assert wanted < shown - 2
     await page.mouse.click(x, y)
-    await page.wait_for_function(
-        "([sel, w]) => Math.abs(Number(document.querySelector(sel).dataset.wallclock) - w) < 1.0", arg=[CLOCK, wanted], timeout=5000
+    await wait_for_function(
+        page,
+        "([sel, w]) => Math.abs(Number(document.querySelector(sel).dataset.wallclock) - w) < 1.0", arg=[CLOCK, wanted], timeout=5
     )
     shown = await clock(page)
     assert abs(shown - wanted) < 1.0, (wanted, shown)

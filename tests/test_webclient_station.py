@@ -17,6 +17,7 @@ from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 
 from tests.fixtures_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.fixtures_browser import wait_for_function  # noqa: E402
 from tests.test_webclient import SMALL_DEMO  # noqa: E402
 
 SCREENSHOT = Path(os.environ.get("CITYGATE_SCREENSHOT_DIR", "/tmp")) / "station.png"
@@ -86,7 +87,7 @@ async def test_station_plays_pushed_cameras_without_a_click(make_gateway, new_pa
     station = await new_page(gw, "station-1")
     await station.wait_for_selector("#page-station:not([hidden])[data-connected='true']")
     assert station.url.endswith("#/station")
-    await station.wait_for_function(PLAYING, arg=STATION_TILE.format(camera="d2") + " video", timeout=10000)
+    await wait_for_function(station, PLAYING, arg=STATION_TILE.format(camera="d2") + " video", timeout=10)
     assert "Flooded underpass" in await station.inner_text(STATION_TILE.format(camera="d2"))
 
     # A push through the API: playing within 3 s, no click; a chime; reason and countdown.
@@ -96,7 +97,7 @@ async def test_station_plays_pushed_cameras_without_a_click(make_gateway, new_pa
     ) as resp:
         assert resp.status == 201
         push = await resp.json()
-    await station.wait_for_function(PLAYING, arg=STATION_TILE.format(camera="d1") + " video", timeout=3000)
+    await wait_for_function(station, PLAYING, arg=STATION_TILE.format(camera="d1") + " video", timeout=3)
     assert time.monotonic() - started < 3.0
     await assert_advancing(station, STATION_TILE.format(camera="d1") + " video")
     tile_text = await station.inner_text(STATION_TILE.format(camera="d1"))

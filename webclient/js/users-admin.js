@@ -5,8 +5,14 @@
 // The gateway has no list of roles over HTTP: the role field suggests the roles the
 // current accounts hold, and a mistyped role is refused with the gateway's own message
 // (which names the known roles).
+//
+// Two-person rule: giving an account export.approve, export.produce or users.manage
+// (creating it, changing its role or widening its areas, resetting its password) waits as a
+// pending change (the gateway answers 202). "Waiting for a second administrator" lists them;
+// another administrator confirms (and receives the one-time password) or rejects; the
+// requester may withdraw.
 
-import { createUser, listUsers, resetPassword, updateUser } from "./api.js";
+import { createUser, listUsers, request, resetPassword, updateUser } from "./api.js";
 import { areasText } from "./session.js";
 
 const CONFIRM_MS = 4000;
@@ -65,6 +71,7 @@ export class UsersPage {
   #secret;
   #roles;
   #editor;
+  #pending;
   #shown = false;
 
   /** `me`: the signed-in administrator's username (they cannot disable or re-role themselves). */
@@ -97,6 +104,7 @@ export class UsersPage {
     this.#message = el("p", { class: "page-message", role: "alert" });
     this.#secret = this.#buildSecret();
     this.#editor = this.#buildEditor();
+    this.#pending = el("section", { class: "panel pending-changes", id: "pending-changes", "aria-label": "Pending changes", hidden: true });
     this.#table = el("tbody");
     const table = el(
       "table",
@@ -117,6 +125,7 @@ export class UsersPage {
       this.#buildCreateForm(),
       this.#secret,
       this.#message,
+      this.#pending,
       el("div", { class: "table-wrap" }, table),
       this.#roles,
       this.#editor,
@@ -150,7 +159,8 @@ export class UsersPage {
       );
       if (!done) return;
       form.reset();
-      this.#showSecret(username, done.password, "created");
+      if (done.pending) this.#say(`${username}: ${done.message}`);
+      else this.#showSecret(username, done.password, "created");
     });
     return form;
   }
@@ -248,14 +258,15 @@ export class UsersPage {
         dialog.close();
         return;
       }
+      let done;
       try {
-        await updateUser(user.username, changes);
+        done = await updateUser(user.username, changes);
       } catch (err) {
         message.textContent = err.message;
         return;
       }
       dialog.close();
-      this.#say("");
+      this.#say(done.pending ? `${user.username}: ${done.message}` : "");
       this.refresh();
     };
     dialog.showModal();
@@ -281,14 +292,58 @@ export class UsersPage {
   }
 
   async refresh() {
+    let changes;
     try {
-      this.#users = await listUsers();
+      [this.#users, changes] = await Promise.all([listUsers(), (await request("/api/users/pending")).json()]);
     } catch (err) {
       if (err.status !== 401) this.#say(`Cannot load the accounts: ${err.message}`);
       return;
     }
     if (!this.#shown) return;
     this.#render();
+    this.#renderPending(changes);
+  }
+
+  /** Changes waiting for a second administrator: confirm (not one's own), reject or withdraw. */
+  #renderPending(changes) {
+    this.#pending.hidden = !changes.length;
+    const rows = changes.map((change) => {
+      const mine = change.requested_by === this.#me;
+      const what = Object.entries(change.changes)
+        .filter(([, v]) => v !== "" && !(Array.isArray(v) && !v.length))
+        .map(([k, v]) => `${k.replace("_", " ")}: ${Array.isArray(v) ? v.join(", ") : v}`)
+        .join("; ");
+      const confirm = el("button", { type: "button", class: "primary", dataset: { action: "confirm-change" } }, "Confirm");
+      if (mine) {
+        confirm.disabled = true;
+        confirm.title = "You asked for this change: another administrator must confirm it";
+      }
+      confirm.addEventListener("click", async () => {
+        const done = await this.#run(async () => (await request(`/api/users/pending/${change.id}/confirm`, { method: "POST" })).json());
+        if (done?.password) this.#showSecret(change.username, done.password, change.kind === "reset-password" ? "reset" : "created");
+      });
+      const cancel = el("button", { type: "button", class: "secondary", dataset: { action: "cancel-change" } }, mine ? "Withdraw" : "Reject");
+      cancel.addEventListener("click", () => this.#run(() => request(`/api/users/pending/${change.id}/cancel`, { method: "POST" })));
+      return el(
+        "tr",
+        { dataset: { change: String(change.id), pendingFor: change.username } },
+        el("td", { class: "mono" }, change.username),
+        el("td", {}, change.kind),
+        el("td", {}, what || "—"),
+        el("td", { class: "mono" }, change.requested_by),
+        el("td", {}, when(change.expires_at)),
+        el("td", { class: "row-actions" }, confirm, cancel),
+      );
+    });
+    this.#pending.replaceChildren(
+      el("h3", {}, "Waiting for a second administrator"),
+      el(
+        "table",
+        { class: "data-table" },
+        el("thead", {}, el("tr", {}, ...["User name", "Change", "Details", "Asked for by", "Expires", ""].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, ...rows),
+      ),
+    );
   }
 
   #render() {
@@ -315,7 +370,8 @@ export class UsersPage {
     const reset = el("button", { type: "button", dataset: { action: "reset-password" } }, "Reset password");
     reset.addEventListener("click", () => this.#confirmThen(reset, "Click to confirm", async () => {
       const done = await this.#run(() => resetPassword(user.username));
-      if (done) this.#showSecret(user.username, done.password, "reset");
+      if (done?.pending) this.#say(`${user.username}: ${done.message}`);
+      else if (done) this.#showSecret(user.username, done.password, "reset");
     }));
     actions.append(edit, toggle, reset);
     if (user.locked_until) {
