@@ -35,8 +35,11 @@ from gateway.api import pushes as pushes_api
 from gateway.api import recordings as recordings_api
 from gateway.api import session as session_api
 from gateway.api import users as users_api
-from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, SIGNER, STARTED_AT
+from gateway.appkeys import (
+    ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, POSITIONS, SIGNER, STARTED_AT,
+)
 from gateway.cameras import CameraManager
+from gateway.ptz_positions import PositionLog
 from gateway.config import Config
 from gateway.datadir import private_dir
 from gateway.db import Database
@@ -106,12 +109,15 @@ async def _purge_sessions(identity: Identity) -> None:
 
 async def _cameras_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    manager = CameraManager(config, app[PLUGINS].camera_vendors(), app[EVENTS])
-    app[CAMERAS] = manager
-    await attach_masks(app, manager)  # privacy masks in place before any camera starts
-    async with manager:
-        logger.info("started %d cameras", len(manager))
-        yield
+    keep_days = max((c.retention_days for c in config.cameras), default=45)
+    async with PositionLog(app[DATABASE], keep_days=keep_days) as positions:
+        app[POSITIONS] = positions
+        manager = CameraManager(config, app[PLUGINS].camera_vendors(), app[EVENTS], positions=positions)
+        app[CAMERAS] = manager
+        await attach_masks(app, manager)  # privacy masks in place before any camera starts
+        async with manager:
+            logger.info("started %d cameras", len(manager))
+            yield
 
 
 async def _plugins_ctx(app: web.Application) -> AsyncIterator[None]:

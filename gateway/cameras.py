@@ -39,6 +39,7 @@ from gateway.media.masking import MaskStage, StageStats, instantiate_filters
 from gateway.media.on_demand import OnDemandStream
 from gateway.media.packet import MediaPacket, StreamInfo
 from gateway.media.source import RtspSource, SourceState, SourceStatus
+from gateway.ptz_positions import PositionLog
 from gateway.ptz_tracking import PoseTracker, TrackingSettings
 from gateway.scene import Optics
 
@@ -154,8 +155,10 @@ class Camera:
         filters: Mapping[str, type[MaskFilter]] | None = None,
         live: LiveConfig | None = None,
         ptz: PtzConfig | None = None,
+        positions: PositionLog | None = None,
     ) -> None:
         self.config = config
+        self._positions = positions
         self.id = config.id
         self.vendor = vendor_cls(config, config.options)
         self.hub = StreamHub(config.id)
@@ -181,7 +184,7 @@ class Camera:
         self._live = live or LiveConfig()
         ptz = ptz or PtzConfig()
         o = config.ptz_optics
-        self._tracking = TrackingSettings(
+        self.tracking = TrackingSettings(
             poll_moving=ptz.position_poll_moving, poll_idle=ptz.position_poll_idle,
             settle_seconds=ptz.position_settle_seconds, stale_seconds=ptz.position_stale_seconds,
             capture_latency=o.capture_latency, position_latency=o.position_latency,
@@ -228,7 +231,12 @@ class Camera:
         """Every camera gets a tracker, reading positions for as long as it runs (a mask
         drawn later must be placeable on the pictures recorded before it); it stops at the
         first answer of a vendor that cannot report them (no PTZ, no GetStatus)."""
-        tracker = PoseTracker(self.id, self.vendor.ptz_status, self._tracking)
+        log = self._positions
+        tracker = PoseTracker(
+            self.id, self.vendor.ptz_status, self.tracking,
+            on_command=(lambda at: log.command(self.id, at)) if log is not None else None,
+            on_reading=(lambda sample: log.reading(self.id, sample)) if log is not None else None,
+        )
         self.tracker = tracker
         self.projector = MaskProjector(tracker, self._optics())
         await self._stack.enter_async_context(tracker)
@@ -408,11 +416,12 @@ class CameraManager:
         events: EventBus,
         *,
         filters: Mapping[str, type[MaskFilter]] | None = None,
+        positions: PositionLog | None = None,
     ) -> None:
         self._cameras = {
             c.id: Camera(
                 c, vendors[c.vendor], config.ingest, events, masking=config.masking, filters=filters, live=config.live,
-                ptz=config.ptz,
+                ptz=config.ptz, positions=positions,
             )
             for c in config.cameras
             if c.enabled

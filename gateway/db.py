@@ -272,6 +272,25 @@ pushes = sa.Table(
 
 # -- privacy masks (migration 4) ------------------------------------------------------
 
+# -- PTZ positions (migration 10) -------------------------------------------------------
+
+#: Where PTZ cameras pointed: readings of their position (on change, and every few seconds
+#: while still) and the commands that made the position unknown until the next reading.
+#: Masks drawn later are placed on recorded pictures from these rows.
+ptz_positions = sa.Table(
+    "ptz_positions",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # "reading" or "command"
+    sa.Column("pan", sa.Float),
+    sa.Column("tilt", sa.Float),
+    sa.Column("zoom", sa.Float),
+    sa.Column("moving", sa.Boolean),
+    sa.Index("ix_ptz_positions_camera_at", "camera", "at"),
+)
+
 #: Every saved mask set of a camera, newest = highest version; rows are never changed or
 #: deleted, so the history says who set which masks, when and why. Masks declared in the
 #: config are not stored here (the database cannot weaken them).
@@ -425,6 +444,10 @@ def _v8_audit_checkpoints(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[audit_checkpoints])
 
 
+def _v10_ptz_positions(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[ptz_positions])
+
+
 def _v9_segment_masks(conn: sa.Connection) -> None:
     # Segments recorded before this migration get version 0 and digest "": a camera masked
     # now re-masks them on playback and export (never served as if they were masked).
@@ -461,6 +484,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (7, "export request options, package deletion", _v7_export_options),
     (8, "signed audit checkpoints", _v8_audit_checkpoints),
     (9, "segments record the privacy masks in force", _v9_segment_masks),
+    (10, "PTZ positions, to place scene-anchored masks on recordings", _v10_ptz_positions),
     (11, "sign-in failures per address, pending account changes, account provenance", _v11_sign_in_and_two_person_rule),
     (13, "export hold release by two approvers", _v13_hold_release_four_eyes),
 ]

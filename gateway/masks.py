@@ -9,6 +9,7 @@ so not one unmasked picture reaches a reader, the recorder included.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -22,13 +23,16 @@ from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
 from gateway.access.audit import AuditLog
-from gateway.appkeys import AUDIT, CONFIG, DATABASE, PLUGINS
+from gateway.appkeys import AUDIT, CONFIG, DATABASE, PLUGINS, POSITIONS
 from gateway.cameras import Camera, CameraManager, config_shapes
 from gateway.config import CAMERAS_FILE, Config, mask_filter_errors
 from gateway.db import Database, mask_versions
 from gateway.errors import BadRequest, ConfigErrors, Conflict, Forbidden
 from gateway.interfaces import MaskFilter, MaskShape
+from gateway.media.mask_projection import MaskProjector
 from gateway.polygons import polygon_problem
+from gateway.ptz_positions import PoseHistory, PositionLog
+from gateway.ptz_tracking import TrackingSettings
 from gateway.recording.remask import UNKNOWN_DIGEST, MaskPlan, mask_digest
 from gateway.scene import Pose, swept
 
@@ -176,8 +180,11 @@ class MaskService:
         config: Config,
         cameras: CameraManager,
         filters: Mapping[str, type[MaskFilter]],
+        *,
+        positions: PositionLog | None = None,
     ) -> None:
         self._db = db
+        self._positions = positions
         self._audit = audit
         self._config = config
         self._cameras = cameras
@@ -304,6 +311,11 @@ class MaskService:
         """The masks in force on the camera now, to apply to its recorded pictures."""
         camera = self._cameras.get(camera_id)
         version, digest = self.state(camera.id)
+        if any(s.drawn_at is not None for s in camera.masks):
+            return ScenePlan(
+                camera=camera.id, version=version, digest=digest, shapes=camera.masks, projector=camera.projector,
+                log=self._positions, settings=camera.tracking,
+            )
         return MaskPlan(camera=camera.id, version=version, digest=digest, shapes=camera.masks)
 
     async def versions(self, camera_id: str, limit: int = 100) -> list[MaskVersionView]:
@@ -420,6 +432,33 @@ def _aspect(camera: Camera) -> float:
     return info.height / info.width if info is not None and info.width else 9 / 16
 
 
+@dataclass(frozen=True)
+class ScenePlan(MaskPlan):
+    """A plan with masks anchored to a PTZ camera's scene: each recorded picture gets them
+    where the position log says the camera pointed when it was taken; the whole picture
+    where the log cannot say (before the log began, a gap, a move nobody read)."""
+
+    projector: MaskProjector | None = None
+    log: PositionLog | None = None
+    settings: TrackingSettings = TrackingSettings()
+    history: PoseHistory | None = None
+
+    async def prepare(self, start: float, end: float) -> MaskPlan:
+        if self.log is None:
+            return self
+        history = await self.log.history(self.camera, start, end, self.settings)
+        return dataclasses.replace(self, history=history)
+
+    def shapes_at(self, wallclock: float, width: int, height: int) -> tuple[MaskShape, ...] | None:
+        if self.history is None or self.projector is None or self.projector.optics is None:
+            return None
+        samples = self.history.samples_for(wallclock)
+        if not samples:
+            return None
+        aspect = height / width
+        return self.projector.project(self.shapes, self.projector.poses(samples, aspect), aspect)
+
+
 def _row_to_saved(row: Any) -> _Saved:
     return _Saved(
         version=row["version"], masks=msgspec.convert(row["masks"], tuple[MaskEntry, ...]), reason=row["reason"],
@@ -444,7 +483,7 @@ async def attach(app: web.Application, cameras: CameraManager) -> MaskService:
         raise ConfigErrors(errors)
     for camera in cameras:
         camera.set_filters(filters)
-    service = MaskService(app[DATABASE], app[AUDIT], config, cameras, filters)
+    service = MaskService(app[DATABASE], app[AUDIT], config, cameras, filters, positions=app.get(POSITIONS))
     await service.load()
     app[MASKS] = service
     return service

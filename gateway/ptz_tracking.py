@@ -74,8 +74,13 @@ class PoseTracker:
         settings: TrackingSettings | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        on_command: Callable[[float], None] | None = None,
+        on_reading: Callable[[PoseSample], None] | None = None,
     ) -> None:
         self.name = name
+        #: Told of every command and reading (the position log), on the event loop.
+        self._on_command = on_command
+        self._on_reading = on_reading
         self.settings = settings or TrackingSettings()
         self._read = read
         self._clock = clock
@@ -114,6 +119,8 @@ class PoseTracker:
                 self._pending_since = now
             self._commands += 1
             self._last_command = now
+        if self._on_command is not None:
+            self._on_command(now)
 
     def command_done(self) -> None:
         """The camera took the command: read where it is now."""
@@ -159,6 +166,8 @@ class PoseTracker:
             return None
         sample = PoseSample(self._clock(), status.pan, status.tilt, status.zoom, status.moving)
         self.add(sample, generation=generation)
+        if self._on_reading is not None:
+            self._on_reading(sample)
         return sample
 
     def add(self, sample: PoseSample, *, generation: int | None = None) -> None:

@@ -84,6 +84,12 @@ class MaskPlan:
         None: mask the whole picture (the plan cannot place its masks: fail closed)."""
         return self.shapes
 
+    async def prepare(self, start: float, end: float) -> MaskPlan:
+        """This plan, ready for the pictures recorded between ``start`` and ``end`` (a plan
+        with masks anchored to a PTZ camera's scene loads that time's positions here, so
+        ``shapes_at`` never waits for the database in the worker)."""
+        return self
+
     def serves_as_recorded(self, segment: Segment) -> bool:
         """True when the stored bytes may be served unchanged under this plan."""
         return segment.mask_digest == self.digest or not self.masked
@@ -240,6 +246,7 @@ class Remasker:
             if cached is not None:
                 return cached
         original = await self._read(segment)
+        plan = await plan.prepare(segment.start, segment.end)
         async with self._workers:
             result = await asyncio.to_thread(
                 remask_segment, original, plan, self._filters, self._settings, start=segment.start
