@@ -238,12 +238,14 @@ def step_fraction(a: Pose, b: Pose) -> float:
 MAX_STEP = 0.1
 
 
-def swept(directions: Sequence[Point], poses: Sequence[Pose]) -> list[tuple[Point, ...]]:
+def swept(directions: Sequence[Point], poses: Sequence[Pose], *, merge: bool = False) -> list[tuple[Point, ...]]:
     """Picture polygons covering ``directions`` at every pose on the path through ``poses``.
 
     One pose: the exact projection. A path: for each short step of it, the convex hull of
-    the projections at both ends (a superset of the area covered in between). Fails closed
-    by construction: it only ever adds area.
+    the projections at both ends (a superset of the area covered in between); with
+    ``merge``, one convex hull of them all (a larger superset, one polygon to rasterise per
+    picture: what the live stage uses, whose window spans a fraction of a second). Fails
+    closed by construction: it only ever adds area.
     """
     if len(poses) == 1:
         polygon = to_picture(directions, poses[0])
@@ -258,4 +260,7 @@ def swept(directions: Sequence[Point], poses: Sequence[Pose]) -> list[tuple[Poin
             if len(hull) >= 3:
                 out.append(hull)
             previous = current
+    if merge and len(out) > 1:
+        hull = convex_hull(tuple(p for polygon in out for p in polygon))
+        return [hull] if len(hull) >= 3 else []
     return out

@@ -75,7 +75,7 @@ class MaskProjector:
             if not is_scene(shape):
                 out.append(shape)
                 continue
-            for polygon in swept(self.directions(shape, aspect), poses):
+            for polygon in swept(self.directions(shape, aspect), poses, merge=True):
                 points = tuple((min(_FAR, max(-_FAR, x)), min(_FAR, max(-_FAR, y))) for x, y in polygon)
                 out.append(MaskShape(points=points, filter=shape.filter, options=shape.options, grow=max(shape.grow, SCENE_GROW)))
         return tuple(out)

@@ -146,11 +146,36 @@ class FillFallback(MaskFilter):
             plane[mask] = value
 
 
+def _raster_piece(points: Sequence[tuple[float, float]], width: int, height: int, grow: int) -> tuple[int, int, np.ndarray] | None:
+    """A polygon rasterised within its own bounding box (grown by ``grow`` pixels all round):
+    (top, left, mask), or None when it misses the picture. Work proportional to the box,
+    not to the picture: a mask that moves with a PTZ camera is rasterised every picture."""
+    pts = np.asarray(points, dtype=np.float64) * (width, height)
+    x0 = max(int(np.floor(pts[:, 0].min())) - grow, 0)
+    x1 = min(int(np.ceil(pts[:, 0].max())) + grow, width)
+    y0 = max(int(np.floor(pts[:, 1].min())) - grow, 0)
+    y1 = min(int(np.ceil(pts[:, 1].max())) + grow, height)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    xs = np.arange(x0, x1) + 0.5
+    ys = (np.arange(y0, y1) + 0.5)[:, None]
+    inside = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, axis=0)):
+        if ay == by:
+            continue
+        crosses = (ay > ys) != (by > ys)
+        x_at = ax + (ys - ay) * (bx - ax) / (by - ay)
+        inside ^= crosses & (xs < x_at)
+    if grow > 0:
+        inside = dilate(inside, grow)
+    return y0, x0, inside
+
+
 def build_regions(
     shapes: Sequence[MaskShape], filters: Mapping[str, MaskFilter], width: int, height: int
 ) -> list[_Region]:
     """Rasterise ``shapes`` for one picture size, grouped by (filter, options)."""
-    groups: dict[tuple[str, str], tuple[MaskFilter, dict[str, Any], np.ndarray]] = {}
+    groups: dict[tuple[str, str], tuple[MaskFilter, dict[str, Any], list[tuple[int, int, np.ndarray]]]] = {}
     for shape in shapes:
         flt = filters.get(shape.filter)
         if flt is None:
@@ -159,22 +184,67 @@ def build_regions(
         else:
             name, options = shape.filter, dict(shape.options)
         key = (name, repr(sorted(options.items())))
-        raster = dilate(rasterise(shape.points, width, height), shape.grow)
-        if key in groups:
-            groups[key][2][...] |= raster
-        else:
-            groups[key] = (flt, options, raster)
+        piece = _raster_piece(shape.points, width, height, shape.grow)
+        if key not in groups:
+            groups[key] = (flt, options, [])
+        if piece is not None:
+            groups[key][2].append(piece)
     regions: list[_Region] = []
     cw, ch = (width + 1) // 2, (height + 1) // 2
-    for flt, options, luma in groups.values():
-        chroma = chroma_mask(luma, cw, ch)
-        ybox, cbox = _box(luma, FILTER_MARGIN), _box(chroma, FILTER_MARGIN // 2)
+    for flt, options, pieces in groups.values():
+        if not pieces:
+            continue
+        # the union of the group's pieces, in a box aligned to chroma samples
+        top = min(p[0] for p in pieces) & ~1
+        left = min(p[1] for p in pieces) & ~1
+        bottom = min(max(p[0] + p[2].shape[0] for p in pieces) + 1 & ~1, height + (height & 1))
+        right = min(max(p[1] + p[2].shape[1] for p in pieces) + 1 & ~1, width + (width & 1))
+        union = np.zeros((bottom - top, right - left), dtype=bool)
+        for y0, x0, piece in pieces:
+            union[y0 - top : y0 - top + piece.shape[0], x0 - left : x0 - left + piece.shape[1]] |= piece
+        union = union[: height - top, : width - left]
+        chroma = chroma_mask(union, min(cw - left // 2, (union.shape[1] + 1) // 2), min(ch - top // 2, (union.shape[0] + 1) // 2))
+        luma_full = _Placed(union, top, left, height, width)
+        chroma_full = _Placed(chroma, top // 2, left // 2, ch, cw)
+        ybox, cbox = luma_full.box(FILTER_MARGIN), chroma_full.box(FILTER_MARGIN // 2)
         if ybox is None or cbox is None:
             continue  # a sliver thinner than a pixel at this size
-        regions.append(
-            _Region(flt, options, (ybox, cbox, cbox), (luma[ybox].copy(), chroma[cbox].copy(), chroma[cbox].copy()))
-        )
+        regions.append(_Region(flt, options, (ybox, cbox, cbox), (luma_full.crop(ybox), chroma_full.crop(cbox), chroma_full.crop(cbox))))
     return regions
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """A boolean mask ``local`` placed at (top, left) in a plane of ``height`` x ``width``."""
+
+    local: np.ndarray
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def box(self, margin: int) -> tuple[slice, slice] | None:
+        found = _box(self.local, 0)
+        if found is None:
+            return None
+        rows, cols = found
+        return (
+            slice(max(self.top + rows.start - margin, 0), min(self.top + rows.stop + margin, self.height)),
+            slice(max(self.left + cols.start - margin, 0), min(self.left + cols.stop + margin, self.width)),
+        )
+
+    def crop(self, box: tuple[slice, slice]) -> np.ndarray:
+        """The mask over ``box`` (plane coordinates), False outside ``local``."""
+        rows, cols = box
+        out = np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
+        y0, x0 = max(rows.start, self.top), max(cols.start, self.left)
+        y1 = min(rows.stop, self.top + self.local.shape[0])
+        x1 = min(cols.stop, self.left + self.local.shape[1])
+        if y0 < y1 and x0 < x1:
+            out[y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start] = self.local[
+                y0 - self.top : y1 - self.top, x0 - self.left : x1 - self.left
+            ]
+        return out
 
 
 # --------------------------------------------------------------------------------------
