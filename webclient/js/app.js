@@ -65,7 +65,7 @@ class LivePage {
     gridRoot.replaceChildren();
     listRoot.replaceChildren();
     const grid = (this.grid = new Grid(gridRoot, { storage: userStorage(this.#user.username) }));
-    const list = (this.list = new CameraList(listRoot));
+    const list = (this.list = new CameraList(listRoot, { events: this.events }));
     const empty = document.getElementById("live-empty");
     list.addEventListener("select", (event) => {
       grid.open(event.detail);

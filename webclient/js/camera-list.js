@@ -1,5 +1,7 @@
 // The sidebar: every camera with its state and area, refreshed every few seconds.
 // Events: 'update' (detail: cameras), 'select' (detail: camera id), 'error' (detail: ApiError|null).
+// With the events channel, a camera.mask_position event updates the camera's
+// `mask_position_known` at once (the tiles show "privacy mask: position unknown").
 
 import { listCameras, snapshotUrl } from "./api.js";
 
@@ -23,15 +25,20 @@ export class CameraList extends EventTarget {
   #running = false;
   #thumbsAt = 0;
   #onWall = new Set();
+  #events = null;
+  #maskEvents = new Map(); // camera id -> {known, at}: camera.mask_position events, newest
+  #onEvent = (event) => this.#maskPosition(event.detail);
   cameras = [];
 
-  constructor(root) {
+  constructor(root, { events = null } = {}) {
     super();
     this.#root = root;
+    this.#events = events;
   }
 
   start() {
     this.#running = true;
+    this.#events?.addEventListener("event", this.#onEvent);
     const tick = async () => {
       await this.refresh();
       if (this.#running) this.#timer = setTimeout(tick, REFRESH_MS);
@@ -43,11 +50,29 @@ export class CameraList extends EventTarget {
   stop() {
     this.#running = false;
     clearTimeout(this.#timer);
+    this.#events?.removeEventListener("event", this.#onEvent);
+  }
+
+  /** camera.mask_position {known}: the camera's masks can (not) be placed on its picture. */
+  #maskPosition(event) {
+    if (event?.kind !== "camera.mask_position" || !event.camera) return;
+    const known = event.detail?.known !== false;
+    this.#maskEvents.set(event.camera, { known, at: performance.now() });
+    const camera = this.cameras.find((c) => c.id === event.camera);
+    if (!camera || camera.mask_position_known === known) return;
+    camera.mask_position_known = known;
+    this.dispatchEvent(new CustomEvent("update", { detail: this.cameras }));
   }
 
   async refresh() {
+    const asked = performance.now();
     try {
       this.cameras = await listCameras();
+      // An event newer than this answer's question says more than the answer.
+      for (const camera of this.cameras) {
+        const seen = this.#maskEvents.get(camera.id);
+        if (seen && seen.at > asked) camera.mask_position_known = seen.known;
+      }
     } catch (err) {
       this.dispatchEvent(new CustomEvent("error", { detail: err }));
       return;

@@ -1,7 +1,12 @@
 // One grid tile: a <video>, an overlay with the camera's name and playback state, a plain
-// message when there is no picture, and the Player that feeds it.
+// message when there is no picture, and the Player that feeds it. A camera whose privacy
+// masks follow the scene but whose position is unknown (the gateway blacks the whole
+// picture meanwhile) gets the notice "privacy mask: position unknown" over its picture,
+// from the camera list's `mask_position_known` (kept current by camera.mask_position events).
 
 import { Player } from "./player.js";
+
+export const MASK_POSITION_UNKNOWN = "privacy mask: position unknown";
 
 function el(tag, className, attrs = {}) {
   const node = document.createElement(tag);
@@ -42,7 +47,10 @@ export class Tile {
     this.messageDetail = el("p", "tile-message-detail");
     this.messageEl.append(this.messageText, this.messageDetail);
 
-    root.append(this.video, overlay, this.messageEl);
+    this.maskEl = el("p", "tile-mask-unknown", { role: "status" });
+    this.maskEl.hidden = true;
+
+    root.append(this.video, overlay, this.messageEl, this.maskEl);
     this.#showEmpty();
   }
 
@@ -58,6 +66,16 @@ export class Tile {
     this.stateEl.textContent = "";
     this.messageText.textContent = "Empty";
     this.messageDetail.textContent = "Choose a camera from the list";
+    this.#showMaskPosition();
+  }
+
+  /** The notice over a picture the gateway blacks out because the camera's position is unknown. */
+  #showMaskPosition() {
+    const unknown = !!this.cameraId && this.#camera?.mask_position_known === false;
+    this.maskEl.hidden = !unknown;
+    this.maskEl.textContent = unknown ? MASK_POSITION_UNKNOWN : "";
+    if (unknown) this.element.dataset.maskPosition = "unknown";
+    else delete this.element.dataset.maskPosition;
   }
 
   /** Show `cameraId` here (null clears the tile). */
@@ -72,6 +90,7 @@ export class Tile {
     }
     this.nameEl.textContent = this.#label();
     this.element.setAttribute("aria-label", `Tile ${this.index + 1}: ${this.#label()}`);
+    this.#showMaskPosition();
     this.#start();
   }
 
@@ -107,6 +126,7 @@ export class Tile {
     if (!camera || camera.id !== this.cameraId) return;
     this.#camera = camera;
     this.nameEl.textContent = this.#label();
+    this.#showMaskPosition();
     // masked or unmasked since: ask again (the gateway never sends a masked camera's sub stream)
     if (!this.#restartIfProfileChanged() && this.#player) this.#player.cameraChanged(camera);
   }
