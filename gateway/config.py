@@ -361,6 +361,34 @@ class PtzOpticsConfig(Base):
             raise ValueError("pan-range and tilt-range must each be [low, high] with low < high")
 
 
+class RtspOutConfig(Base):
+    """``[rtsp-out]``: the authenticated RTSP/RTSPS re-stream of every camera's public hub.
+
+    Off by default. Clients authenticate with RTSP Digest (RFC 7616, SHA-256; MD5 only with
+    ``allow-md5``) against an account's RTSP secret, or with an API token in ``?token=``.
+    """
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: Port = 8554
+    #: Host name clients use in URLs (ONVIF GetStreamUri, federation); unset: ``bind``.
+    public_host: str | None = None
+    #: Accept Digest with MD5 (for old clients) beside SHA-256.
+    allow_md5: bool = False
+    #: Offer RTP over UDP beside TCP-interleaved.
+    udp: bool = True
+    #: A Digest nonce is accepted this long after it was issued.
+    nonce_lifetime: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    realm: Annotated[str, Meta(min_length=1)] = "citygate"
+    #: Certificate and key for RTSPS (RTSP over TLS); both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls-cert and tls-key must be given together")
+
+
 class GatewayFile(Base):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -376,6 +404,7 @@ class GatewayFile(Base):
     masking: MaskingConfig = MaskingConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     audit: AuditConfig = AuditConfig()
+    rtsp_out: RtspOutConfig = RtspOutConfig()
 
 
 class CameraConfig(Base):
@@ -430,6 +459,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     masking: MaskingConfig = MaskingConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     audit: AuditConfig = AuditConfig()
+    rtsp_out: RtspOutConfig = RtspOutConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -632,6 +662,7 @@ def load(
         masking=gateway.masking,
         evidence=gateway.evidence,
         audit=gateway.audit,
+        rtsp_out=gateway.rtsp_out,
     )
 
 
