@@ -49,6 +49,10 @@ class Unauthorized(GatewayError):
     status = 401
 
 
+class StaleCredentials(Unauthorized):
+    """Right credentials on an expired Digest nonce: challenge again with ``stale=true``."""
+
+
 class Forbidden(GatewayError):
     status = 403
 
