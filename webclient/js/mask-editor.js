@@ -311,7 +311,7 @@ export class MaskEditorPage {
 
   #needsSnapshot() {
     const position = here(this.#position);
-    if (!position) return false; // the gateway blacks the whole picture: nothing to follow
+    if (!position) return !this.#imageUrl; // nothing to follow: one picture to show will do
     if (this.#position.moving || !samePosition(this.#shownAt, position)) return true;
     const now = performance.now();
     if (this.#refreshAt && now >= this.#refreshAt) return true;
