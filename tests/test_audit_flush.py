@@ -9,9 +9,9 @@ import asyncio
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from gateway.access.audit import AuditLog
-from gateway.live import webrtc
 from gateway.appkeys import CONFIG
 from gateway.db import Database
+from gateway.live import webrtc
 from tests.fixtures_app import RunningGateway, camera_toml
 
 DEMO = camera_toml("demo", "demo", width=320, height=240, keyframe_interval=1.0)
