@@ -625,7 +625,8 @@ export class MaskEditorPage {
     n.remove.disabled = this.#selected < 0;
     n.space.disabled = !this.#anchors;
     n.space.title = this.#anchors ? "" : "This camera cannot say where it points: its masks stay fixed in the picture.";
-    n.motion.textContent = this.#followError || blocked || "";
+    const motion = this.#followError || blocked || "";
+    if (n.motion.textContent !== motion) n.motion.textContent = motion; // announced once, not every round
     n.motion.classList.toggle("mask-motion-blocked", !!(this.#followError || blocked));
     const items = [
       ...this.#locked.map((m) => el("li", { class: "mask-item mask-item-locked", dataset: { space: m.space } }, `${this.#describe(m)} — set in config (locked)`)),

@@ -73,7 +73,8 @@ export class Tile {
   #showMaskPosition() {
     const unknown = !!this.cameraId && this.#camera?.mask_position_known === false;
     this.maskEl.hidden = !unknown;
-    this.maskEl.textContent = unknown ? MASK_POSITION_UNKNOWN : "";
+    const text = unknown ? MASK_POSITION_UNKNOWN : "";
+    if (this.maskEl.textContent !== text) this.maskEl.textContent = text; // announced once
     if (unknown) this.element.dataset.maskPosition = "unknown";
     else delete this.element.dataset.maskPosition;
   }
