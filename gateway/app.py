@@ -33,6 +33,7 @@ from gateway.api import metrics as metrics_api
 from gateway.api import ptz as ptz_api
 from gateway.api import pushes as pushes_api
 from gateway.api import recordings as recordings_api
+from gateway.api import replication as replication_api
 from gateway.api import session as session_api
 from gateway.api import users as users_api
 from gateway.appkeys import (
@@ -166,6 +167,7 @@ def build_app(
     cameras_api.setup(app)
     masks_api.setup(app)
     recordings_api.setup(app)
+    replication_api.setup(app)
     exports_api.setup(app)  # its context runs after the recording service's
     ptz_api.setup(app)
     webrtc.setup(app)

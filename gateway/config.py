@@ -125,6 +125,9 @@ class ReplicaConfig(Base):
     backend: str
     #: The backend's own options; after ``load()`` an instance of its ``Options`` Struct.
     options: Any = {}
+    #: Every this many hours the replica's objects are read back and their SHA-256 compared
+    #: with the catalogue (``GET /api/recordings/replication``); 0: only on demand.
+    verify_interval_hours: Annotated[float, Meta(ge=0, le=24 * 365)] = 24
 
 
 class RecordingConfig(Base):

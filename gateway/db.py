@@ -371,6 +371,24 @@ export_register = sa.Table(
 )
 
 
+# -- replica verification (migration 15) ------------------------------------------------
+
+#: What the last verification found of each segment on the replica: "ok" (same SHA-256 as
+#: the catalogue), "missing" or "corrupted" (``found_sha256`` says what it held instead).
+replica_checks = sa.Table(
+    "replica_checks",
+    metadata,
+    sa.Column(
+        "segment_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), sa.ForeignKey("segments.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("camera", sa.String(64), nullable=False, index=True),
+    sa.Column("checked_at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("found_sha256", sa.String(64)),
+)
+
+
 # --------------------------------------------------------------------------------------
 # migrations
 
@@ -473,6 +491,10 @@ def _v11_sign_in_and_two_person_rule(conn: sa.Connection) -> None:
             conn.execute(sa.text(ddl))
 
 
+def _v15_replica_checks(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[replica_checks])
+
+
 #: (version, description, function). Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "users, sessions, grants, audit", _v1_initial),
@@ -487,6 +509,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (10, "PTZ positions, to place scene-anchored masks on recordings", _v10_ptz_positions),
     (11, "sign-in failures per address, pending account changes, account provenance", _v11_sign_in_and_two_person_rule),
     (13, "export hold release by two approvers", _v13_hold_release_four_eyes),
+    (15, "replica verification: what the replica holds of each segment", _v15_replica_checks),
 ]
 
 

@@ -106,6 +106,21 @@ async def _recording_families(app: web.Application) -> list[Metric]:
             "citygate_replication_oldest_pending_seconds", "Age of the oldest segment not yet replicated",
             value=status.replication.oldest_age,
         ))
+    if service.verifier is not None:  # what the last read-back of the replica found (at most a minute old)
+        report = await service.verifier.cached_report()
+        held = GaugeMetricFamily(
+            "citygate_replica_segments", "Segments by what the replica holds: expected, verified (same SHA-256), "
+            "missing, corrupted, pending, unverified", labels=["camera", "state"],
+        )
+        checked = GaugeMetricFamily(
+            "citygate_replica_last_verified_timestamp_seconds", "When the replica's copies were last read back", labels=CAMERA
+        )
+        for cam in report.cameras:
+            for state in ("expected", "verified", "missing", "corrupted", "pending", "unverified"):
+                held.add_metric([cam.camera, state], getattr(cam, state))
+            if cam.last_verified is not None:
+                checked.add_metric([cam.camera], cam.last_verified)
+        families += [held, checked]
     return families
 
 

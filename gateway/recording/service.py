@@ -33,6 +33,7 @@ from gateway.plugins import Plugins
 from gateway.recording.index import Catalogue, Gap, Hold, ReplicationLag, Segment, Span
 from gateway.recording.recorder import Recorder, RecorderStats
 from gateway.recording.remask import MaskPlan, Remasked, Remasker
+from gateway.recording.replication import ReplicaVerifier
 from gateway.recording.retention import GB, RetentionSweeper, SweepReport
 
 if TYPE_CHECKING:  # gateway.masks imports this package (for MaskPlan)
@@ -94,9 +95,14 @@ class RecordingService:
         rec = config.recording
         self.storage = make_backend(plugins, config.storage.backend, config.storage.options, data_dir, "storage.backend")
         self.replica: StorageBackend | None = None
+        #: Reads the replica back and proves it holds every segment (None without a replica).
+        self.verifier: ReplicaVerifier | None = None
         if rec.replicate_to is not None:
             self.replica = make_backend(
                 plugins, rec.replicate_to.backend, rec.replicate_to.options, data_dir, "recording.replicate-to.backend"
+            )
+            self.verifier = ReplicaVerifier(
+                db, self.replica, audit=audit, events=events, interval_hours=rec.replicate_to.verify_interval_hours, clock=clock
             )
         self.sweeper = RetentionSweeper(
             self.catalogue,
@@ -145,6 +151,8 @@ class RecordingService:
             self._tasks.append(asyncio.create_task(self.sweeper.run_forever(self.config.recording.sweep_interval), name="retention"))
             if self.replica is not None:
                 self._tasks.append(asyncio.create_task(self._replicate_forever(), name="replication"))
+            if self.verifier is not None and self.verifier.interval_hours > 0:
+                self._tasks.append(asyncio.create_task(self.verifier.run_forever(), name="replica-verify"))
         except BaseException:
             await self._stack.aclose()
             raise
@@ -158,6 +166,8 @@ class RecordingService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.verifier is not None:
+            await self.verifier.aclose()
         await self._stack.aclose()  # recorders first (they store their last segment), then backends
         self.recorders.clear()
 
