@@ -340,6 +340,11 @@ async def test_a_mask_drawn_at_a_position_the_camera_left_is_refused(dome: Runni
     # A picture-space mask on a PTZ camera stays where it is drawn in the picture.
     status, body = await call(admin, gw, "POST", "dome/masks", {"points": square, "space": "picture", "reason": "OSD"})
     assert status == 201 and body["masks"][0]["space"] == "picture" and body["masks"][0]["drawn_at"] is None, body
+    # PUT: a mask read back keeps its anchor; asking for picture space drops it even with drawn_at
+    entries = [{"points": square, "drawn_at": [0.3, 0.0, 0.5]}, {"points": square, "drawn_at": [0.3, 0.0, 0.5], "space": "picture"}]
+    status, body = await call(admin, gw, "PUT", "dome/masks", {"masks": entries, "reason": "r", "version": body["version"]})
+    assert status == 200, body
+    assert [(m["space"], m["drawn_at"]) for m in body["masks"]] == [("scene", [0.3, 0.0, 0.5]), ("picture", None)]
 
 
 async def test_a_scene_mask_drawn_later_covers_the_garden_in_recordings_made_while_the_dome_moved(

@@ -58,7 +58,8 @@ async def put_masks(request: web.Request) -> web.Response:
     masks = parse_masks(raw, service.filters)
     # Masks read back with their anchor keep it; new ones are anchored where the camera stands.
     masks = tuple(
-        m if m.drawn_at is not None else service.anchor(camera_id, m, space) for m, space in zip(masks, spaces)
+        m if m.drawn_at is not None and space != "picture" else service.anchor(camera_id, m, space)
+        for m, space in zip(masks, spaces)
     )
     reason = parse_reason(body.get("reason"))
     version = body.get("version")
