@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.access.agency import agency_access_ctx
 from gateway.access.audit import AuditLog
 from gateway.access.checkpoints import checkpointer
 from gateway.access.control import AccessControl
@@ -32,6 +33,7 @@ from gateway.api import masks as masks_api
 from gateway.api import metrics as metrics_api
 from gateway.api import ptz as ptz_api
 from gateway.api import pushes as pushes_api
+from gateway.api import agency as agency_api
 from gateway.api import recordings as recordings_api
 from gateway.api import replication as replication_api
 from gateway.api import session as session_api
@@ -153,6 +155,8 @@ def build_app(
     security_headers.setup(app)  # CSP, nosniff, no-store, HSTS on every response
     app.cleanup_ctx.append(_events_ctx)
     app.cleanup_ctx.append(_store_ctx)
+    # agencies' access requests: grants through the access core, expired on time
+    app.cleanup_ctx.append(agency_access_ctx)
     app.cleanup_ctx.append(_cameras_ctx)
     # after the cameras: on shutdown recorders store their last segment before cameras stop
     app.cleanup_ctx.append(recording_ctx)
@@ -174,6 +178,7 @@ def build_app(
     hls.setup(app)
     push.setup(app)
     pushes_api.setup(app)
+    agency_api.setup(app)
     notify.setup(app)
     plugins.add_routes(app)
     if WEBCLIENT_DIR.is_dir():

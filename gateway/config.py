@@ -291,6 +291,20 @@ class AuditConfig(Base):
     checkpoint_file: str = ""
 
 
+class AgencyAccessConfig(Base):
+    """``[agency-access]``: other agencies ask in writing for cameras (access requests)."""
+
+    #: The commitment an agency accepts with every request; the request stores the text.
+    commitment: Annotated[str, Meta(min_length=1, max_length=4000)] = (
+        "We will use the cameras and recordings granted only for the purpose stated in this request, "
+        "only during the period granted, and will not copy, publish or pass them on."
+    )
+    #: The longest period one request may cover.
+    max_hours: Annotated[float, Meta(gt=0, le=24 * 366)] = 24 * 31
+    #: Cameras in one request (areas are resolved to their cameras when filed).
+    max_cameras: Annotated[int, Meta(ge=1, le=1000)] = 64
+
+
 class EventsConfig(Base):
     webhooks: tuple[WebhookConfig, ...] = ()
 
@@ -393,6 +407,7 @@ class RtspOutConfig(Base):
 
 
 class GatewayFile(Base):
+    agency_access: AgencyAccessConfig = AgencyAccessConfig()
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     security: SecurityConfig = SecurityConfig()
@@ -447,6 +462,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     """The whole, validated configuration."""
 
     root: str  #: the conf directory
+    agency_access: AgencyAccessConfig = AgencyAccessConfig()
     server: ServerConfig
     database: DatabaseConfig
     ingest: IngestConfig
@@ -664,6 +680,7 @@ def load(
         events=events,
         masking=gateway.masking,
         evidence=gateway.evidence,
+        agency_access=gateway.agency_access,
         audit=gateway.audit,
         rtsp_out=gateway.rtsp_out,
     )

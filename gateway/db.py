@@ -371,6 +371,54 @@ export_register = sa.Table(
 )
 
 
+# -- access requests from other agencies (migration 14) -----------------------------------
+
+#: An agency's written request for cameras; its life is in ``access_register``.
+access_requests = sa.Table(
+    "access_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    #: pending | approved | rejected | revoked | expired
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    #: The cameras named, plus those of the areas named, resolved when filed.
+    sa.Column("cameras", sa.JSON, nullable=False),
+    sa.Column("areas", sa.JSON, nullable=False),
+    sa.Column("live", sa.Boolean, nullable=False),
+    sa.Column("playback", sa.Boolean, nullable=False),
+    #: The period of access asked for (and granted).
+    sa.Column("range_from", sa.Float, nullable=False),
+    sa.Column("range_to", sa.Float, nullable=False, index=True),
+    sa.Column("purpose", sa.String(1000), nullable=False),
+    #: The commitment text the agency accepted, as configured when it filed.
+    sa.Column("commitment", sa.Text, nullable=False),
+    sa.Column("requested_by", sa.String(64), nullable=False, index=True),
+    sa.Column("requested_by_id", sa.Integer, nullable=False),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("decided_by", sa.String(64)),
+    sa.Column("decided_by_id", sa.Integer),
+    sa.Column("decided_at", sa.Float),
+    sa.Column("decision_reason", sa.String(1000)),
+    sa.Column("grant_id", sa.Integer),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("ended_by", sa.String(64)),
+    sa.Column("end_reason", sa.String(1000)),
+)
+
+#: The access register: every step of every access request; each row is also in the audit chain.
+access_register = sa.Table(
+    "access_register",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.Integer, sa.ForeignKey("access_requests.id"), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    #: filed | approved | rejected | revoked | expired | refused
+    sa.Column("event", sa.String(32), nullable=False, index=True),
+    sa.Column("user", sa.String(64)),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("audit_id", sa.BigInteger, nullable=False),
+)
+
+
 # -- replica verification (migration 15) ------------------------------------------------
 
 #: What the last verification found of each segment on the replica: "ok" (same SHA-256 as
@@ -491,6 +539,10 @@ def _v11_sign_in_and_two_person_rule(conn: sa.Connection) -> None:
             conn.execute(sa.text(ddl))
 
 
+def _v14_access_requests(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[access_requests, access_register])
+
+
 def _v15_replica_checks(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[replica_checks])
 
@@ -509,6 +561,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (10, "PTZ positions, to place scene-anchored masks on recordings", _v10_ptz_positions),
     (11, "sign-in failures per address, pending account changes, account provenance", _v11_sign_in_and_two_person_rule),
     (13, "export hold release by two approvers", _v13_hold_release_four_eyes),
+    (14, "access requests from other agencies and the access register", _v14_access_requests),
     (15, "replica verification: what the replica holds of each segment", _v15_replica_checks),
 ]
 

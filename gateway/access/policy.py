@@ -36,6 +36,10 @@ class Action(enum.StrEnum):
     USERS_MANAGE = "users.manage"
     AUDIT_READ = "audit.read"
     SYSTEM_MONITOR = "system.monitor"
+    #: Another agency asks in writing for cameras (``POST /api/access-requests``).
+    ACCESS_REQUEST = "access.request"
+    #: Decide agencies' access requests for cameras of one's areas (never one's own).
+    ACCESS_APPROVE = "access.approve"
 
 
 #: Actions that are about the whole system, not one camera: no area applies. Approving an
