@@ -49,7 +49,7 @@ from gateway.db import Database
 from gateway.dispatch import notify, push
 from gateway.events import EventBus
 from gateway.evidence.signing import gateway_signer
-from gateway.live import hls, webrtc
+from gateway.live import hls, rtsp_out, webrtc
 from gateway.masks import attach as attach_masks
 from gateway.plugins import Plugins
 from gateway.recording.reads import playback_reads_ctx
@@ -162,6 +162,8 @@ def build_app(
     app.cleanup_ctx.append(recording_ctx)
     # segment reads are audited until it stops, so it stops before the audit log
     app.cleanup_ctx.append(playback_reads_ctx)
+    # the RTSP re-stream ([rtsp-out]): its plays end, audited, before cameras and the audit log
+    app.cleanup_ctx.append(rtsp_out.rtsp_out_ctx)
     app.cleanup_ctx.append(_plugins_ctx)
     session_api.setup(app)
     users_api.setup(app)
@@ -175,6 +177,7 @@ def build_app(
     exports_api.setup(app)  # its context runs after the recording service's
     ptz_api.setup(app)
     webrtc.setup(app)
+    rtsp_out.setup(app)
     hls.setup(app)
     push.setup(app)
     pushes_api.setup(app)

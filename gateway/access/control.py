@@ -53,6 +53,9 @@ class LiveTicket:
     client: str | None
     started_at: float = field(default_factory=time.time)
     closed: bool = False
+    #: The principal as of now, or None if it is gone, for views not opened with a session
+    #: (RTSP Digest); views opened with a session token are re-read through the session.
+    refresh: Callable[[], Awaitable[Principal | None]] | None = None
 
 
 class AccessControl:
@@ -181,9 +184,10 @@ class AccessControl:
 
     # -- live sessions -----------------------------------------------------------------
     def track(
-        self, principal: Principal, camera: str, action: str, kind: str, close: Callable[[str], Awaitable[None]], client: str | None
+        self, principal: Principal, camera: str, action: str, kind: str, close: Callable[[str], Awaitable[None]], client: str | None,
+        *, refresh: Callable[[], Awaitable[Principal | None]] | None = None,
     ) -> LiveTicket:
-        ticket = LiveTicket(next(self._ids), principal, camera, action, kind, close, client)
+        ticket = LiveTicket(next(self._ids), principal, camera, action, kind, close, client, refresh=refresh)
         self._tickets[ticket.id] = ticket
         return ticket
 
@@ -235,7 +239,13 @@ class AccessControl:
 
     async def _still_allowed(self, ticket: LiveTicket) -> str | None:
         principal = ticket.principal
-        if self._sessions is not None:
+        if ticket.refresh is not None:
+            current = await ticket.refresh()
+            if current is None:
+                return "the account was disabled, removed or its credentials changed"
+            principal = current
+            ticket.principal = current
+        elif self._sessions is not None:
             current = await self._sessions.principal_for_session(principal.session_id)
             if current is None:
                 return "the session ended, expired or the account was disabled"

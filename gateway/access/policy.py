@@ -36,6 +36,9 @@ class Action(enum.StrEnum):
     USERS_MANAGE = "users.manage"
     AUDIT_READ = "audit.read"
     SYSTEM_MONITOR = "system.monitor"
+    #: A federating gateway's service account: may name the user it acts for
+    #: (``X-Citygate-On-Behalf-Of``), which the audit log then records.
+    FEDERATION_RELAY = "federation.relay"
     #: Another agency asks in writing for cameras (``POST /api/access-requests``).
     ACCESS_REQUEST = "access.request"
     #: Decide agencies' access requests for cameras of one's areas (never one's own).
@@ -44,7 +47,7 @@ class Action(enum.StrEnum):
 
 #: Actions that are about the whole system, not one camera: no area applies. Approving an
 #: export is about its cameras: a district's leadership approves for the district only.
-GLOBAL_ACTIONS = frozenset({Action.USERS_MANAGE, Action.AUDIT_READ, Action.SYSTEM_MONITOR})
+GLOBAL_ACTIONS = frozenset({Action.USERS_MANAGE, Action.AUDIT_READ, Action.SYSTEM_MONITOR, Action.FEDERATION_RELAY})
 ALL_ACTIONS = frozenset(Action)
 
 

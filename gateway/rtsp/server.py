@@ -642,14 +642,15 @@ class _Connection:
         reader = session.reader
         transport = self.writer.transport
         cap = self.server.max_write_buffer
-        rtp_prefix = b"$" + bytes([session.rtp_channel])
-        rtcp_prefix = b"$" + bytes([session.rtcp_channel])
+        udp = session.udp
+        # (for UDP the "channels" are the client's ports: no interleaved prefix)
+        rtp_prefix = b"$" + bytes([session.rtp_channel & 0xFF])
+        rtcp_prefix = b"$" + bytes([session.rtcp_channel & 0xFF])
         await asyncio.sleep(0)  # let the PLAY response go out first
         packet = first
         skipping = False
         stalled_since: float | None = None
         next_report = 0.0
-        udp = session.udp
         reason = "stream ended"
         try:
             while True:
@@ -704,6 +705,9 @@ class _Connection:
             logger.info("rtsp %s: stream %s ended", self.peer, session.mount)
         except (ConnectionError, RuntimeError, OSError):
             reason = "client disconnected"  # the transport closed under us
+        except Exception:
+            logger.exception("rtsp %s: sending %s failed", self.peer, session.mount)
+            reason = "internal error"
         # The stream ended or the client is hopeless: end the connection.
         self.close(reason)
 
