@@ -272,6 +272,35 @@ pushes = sa.Table(
 
 # -- privacy masks (migration 4) ------------------------------------------------------
 
+# -- cluster (migration 16) --------------------------------------------------------------
+
+#: Leases with fencing epochs: ``camera:<id>`` (which node owns a camera), ``job:<name>``
+#: (which node runs a cluster-wide job). See ``gateway.cluster.leases``.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(64)),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("renewed_at", sa.Float),
+    sa.Column("taken_at", sa.Float),
+)
+
+#: The nodes of the cluster: where to reach each, how many cameras it takes, when it was
+#: last alive, whether it is draining (giving its cameras away before maintenance).
+cluster_nodes = sa.Table(
+    "cluster_nodes",
+    metadata,
+    sa.Column("node", sa.String(64), primary_key=True),
+    sa.Column("url", sa.String(300), nullable=False),
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("cameras", sa.Integer, nullable=False, server_default="0"),
+)
+
 # -- PTZ positions (migration 10) -------------------------------------------------------
 
 #: Where PTZ cameras pointed: readings of their position (on change, and every few seconds
@@ -510,6 +539,10 @@ def _v8_audit_checkpoints(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[audit_checkpoints])
 
 
+def _v16_cluster(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[leases, cluster_nodes])
+
+
 def _v10_ptz_positions(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[ptz_positions])
 
@@ -563,6 +596,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (13, "export hold release by two approvers", _v13_hold_release_four_eyes),
     (14, "access requests from other agencies and the access register", _v14_access_requests),
     (15, "replica verification: what the replica holds of each segment", _v15_replica_checks),
+    (16, "cluster: leases with fencing epochs, nodes", _v16_cluster),
 ]
 
 
