@@ -29,6 +29,7 @@ from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
 from gateway.api import exports as exports_api
 from gateway.api import health as health_api
+from gateway.api import inventory as inventory_api
 from gateway.api import masks as masks_api
 from gateway.api import metrics as metrics_api
 from gateway.api import ptz as ptz_api
@@ -170,6 +171,7 @@ def build_app(
     audit_api.setup(app)
     health_api.setup(app)
     metrics_api.setup(app)
+    inventory_api.setup(app)  # before the camera routes, whose {camera_id} would match "inventory"
     cameras_api.setup(app)
     masks_api.setup(app)
     recordings_api.setup(app)

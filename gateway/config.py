@@ -442,6 +442,12 @@ class CameraConfig(Base):
     masks: tuple[MaskConfig, ...] = ()
     #: The optics of a PTZ camera (``[camera.ptz-optics]``), for scene-anchored masks.
     ptz_optics: PtzOpticsConfig = PtzOpticsConfig()
+    #: The organisation that owns and answers for the camera (for the city's camera register).
+    owner: str = ""
+    #: Where the camera stands, as a postal address or a description of the place.
+    address: str = ""
+    #: ``[latitude, longitude]`` in decimal degrees (WGS 84); checked by ``load()``.
+    location: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not _CAMERA_ID.match(self.id):
@@ -658,6 +664,9 @@ def load(
             errors.append(ConfigError(cam_display, f"{key}.vendor", f"unknown vendor {camera.vendor!r} (known: {known})"))
             continue
         opts = _plugin_options(camera.options, vendor, file=cam_display, key=f"{key}.options", env=env, errors=errors)
+        problem = location_problem(camera.location)
+        if problem is not None:
+            errors.append(ConfigError(cam_display, f"{key}.location", problem))
         if mask_filters is not None:
             errors.extend(mask_filter_errors(camera, mask_filters, file=cam_display, key=key))
         cameras.append(msgspec.structs.replace(camera, options=opts))
@@ -684,6 +693,18 @@ def load(
         audit=gateway.audit,
         rtsp_out=gateway.rtsp_out,
     )
+
+
+def location_problem(location: tuple[float, float] | None) -> str | None:
+    """What is wrong with a camera's ``location = [lat, lon]``, or None."""
+    if location is None:
+        return None
+    lat, lon = location
+    if not -90.0 <= lat <= 90.0:  # also refuses NaN
+        return f"latitude {lat} must be between -90 and 90 (location is [latitude, longitude])"
+    if not -180.0 <= lon <= 180.0:
+        return f"longitude {lon} must be between -180 and 180 (location is [latitude, longitude])"
+    return None
 
 
 def format_option_errors(evidence: EvidenceConfig, formats: Mapping[str, type], *, file: str) -> list[ConfigError]:

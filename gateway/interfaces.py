@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -64,6 +65,22 @@ class PtzPreset:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What a device says it is (ONVIF GetDeviceInformation); empty where it does not say."""
+
+    manufacturer: str = ""
+    model: str = ""
+    firmware: str = ""
+    serial: str = ""
+    hardware: str = ""
+
+
+#: The user a vendor call is made for (set by the PTZ service around each command), for
+#: vendors that forward it: the ``citygate`` vendor names them to the remote gateway.
+ACTING_USER: ContextVar[str | None] = ContextVar("citygate_acting_user", default=None)
+
+
 class CameraVendor:
     """A camera vendor: turns a camera's config into stream URLs and drives its PTZ.
 
@@ -104,6 +121,11 @@ class CameraVendor:
         10 s or more with "smart" codecs). True if the camera took the request; False if this
         vendor or device cannot. It may raise on a failed request; the gateway then just waits."""
         return False
+
+    async def device_info(self) -> DeviceInfo | None:
+        """Manufacturer, model, firmware and serial number where the device reports them
+        (for the camera inventory); ``None``: this vendor cannot ask."""
+        return None
 
     # PTZ: a vendor without PTZ keeps these defaults.
     def ptz_capabilities(self) -> PtzCapabilities:

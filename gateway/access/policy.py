@@ -36,13 +36,15 @@ class Action(enum.StrEnum):
     USERS_MANAGE = "users.manage"
     AUDIT_READ = "audit.read"
     SYSTEM_MONITOR = "system.monitor"
-    #: A federating gateway's service account: may name the user it acts for
-    #: (``X-Citygate-On-Behalf-Of``), which the audit log then records.
-    FEDERATION_RELAY = "federation.relay"
+    #: The camera register (GET /api/cameras/inventory) of the cameras in the user's areas.
+    CAMERAS_INVENTORY = "cameras.inventory"
     #: Another agency asks in writing for cameras (``POST /api/access-requests``).
     ACCESS_REQUEST = "access.request"
     #: Decide agencies' access requests for cameras of one's areas (never one's own).
     ACCESS_APPROVE = "access.approve"
+    #: A federating gateway's service account: may name the user it acts for
+    #: (``X-Citygate-On-Behalf-Of``), which the audit log then records.
+    FEDERATION_RELAY = "federation.relay"
 
 
 #: Actions that are about the whole system, not one camera: no area applies. Approving an

@@ -30,9 +30,9 @@ import msgspec
 import numpy as np
 from av.video.frame import PictureType
 
-from gateway import hookimpl
+from gateway import __version__, hookimpl
 from gateway.errors import NotFound
-from gateway.interfaces import CameraVendor, PtzCapabilities, PtzPreset, PtzStatus, StreamProfile
+from gateway.interfaces import CameraVendor, DeviceInfo, PtzCapabilities, PtzPreset, PtzStatus, StreamProfile
 from gateway.media.bitmapfont import draw_text, text_size
 from gateway.media.h26x import ParameterSetKeeper
 from gateway.media.hub import StreamHub
@@ -149,6 +149,13 @@ class DemoCamera(CameraVendor):
             self._server = None
         if self._hub is not None:
             self._hub.close()
+
+    async def device_info(self) -> DeviceInfo:
+        """The virtual camera describes itself like a device would (for the inventory)."""
+        kind = "virtual PTZ dome" if self.head is not None else f"virtual camera ({self.options.pattern})"
+        return DeviceInfo(
+            manufacturer="Citygate", model=f"demo {kind}", firmware=__version__, serial=f"demo-{self.camera.id}",
+        )
 
     def profiles(self) -> Sequence[StreamProfile]:
         return (StreamProfile.MAIN,)

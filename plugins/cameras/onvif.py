@@ -51,7 +51,7 @@ from msgspec import Meta
 
 from gateway import hookimpl
 from gateway.errors import CameraUnavailable, NotFound
-from gateway.interfaces import CameraVendor, PtzCapabilities, PtzPreset, PtzStatus, StreamProfile
+from gateway.interfaces import CameraVendor, DeviceInfo, PtzCapabilities, PtzPreset, PtzStatus, StreamProfile
 
 from .generic_rtsp import with_credentials
 
@@ -352,6 +352,17 @@ class OnvifCamera(CameraVendor):
         await self.discover()
         assert self._main is not None
         return self._main
+
+    async def device_info(self) -> DeviceInfo:
+        """GetDeviceInformation: manufacturer, model, firmware, serial and hardware id."""
+        await self._profile()  # clock and service addresses first
+        answer = await self.call(self._device_url, "tds", "GetDeviceInformation", "")
+        return DeviceInfo(**{
+            field: (_text(answer, f"{{*}}{tag}") or "")[:200] for field, tag in (
+                ("manufacturer", "Manufacturer"), ("model", "Model"), ("firmware", "FirmwareVersion"),
+                ("serial", "SerialNumber"), ("hardware", "HardwareId"),
+            )
+        })
 
     # -- streams -----------------------------------------------------------------------
     def profiles(self) -> Sequence[StreamProfile]:
