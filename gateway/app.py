@@ -52,6 +52,7 @@ from gateway.events import EventBus
 from gateway.evidence.signing import gateway_signer
 from gateway.live import hls, rtsp_out, webrtc
 from gateway.masks import attach as attach_masks
+from gateway.onvif_face import server as onvif_face
 from gateway.plugins import Plugins
 from gateway.recording.reads import playback_reads_ctx
 from gateway.recording.service import recording_ctx
@@ -178,6 +179,7 @@ def build_app(
     replication_api.setup(app)
     exports_api.setup(app)  # its context runs after the recording service's
     ptz_api.setup(app)
+    onvif_face.setup(app)  # its context runs after the PTZ service's
     webrtc.setup(app)
     rtsp_out.setup(app)
     hls.setup(app)

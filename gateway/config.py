@@ -406,6 +406,33 @@ class RtspOutConfig(Base):
             raise ValueError("tls-cert and tls-key must be given together")
 
 
+class OnvifServerConfig(Base):
+    """``[onvif-server]``: Citygate as an ONVIF Profile S device, on a port of its own. Off by
+    default."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    #: 0: any free port (tests).
+    port: Port = 8000
+    #: Host name clients use in service addresses and URIs; unset: the host the client used.
+    public_host: str | None = None
+    #: Certificate and key for HTTPS; both or neither. Only over HTTPS may a client send
+    #: PasswordText (the account's RTSP secret or an API token of the account).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: A snapshot URI (it carries a signed token) works this long after GetSnapshotUri.
+    snapshot_uri_seconds: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    #: A WS-UsernameToken ``Created`` time may differ from the gateway's clock by this much.
+    max_clock_skew: Annotated[float, Meta(ge=5, le=3600)] = 300.0
+    #: Answer WS-Discovery probes (UDP multicast 239.255.255.250 on the LAN).
+    discovery: bool = False
+    discovery_port: Port = 3702
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls-cert and tls-key must be given together")
+
+
 class GatewayFile(Base):
     agency_access: AgencyAccessConfig = AgencyAccessConfig()
     server: ServerConfig = ServerConfig()
@@ -423,6 +450,7 @@ class GatewayFile(Base):
     evidence: EvidenceConfig = EvidenceConfig()
     audit: AuditConfig = AuditConfig()
     rtsp_out: RtspOutConfig = RtspOutConfig()
+    onvif_server: OnvifServerConfig = OnvifServerConfig()
 
 
 class CameraConfig(Base):
@@ -485,6 +513,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     evidence: EvidenceConfig = EvidenceConfig()
     audit: AuditConfig = AuditConfig()
     rtsp_out: RtspOutConfig = RtspOutConfig()
+    onvif_server: OnvifServerConfig = OnvifServerConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -692,6 +721,7 @@ def load(
         agency_access=gateway.agency_access,
         audit=gateway.audit,
         rtsp_out=gateway.rtsp_out,
+        onvif_server=gateway.onvif_server,
     )
 
 
