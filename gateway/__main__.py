@@ -142,9 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     plist = plugins_sub.add_parser("list", help="list discovered plugins, their kinds and origin")
     plist.set_defaults(func=cmd_plugins_list)
 
-    from gateway import cli_audit, cli_export, cli_recordings, cli_users
+    from gateway import cli_audit, cli_cameras, cli_export, cli_recordings, cli_users
 
     cli_audit.add_parser(sub)
+    cli_cameras.add_parser(sub)
     cli_export.add_parser(sub)
     cli_recordings.add_parser(sub)
     cli_users.add_parser(sub)

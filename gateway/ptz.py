@@ -32,7 +32,8 @@ from aiohttp import web
 
 from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, EVENTS, POLICY, PTZ
 from gateway.errors import BadRequest, CameraUnavailable, Conflict, GatewayError
-from gateway.interfaces import CameraVendor
+from gateway.access.relay import ON_BEHALF_OF
+from gateway.interfaces import ACTING_USER, CameraVendor
 
 if TYPE_CHECKING:
     from gateway.access.audit import AuditLog
@@ -66,6 +67,8 @@ class ControlSession:
     commands: int = 0
     moving: bool = False
     refused: set[str] = field(default_factory=set)
+    #: Central users a federating gateway sent commands for (``central:alice via central``).
+    on_behalf_of: set[str] = field(default_factory=set)
 
 
 class LockView(msgspec.Struct, kw_only=True):
@@ -215,9 +218,12 @@ class PtzService:
             session = self._open(camera, me, "taken")
         session.commands += 1
         session.last_command = self._clock()
+        if (behalf := ON_BEHALF_OF.get()) is not None:
+            session.on_behalf_of.add(behalf)
         tracker = target.tracker
         if tracker is not None:
             tracker.command_started()  # positions read before this no longer hold
+        acting = ACTING_USER.set(principal.username)  # a federated camera names them remotely
         try:
             result = await asyncio.wait_for(call(vendor), self._config.command_timeout_seconds)
         except NotImplementedError:
@@ -225,6 +231,7 @@ class PtzService:
         except TimeoutError:
             raise CameraUnavailable(f"camera {camera}: no answer to {name} within {self._config.command_timeout_seconds:g}s") from None
         finally:
+            ACTING_USER.reset(acting)
             if tracker is not None:
                 tracker.command_done()
         if moving is not None:
@@ -301,6 +308,8 @@ class PtzService:
         detail = {"commands": session.commands, "ended": reason, "role": session.holder.role}
         if by is not None:
             detail["taken_by"] = by
+        if session.on_behalf_of:  # audited after the requests, so named here
+            detail["on_behalf_of"] = ", ".join(sorted(session.on_behalf_of))
         try:
             await self._audit.record(
                 "ptz.control", user=session.holder.username, client=session.holder.client, camera=session.camera,

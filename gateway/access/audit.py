@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway import csvcells
+from gateway.access.relay import ON_BEHALF_OF
 from gateway.db import Database, audit
 from gateway.interfaces import Event
 from gateway.tasks import cancel_and_wait
@@ -104,7 +105,13 @@ class AuditLog:
         purpose: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> int:
-        """Append an entry; returns its id once it is committed."""
+        """Append an entry; returns its id once it is committed.
+
+        Written while serving a federated request (``ON_BEHALF_OF`` set), the detail
+        names the central user the request was made for."""
+        behalf = ON_BEHALF_OF.get()
+        if behalf is not None and user is not None:
+            detail = {**(detail or {}), "on_behalf_of": behalf}
         entry = self._entry(
             action, outcome, user=user, client=client, camera=camera,
             range_from=range_from, range_to=range_to, purpose=purpose, detail=detail,

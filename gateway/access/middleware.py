@@ -5,12 +5,17 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.access.guard import CSRF_HEADER, PRINCIPAL, SAFE_METHODS, route_access
+from gateway.access.guard import CSRF_HEADER, PRINCIPAL, SAFE_METHODS, Principal, RouteAccess, route_access
+from gateway.access.relay import ON_BEHALF_HEADER, ON_BEHALF_OF, on_behalf_text
 from gateway.appkeys import ACCESS, CONFIG, PLUGINS
 from gateway.errors import Forbidden, NotFound, Unauthorized
+
+if TYPE_CHECKING:
+    from gateway.access.control import AccessControl
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,18 @@ async def access_middleware(request: web.Request, handler: web.RequestHandler) -
     who = await request.app[PLUGINS].authenticate(request)
     if who is None:
         raise Unauthorized("sign in first")
+    # A federating gateway's user: named in every audit entry of this request, refusals too.
+    behalf = ON_BEHALF_OF.set(on_behalf_text(request.headers.get(ON_BEHALF_HEADER), who, control))
+    try:
+        return await _guarded(request, handler, who, access, control)
+    finally:
+        ON_BEHALF_OF.reset(behalf)  # requests of one keep-alive connection share a task
+
+
+async def _guarded(
+    request: web.Request, handler: web.RequestHandler, who: Principal, access: RouteAccess, control: AccessControl
+) -> web.StreamResponse:
+    match = request.match_info
     if who.kind == "cookie" and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), who.csrf_token.encode()):

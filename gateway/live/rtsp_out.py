@@ -50,6 +50,7 @@ from gateway.access.control import AccessControl
 from gateway.access.guard import Principal, requires
 from gateway.access.identity import Identity
 from gateway.access.middleware import client_address
+from gateway.access.relay import ON_BEHALF_HEADER, on_behalf_text
 from gateway.access.guard import principal as request_principal
 from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, IDENTITY
 from gateway.cameras import Camera, CameraManager
@@ -67,8 +68,6 @@ logger = logging.getLogger(__name__)
 
 PROFILES = ("main", "sub")
 KEY_FILE = "rtsp-digest.key"
-#: Header naming the user on whose behalf a federated gateway asks (``alice@central``).
-ON_BEHALF_HEADER = "X-Citygate-On-Behalf-Of"
 
 
 def stream_uri(config: Config, camera_id: str, profile: str = "main") -> str:
@@ -339,19 +338,7 @@ class RtspOut:
 
 def _on_behalf(request: RtspRequest, principal: Principal, access: AccessControl) -> str | None:
     """``central:alice via node`` when a federating gateway names its user and may (``federation.relay``)."""
-    value = request.headers.get(ON_BEHALF_HEADER.lower())
-    return on_behalf_text(value, principal, access)
-
-
-def on_behalf_text(value: str | None, principal: Principal, access: AccessControl) -> str | None:
-    """The audit form of an ``X-Citygate-On-Behalf-Of: user@node`` header, honoured only
-    from accounts whose role has ``federation.relay``; None otherwise."""
-    if not value or not access.policy.may_sometimes(access.subject(principal), "federation.relay", [], 0.0):
-        return None
-    user, sep, node = value.strip()[:200].rpartition("@")
-    if not sep or not user or not node or any(c in value for c in "\r\n"):
-        return None
-    return f"central:{user} via {node}"
+    return on_behalf_text(request.headers.get(ON_BEHALF_HEADER.lower()), principal, access)
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -401,5 +388,19 @@ async def issue_secret(request: web.Request) -> web.Response:
     })
 
 
+@requires("live.view")
+async def stream_urls(request: web.Request) -> web.Response:
+    """``GET /api/cameras/{camera_id}/rtsp``: the camera's re-stream URLs for this user (the
+    sub stream's only when it is served: never for a masked camera)."""
+    service = request.app.get(RTSP_OUT)
+    if service is None:
+        raise NotFound("the RTSP re-stream is not enabled ([rtsp-out] enabled = false)")
+    camera = request.app[CAMERAS].get(request.match_info["camera_id"])
+    config = request.app[CONFIG]
+    sub = stream_uri(config, camera.id, "sub") if StreamProfile.SUB in camera.profiles else None
+    return web.json_response({"main": stream_uri(config, camera.id), "sub": sub, "realm": service.out.realm})
+
+
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/users/{username}/rtsp-secret", issue_secret, name="rtsp_secret")
+    app.router.add_get("/api/cameras/{camera_id}/rtsp", stream_urls, name="rtsp_urls")
