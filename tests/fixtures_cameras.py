@@ -38,7 +38,7 @@ from tests.stalled_rtsp import StalledRtspServer, serve_in_thread
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CAMERA_SERVER = Path(__file__).parent / "gst" / "camera_server.py"
-MOUNTS = ("h264", "h265", "h264-sdp-only", "h264-sliced", "h264-sub", "pattern")
+MOUNTS = ("h264", "h265", "h264-sdp-only", "h264-sliced", "h264-sub", "h264-long-gop", "pattern")
 GI_CHECK = "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0')"
 
 

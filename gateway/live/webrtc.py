@@ -1,4 +1,4 @@
-"""WebRTC live view: a WHEP endpoint whose aiortc peers forward camera packets untouched.
+"""WebRTC live view: a WHEP endpoint; aiortc negotiates, the fan-out sends camera packets untouched.
 
     POST   /api/cameras/{camera_id}/whep   body: SDP offer (application/sdp)
            → 201, body: SDP answer, Location: /api/whep/sessions/{session_id}, ETag
@@ -23,6 +23,12 @@ addresses. aioice has no supported way to restrict the addresses it gathers on, 
 candidates are filtered in the answer SDP; the peer can then only reach us on those
 addresses (a check from another local address can still reach the peer as a
 peer-reflexive candidate, which RFC 8445 allows).
+
+Media path: aiortc does signalling, ICE and DTLS only. Each camera stream is packetized into
+RTP once (``gateway.live.rtp_fanout.CameraFanout``, shared by every viewer of that camera and
+profile); per viewer only the header is rewritten and the packet SRTP-protected and sent
+(``gateway.live.srtp_sender.ViewerSender``, which also answers RTCP: NACK/RTX, PLI/FIR,
+receiver reports, sender reports). A new viewer starts with the packetized GOP cache.
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ from gateway.config import LiveConfig
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TooManyRequests, Unavailable
 from gateway.interfaces import StreamProfile
 from gateway.live import hevc_rtc
-from gateway.live.packet_track import PacketTrack
+from gateway.live.rtp_fanout import Fanouts
+from gateway.live.srtp_sender import ViewerSender, take_over
 from gateway.tasks import TaskSet
 
 hevc_rtc.install()
@@ -183,7 +190,8 @@ class WebRtcSession:
         self.answer = ""
         self._registry = registry
         self.pc = RTCPeerConnection(registry.rtc_configuration)
-        self.track: PacketTrack | None = None
+        #: This viewer's end of the camera's fan-out (header rewrite, SRTP, RTCP).
+        self.viewer: ViewerSender | None = None
         self._connected = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -216,14 +224,23 @@ class WebRtcSession:
                     "so WebRTC can send it H.264 only (use LL-HLS for this camera)"
                 )
             raise Conflict(f"camera {camera.id} sends {codec}; WebRTC here sends H.264 or H.265 only")
-        track = self.track = PacketTrack(reader, f"camera {camera.id}: viewer {self.id}", codec)
-        # The sender stops the track when the camera's stream ends, and when the peer goes away.
-        track.on("ended", lambda: self._spawn_close(track.end_reason or "media sender stopped"))
+        profile_for_keyframe = self.profile
+        fanout = self._registry.fanouts.attach(
+            camera.id, self.profile, reader, codec,
+            request_keyframe=lambda: camera.vendor.request_keyframe(profile_for_keyframe),
+        )
         # The transceiver must exist, with the camera's codec preferred, before the offer is
         # applied: setRemoteDescription binds the offer's video m-line to it and keeps only
         # the preferred codecs, so a browser that lists VP8 first still gets H.264 (or H.265).
-        transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
+        transceiver = self.pc.addTransceiver("video", direction="sendonly")
         transceiver.setCodecPreferences(codec_preferences(codec))
+        sender = transceiver.sender
+        viewer = self.viewer = ViewerSender(
+            fanout, f"camera {camera.id}: viewer {self.id}", ssrc=sender._ssrc, rtx_ssrc=sender._rtx_ssrc,
+            on_end=self._spawn_close,
+        )
+        fanout.join(viewer)  # the camera's stream ending or changing ends this session
+        take_over(sender, viewer)  # once DTLS is up, the viewer sends, not aiortc's sender
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             answer = await self.pc.createAnswer()
@@ -272,8 +289,8 @@ class WebRtcSession:
         self._registry._remove(self)
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
-        if self.track is not None:
-            self.track.stop()
+        if self.viewer is not None:
+            self.viewer.close()
         try:
             await asyncio.wait_for(self.pc.close(), timeout=5.0)
         except Exception as exc:  # the session is gone either way
@@ -297,21 +314,13 @@ class WebRtcSession:
         except TimeoutError:
             self._spawn_close(f"ICE/DTLS did not complete within {timeout:.0f}s")
             return
-        assert self.connected_at is not None and self.track is not None
+        assert self.connected_at is not None and self.viewer is not None
         silence = self._registry.silence_timeout
-        sender = self.pc.getSenders()[0]
+        viewer = self.viewer
         while not self.closed:
             await asyncio.sleep(WATCH_INTERVAL)
-            last_report = self.connected_at
-            try:
-                report = await sender.getStats()
-            except Exception as exc:  # the transport went away under us
-                self._spawn_close(f"statistics unavailable: {exc!r}")
-                return
-            for stats in report.values():
-                if stats.type == "remote-inbound-rtp":
-                    last_report = max(last_report, stats.timestamp.timestamp())
-            if self.track.last_delivered - last_report > silence:
+            last_report = max(self.connected_at, viewer.last_report)
+            if viewer.last_sent - last_report > silence:
                 self._spawn_close(f"no receiver report for {silence:.0f}s")
                 return
 
@@ -337,6 +346,8 @@ class WebRtcSessions:
         self._sessions: dict[str, WebRtcSession] = {}
         #: Sessions being closed (and their ``live.stop`` audit writes): awaited at shutdown.
         self.closing = TaskSet("webrtc")
+        #: One RTP packetizer per camera stream, shared by its viewers.
+        self.fanouts = Fanouts()
         #: Per user id: when their offers of the last minute arrived.
         self._offers: dict[int, deque[float]] = {}
 
@@ -423,6 +434,7 @@ class WebRtcSessions:
             logger.info("closing %d WebRTC sessions (%s)", len(sessions), reason)
         await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
         await self.closing.drain()
+        self.fanouts.close_all(reason)
 
 
 WEBRTC_SESSIONS = web.AppKey("webrtc_sessions", WebRtcSessions)

@@ -70,6 +70,10 @@ class HubReader:
         self._waiter: asyncio.Future[None] | None = None
         self._need_keyframe = True
         self._closed = False
+        #: The preloaded cached GOP still queued: not lag, so not counted against the limits
+        #: (a camera with a 10 s GOP preloads 250 packets into a 100-packet queue).
+        self._preloaded = 0
+        self._preloaded_bytes = 0
         #: Packets this reader never saw because it fell behind.
         self.skipped = 0
         #: Times this reader fell behind and was moved on to the next keyframe.
@@ -83,7 +87,10 @@ class HubReader:
                 self.skipped += 1
                 return
             self._need_keyframe = False
-        if len(self._queue) >= self._max_packets or self._queued_bytes + packet.size > self._max_bytes:
+        if (
+            len(self._queue) >= self._max_packets + self._preloaded
+            or self._queued_bytes + packet.size > self._max_bytes + self._preloaded_bytes
+        ):
             self._overflow()
             if not packet.keyframe:
                 self.skipped += 1
@@ -98,6 +105,7 @@ class HubReader:
         self.skipped += len(self._queue)
         self._queue.clear()
         self._queued_bytes = 0
+        self._preloaded = self._preloaded_bytes = 0
         self._need_keyframe = True
         if self.lossless:
             logger.warning("hub %s: lossless reader %s fell behind; packets lost", self.hub.name, self.name)
@@ -112,6 +120,8 @@ class HubReader:
             self._need_keyframe = False
             self._queue.extend(packets)
             self._queued_bytes = sum(p.size for p in packets)
+            self._preloaded = len(packets)
+            self._preloaded_bytes = self._queued_bytes
 
     def skip_to_keyframe(self) -> int:
         """Drop what is queued and resume at the next keyframe; returns packets dropped.
@@ -121,6 +131,7 @@ class HubReader:
         self.skipped += dropped
         self._queue.clear()
         self._queued_bytes = 0
+        self._preloaded = self._preloaded_bytes = 0
         self._need_keyframe = True
         return dropped
 
@@ -147,6 +158,9 @@ class HubReader:
         packet = self._queue.popleft()
         self._queued_bytes -= packet.size
         self.delivered += 1
+        if self._preloaded:
+            self._preloaded -= 1
+            self._preloaded_bytes = max(0, self._preloaded_bytes - packet.size)
         return packet
 
     async def recv(self) -> MediaPacket:
@@ -162,6 +176,9 @@ class HubReader:
         packet = self._queue.popleft()
         self._queued_bytes -= packet.size
         self.delivered += 1
+        if self._preloaded:
+            self._preloaded -= 1
+            self._preloaded_bytes = max(0, self._preloaded_bytes - packet.size)
         return packet
 
     def __aiter__(self) -> HubReader:
@@ -180,6 +197,7 @@ class HubReader:
         self._closed = True
         self._queue.clear()
         self._queued_bytes = 0
+        self._preloaded = self._preloaded_bytes = 0
         self.hub._detach(self)
         self._wake()
 

@@ -20,6 +20,7 @@ Mounts (all live, 25 fps, one keyframe per second, shared by every client, UDP o
                     SPS/PPS before each IDR slice, so FFmpeg splits each keyframe into
                     several packets with one timestamp
     /h264-sub       the same at half the width and height (a camera's sub stream)
+    /h264-long-gop  as /h264 with one keyframe every 10 s (a "smart codec" camera)
     /pattern        x264 constrained baseline of static SMPTE 75 % bars (for mask tests)
 """
 
@@ -62,10 +63,10 @@ def source(width: int, height: int, moving: bool = True) -> str:
     )
 
 
-def x264(extra: str = "") -> str:
+def x264(extra: str = "", key_int: int = KEY_INT) -> str:
     return (
         "x264enc tune=zerolatency speed-preset=ultrafast bitrate=1500 "
-        f"key-int-max={KEY_INT} {extra}".rstrip()
+        f"key-int-max={key_int} {extra}".rstrip()
     )
 
 
@@ -108,6 +109,12 @@ def mount_launches(width: int, height: int) -> dict[str, tuple[str, list[str]]]:
         "h264-sub": (
             f"( {source(width // 2, height // 2)} ! {x264('threads=1 sliced-threads=false')} "
             f"! {H264_CAPS} ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+            ["videotestsrc", "x264enc", "h264parse", "rtph264pay"],
+        ),
+        # Ten seconds between keyframes, as many city cameras with "smart" codecs send.
+        "h264-long-gop": (
+            f"( {src} ! {x264('threads=1 sliced-threads=false', key_int=10 * FPS)} ! {H264_CAPS} "
+            "! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
             ["videotestsrc", "x264enc", "h264parse", "rtph264pay"],
         ),
         "pattern": (

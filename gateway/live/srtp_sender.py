@@ -1,0 +1,442 @@
+"""One WebRTC viewer's end of the fan-out: header rewrite, SRTP in C, RTCP.
+
+aiortc negotiates (SDP, ICE, DTLS) as for any peer; the transceiver's ``RTCRtpSender``
+never runs. ``take_over(sender, viewer)`` replaces its ``send``, which aiortc calls once
+DTLS is connected with the negotiated parameters (payload types, RTX, CNAME): from there
+this module sends. Per packet it only writes the viewer's own 12-byte RTP header (payload
+type, marker, sequence number, timestamp, SSRC) before the shared payload of
+``gateway.live.rtp_fanout``, protects it with the DTLS transport's SRTP session
+(``pylibsrtp``, C) and writes it to the ICE pair's UDP socket with one ``sendto`` (C) —
+no coroutine per packet, no ``RtpPacket`` objects. A full socket buffer drops the packet
+(the viewer's NACK brings it back); nothing waits.
+
+RTCP from the viewer reaches ``_handle_rtcp_packet`` through aiortc's router (we register
+under the sender's SSRC): receiver reports feed the watchdog, NACK retransmits from the
+camera's packet history (as RTX when negotiated, RFC 4588), PLI and FIR resend the
+packetized GOP (or ask the camera for a keyframe when none is cached), REMB and transport-cc
+feedback are read and counted but never slow a camera stream down (we cannot re-encode it).
+Sender reports go out about once a second.
+
+The aiortc internals this relies on are checked by ``find_datagram_path`` and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiortc.clock import current_ntp_time
+from aiortc.codecs import is_rtx
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpByePacket,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
+
+from gateway.live.rtp_fanout import CameraFanout, RtpFrame
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!BBHII")
+_RTX_OSN = struct.Struct("!H")
+#: RTP timestamp step (90 kHz ticks, 1 ms) between the frames of a GOP burst: old pictures
+#: are decoded at once instead of being played at their original pace, behind live.
+BURST_STEP = 90
+#: Bytes of a burst sent before the viewer's burst pauses for the loop (and the network).
+BURST_CHUNK = 16_000
+BURST_PAUSE = 0.002
+#: Frames that may wait behind a burst before the viewer is restarted at the next GOP.
+BACKLOG_FRAMES = 1000
+#: Wire sequence numbers remembered for NACKs (a power of two): about 5 s at 2 Mbit/s.
+SENT_RING = 1024
+FRAME_RING = 256
+#: A picture-loss report this soon after a burst began is about the burst itself.
+PLI_HOLDOFF = 1.0
+#: transport-cc feedback (RFC 8888 draft): read, counted, never acted on.
+RTCP_RTPFB_TWCC = 15
+
+
+class DatagramPath:
+    """The viewer's UDP socket (a duplicate of aioice's) and the nominated remote address."""
+
+    def __init__(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+        self.socket = sock
+        self.address = address
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def find_datagram_path(dtls: RTCDtlsTransport) -> DatagramPath:
+    """The socket and address aioice sends this peer's media on (its nominated pair).
+
+    Raises ``RuntimeError`` naming what is missing if aiortc/aioice changed shape."""
+    connection = getattr(dtls.transport, "_connection", None)
+    nominated = getattr(connection, "_nominated", None)
+    pair = nominated.get(1) if isinstance(nominated, dict) else None
+    transport = getattr(getattr(pair, "protocol", None), "transport", None)
+    address = getattr(pair, "remote_addr", None)
+    if transport is None or address is None:
+        raise RuntimeError(
+            "aiortc/aioice changed shape: no nominated candidate pair with a datagram transport "
+            "(RTCIceTransport._connection._nominated[1].protocol.transport, .remote_addr)"
+        )
+    if transport.get_extra_info("peername") is not None:
+        raise RuntimeError("aioice's media socket is connected; expected an unconnected UDP socket")
+    raw = transport.get_extra_info("socket")
+    sock = socket.socket(fileno=os.dup(raw.fileno()))
+    sock.setblocking(False)
+    return DatagramPath(sock, address)
+
+
+class ViewerSender:
+    """Sends one fanout's frames to one viewer; answers the viewer's RTCP."""
+
+    def __init__(
+        self,
+        fanout: CameraFanout,
+        label: str,
+        *,
+        ssrc: int,
+        rtx_ssrc: int,
+        on_end: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fanout = fanout
+        self.label = label
+        #: aiortc's router finds RTCP recipients by this attribute.
+        self._ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self._on_end = on_end
+        self._clock = clock
+        self.payload_type = 0
+        self.rtx_payload_type: int | None = None
+        self.cname = ""
+        self._dtls: RTCDtlsTransport | None = None
+        self._path: DatagramPath | None = None
+        self._protect: Callable[[bytes], bytes] | None = None
+        self._seq = random.getrandbits(16) % 32768  # lower half: no early wrap (as aiortc)
+        self._rtx_seq = random.getrandbits(16) % 32768
+        self._last_ts = random.getrandbits(32)
+        self._last_pts: int | None = None
+        self._ts_offset: int | None = None
+        self._sent_canon = [-1] * SENT_RING
+        self._sent_wire = [-1] * SENT_RING
+        self._frame_ts: list[tuple[int, int]] = [(-1, 0)] * FRAME_RING
+        self._state = "idle"  # idle → burst | waiting → live; ended
+        self._backlog: deque[RtpFrame] = deque()
+        self._burst_task: asyncio.Task[None] | None = None
+        self._burst_started = float("-inf")
+        self._sr_task: asyncio.Task[None] | None = None
+        self._last_send_clock = 0.0
+        # -- counters and times the session's watchdog and the tests read --------------------
+        #: ``time.time()`` of the last packet sent, of the last receiver report (0: none yet).
+        self.last_sent = 0.0
+        self.last_report = 0.0
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.frames_sent = 0
+        self.dropped = 0
+        self.retransmitted = 0
+        self.nacks = 0
+        self.plis = 0
+        self.bursts = 0
+        self.remb_bitrate: int | None = None
+        self.twcc_reports = 0
+        self.fraction_lost = 0
+        self.rtt: float | None = None
+        self._lsr: int | None = None
+        self._lsr_time = 0.0
+
+    def __repr__(self) -> str:
+        return f"<ViewerSender {self.label} {self._state}>"
+
+    @property
+    def ssrc(self) -> int:
+        return self._ssrc
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    # -- aiortc hand-over ---------------------------------------------------------------
+    async def begin(self, dtls: RTCDtlsTransport, parameters: RTCRtpSendParameters) -> None:
+        """DTLS is connected: take the negotiated parameters and start receiving the fanout."""
+        if self._state != "idle":
+            return
+        codec = parameters.codecs[0]
+        self.payload_type = codec.payloadType
+        for candidate in parameters.codecs:
+            if is_rtx(candidate) and candidate.parameters.get("apt") == codec.payloadType:
+                self.rtx_payload_type = candidate.payloadType
+                break
+        self.cname = parameters.rtcp.cname or ""
+        self._dtls = dtls
+        try:
+            self._path = find_datagram_path(dtls)
+        except (RuntimeError, OSError) as exc:
+            logger.error("%s: cannot send: %s", self.label, exc)
+            self.end(f"media sender failed: {exc}")
+            return
+        self._protect = dtls._tx_srtp.protect
+        dtls._register_rtp_sender(self, parameters)  # type: ignore[arg-type]
+        self._sr_task = asyncio.get_running_loop().create_task(self._send_reports(), name=f"rtcp {self.label}")
+        logger.debug("%s: sending %s pt %d rtx %s", self.label, codec.mimeType, self.payload_type, self.rtx_payload_type)
+        self.fanout.start(self)
+
+    # -- from the fanout ----------------------------------------------------------------
+    def start(self, gop: list[RtpFrame]) -> None:
+        if gop:
+            self._begin_burst(gop)
+        else:
+            self._state = "waiting"
+
+    def send_frame(self, frame: RtpFrame) -> None:
+        state = self._state
+        if state == "live":
+            self._send(frame, self._live_ts(frame))
+        elif state == "burst":
+            self._backlog.append(frame)
+            if len(self._backlog) > BACKLOG_FRAMES:
+                logger.warning("%s: fell %d frames behind during a burst; restarting at the next keyframe",
+                               self.label, len(self._backlog))
+                self._stop_burst()
+                self._state = "waiting"
+        elif state == "waiting" and frame.keyframe:
+            self._state = "live"
+            self._ts_offset = None
+            self._send(frame, self._live_ts(frame))
+
+    def end(self, reason: str) -> None:
+        """The fanout ended (camera stream gone or changed): end the session."""
+        if self._state == "ended":
+            return
+        self.close()
+        self._on_end(reason)
+
+    def close(self) -> None:
+        """Stop sending; leave the fanout and the transport. Idempotent."""
+        if self._state == "ended":
+            return
+        self._state = "ended"
+        self._stop_burst()
+        if self._sr_task is not None:
+            self._sr_task.cancel()
+            self._sr_task = None
+        if self._dtls is not None:
+            self._send_rtcp(bytes(RtcpByePacket(sources=[self._ssrc])))
+            self._dtls._unregister_rtp_sender(self)  # type: ignore[arg-type]
+        if self._path is not None:
+            self._path.close()
+            self._path = None
+        self.fanout.leave(self)
+
+    # -- sending --------------------------------------------------------------------------
+    def _live_ts(self, frame: RtpFrame) -> int:
+        if self._ts_offset is None:
+            step = BURST_STEP if self._last_pts is None else max(frame.pts - self._last_pts, 1)
+            self._ts_offset = self._last_ts + step - frame.pts
+        return frame.pts + self._ts_offset
+
+    def _send(self, frame: RtpFrame, ts: int) -> None:
+        """Header, SRTP, sendto for each payload of ``frame`` (the per-viewer hot path)."""
+        path, protect = self._path, self._protect
+        if path is None or protect is None:
+            return
+        sendto, address = path.socket.sendto, path.address
+        pack = _HEADER.pack
+        pt, ssrc, wire_ts = self.payload_type, self._ssrc, ts & 0xFFFFFFFF
+        sent_canon, sent_wire, mask = self._sent_canon, self._sent_wire, SENT_RING - 1
+        seq, canon = self._seq, frame.first_seq
+        last = len(frame.payloads) - 1
+        dropped = 0
+        for i, payload in enumerate(frame.payloads):
+            seq = (seq + 1) & 0xFFFF
+            sent_canon[seq & mask] = canon + i
+            sent_wire[seq & mask] = seq
+            try:
+                sendto(protect(pack(0x80, pt | 0x80 if i == last else pt, seq, wire_ts, ssrc) + payload), address)
+            except BlockingIOError:
+                dropped += 1
+            except OSError as exc:  # the network is gone; the watchdog ends the session
+                logger.debug("%s: send failed: %r", self.label, exc)
+                dropped += 1
+        self._seq = seq
+        self._frame_ts[frame.index % FRAME_RING] = (frame.index, ts)
+        self._last_ts = ts
+        self._last_pts = frame.pts
+        self._last_send_clock = self._clock()
+        self.last_sent = time.time()
+        self.packets_sent += last + 1
+        self.octets_sent += frame.size
+        self.frames_sent += 1
+        self.dropped += dropped
+
+    def _begin_burst(self, gop: list[RtpFrame]) -> None:
+        self._stop_burst()
+        self._state = "burst"
+        self.bursts += 1
+        self._burst_started = self._clock()
+        self._backlog = deque(gop)
+        self._burst_task = asyncio.get_running_loop().create_task(self._burst(), name=f"burst {self.label}")
+
+    def _stop_burst(self) -> None:
+        task, self._burst_task = self._burst_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self._backlog.clear()
+
+    async def _burst(self) -> None:
+        """Send the cached GOP 1 ms apart in RTP time, paced in chunks, then whatever came
+        meanwhile at the camera's own spacing; then go live."""
+        backlog = self._backlog
+        gop_left = len(backlog)
+        budget = BURST_CHUNK
+        while backlog and self._state == "burst":
+            frame = backlog.popleft()
+            if gop_left > 0:
+                gop_left -= 1
+                self._send(frame, self._last_ts + BURST_STEP)
+                self._ts_offset = None
+            else:
+                self._send(frame, self._live_ts(frame))
+            budget -= frame.size
+            if budget <= 0 and backlog:
+                budget = BURST_CHUNK
+                await asyncio.sleep(BURST_PAUSE)
+        if self._state == "burst":
+            self._state = "live"
+            self._burst_task = None
+
+    def _send_rtcp(self, data: bytes) -> None:
+        if self._dtls is None or self._path is None or self._dtls.state != "connected":
+            return
+        try:
+            self._path.socket.sendto(self._dtls._tx_srtp.protect_rtcp(data), self._path.address)
+        except OSError:
+            pass
+
+    async def _send_reports(self) -> None:
+        """An RTCP sender report with SDES CNAME every 0.5-1.5 s (RFC 3550 6.2)."""
+        while True:
+            await asyncio.sleep(0.5 + random.random())
+            if self.packets_sent == 0:
+                continue
+            ntp = current_ntp_time()
+            rtp_ts = (self._last_ts + int((self._clock() - self._last_send_clock) * 90000)) & 0xFFFFFFFF
+            report = RtcpSrPacket(
+                ssrc=self._ssrc,
+                sender_info=RtcpSenderInfo(
+                    ntp_timestamp=ntp,
+                    rtp_timestamp=rtp_ts,
+                    packet_count=self.packets_sent & 0xFFFFFFFF,
+                    octet_count=self.octets_sent & 0xFFFFFFFF,
+                ),
+            )
+            self._lsr = (ntp >> 16) & 0xFFFFFFFF
+            self._lsr_time = time.time()
+            sdes = RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self.cname.encode())])])
+            self._send_rtcp(bytes(report) + bytes(sdes))
+
+    # -- RTCP from the viewer -------------------------------------------------------------
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc != self._ssrc:
+                    continue
+                self.last_report = time.time()
+                self.fraction_lost = report.fraction_lost
+                if self._lsr is not None and report.lsr == self._lsr and report.dlsr:
+                    self.rtt = time.time() - self._lsr_time - report.dlsr / 65536
+        elif isinstance(packet, RtcpRtpfbPacket):
+            if packet.fmt == RTCP_RTPFB_NACK:
+                self.nacks += 1
+                for seq in packet.lost:
+                    self.retransmit(seq)
+            elif packet.fmt == RTCP_RTPFB_TWCC:
+                self.twcc_reports += 1
+        elif isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                self.picture_lost()
+            elif packet.fmt == RTCP_PSFB_APP:
+                try:
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                except ValueError:
+                    return
+                if self._ssrc in ssrcs:
+                    self.remb_bitrate = bitrate  # read, never obeyed: a camera stream cannot slow down
+
+    def retransmit(self, seq: int) -> bool:
+        """Send wire packet ``seq`` again from the camera's history; False if forgotten."""
+        slot = seq & (SENT_RING - 1)
+        if self._sent_wire[slot] != seq or self._path is None or self._protect is None:
+            return False
+        canon = self._sent_canon[slot]
+        entry = self.fanout.history.get(canon)
+        if entry is None:
+            return False
+        payload, frame = entry
+        index, ts = self._frame_ts[frame.index % FRAME_RING]
+        if index != frame.index:
+            return False
+        marker = 0x80 if canon == frame.first_seq + len(frame.payloads) - 1 else 0
+        if self.rtx_payload_type is not None:
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            data = (
+                _HEADER.pack(0x80, self.rtx_payload_type | marker, self._rtx_seq, ts & 0xFFFFFFFF, self.rtx_ssrc)
+                + _RTX_OSN.pack(seq)
+                + payload
+            )
+        else:
+            data = _HEADER.pack(0x80, self.payload_type | marker, seq, ts & 0xFFFFFFFF, self._ssrc) + payload
+        try:
+            self._path.socket.sendto(self._protect(data), self._path.address)
+        except OSError:
+            return False
+        self.retransmitted += 1
+        return True
+
+    def picture_lost(self) -> None:
+        """PLI or FIR: resend the packetized GOP, or ask the camera for a keyframe."""
+        self.plis += 1
+        if self._state in ("burst", "idle", "ended") or self._clock() - self._burst_started < PLI_HOLDOFF:
+            return
+        gop = self.fanout.cached_gop()
+        if gop:
+            logger.debug("%s: picture loss; resending the cached GOP (%d frames)", self.label, len(gop))
+            self._begin_burst(gop)
+        else:
+            self.fanout.ask_for_keyframe()
+
+
+def take_over(sender: RTCRtpSender, viewer: ViewerSender) -> None:
+    """Make aiortc's ``sender`` hand its negotiated parameters to ``viewer`` instead of
+    starting its own RTP and RTCP loops (it then never sends anything)."""
+    transport = sender.transport
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        await viewer.begin(transport, parameters)
+
+    sender.send = send  # type: ignore[method-assign]
