@@ -227,14 +227,15 @@ async def test_no_credentials_a_wrong_secret_a_replay_or_another_area_are_faults
     codes, reason = fault_of(payload)
     assert status == 400 and codes == ["env:Sender", "ter:InvalidArgVal", "ter:NoProfile"] and reason == "no profile 'harbour'"
 
-    refused = await audit_rows(district, want=5, outcome="refused", action="onvif.*")
+    refused = await audit_rows(district, want=6, outcome="refused", action="onvif.*")
     by = [(r["user"], r["action"], r["camera"], r["detail"]["reason"]) for r in refused]
     assert (None, "onvif.GetProfiles", None,
             "this operation needs a WS-UsernameToken (a PasswordDigest with the account's device secret)") in by
     assert ("central", "onvif.GetProfiles", None, "wrong username or password digest") in by
     assert ("central", "onvif.GetDeviceInformation", None, "the nonce was used before (a replayed request)") in by
-    failed = await audit_rows(district, want=1, outcome="failed", action="onvif.GetStreamUri", camera="harbour")
-    assert failed and failed[0]["user"] == "central" and failed[0]["detail"]["reason"] == "no profile 'harbour'"
+    outside = await audit_rows(district, want=1, outcome="refused", action="onvif.GetStreamUri", camera="harbour")
+    assert outside and outside[0]["user"] == "central"
+    assert outside[0]["detail"]["reason"] == "camera harbour is in area 'west', outside central's areas"
 
 
 async def test_ptz_goes_through_the_control_lock_and_needs_ptz_control(district, central, onvif_schemas) -> None:
@@ -401,3 +402,72 @@ async def test_the_onvif_plugin_of_a_central_gateway_discovers_and_pulls_a_distr
     starts = await audit_rows(district, want=1, user="central", action="live.start")
     assert starts[0]["camera"] == "square"
     assert await audit_rows(district, want=1, user="central", action="onvif.GetStreamUri", camera="square")
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir()
+    cert_path, key_path = directory / "onvif.crt", directory / "onvif.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption(),
+    ))
+    return cert_path, key_path
+
+
+def _text_token(username: str, password: str) -> str:
+    return (
+        f"<wsse:Security><wsse:UsernameToken><wsse:Username>{username}</wsse:Username><wsse:Password Type=\"http://docs."
+        f'oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordText">{password}</wsse:Password>'
+        "</wsse:UsernameToken></wsse:Security>"
+    )
+
+
+async def test_over_https_password_text_takes_an_api_token_or_the_rtsp_secret(make_gateway, tmp_path, onvif_schemas) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path / "tls")
+    gw = await make_gateway(
+        camera_toml("gate", "demo", width=W, height=H, fps=5, pattern="bars", preencoded_seconds=1),
+        f'[rtsp-out]\nenabled = true\nport = {free_port()}\n'
+        f'[onvif-server]\nenabled = true\nport = 0\ntls-cert = "{cert}"\ntls-key = "{key}"\n',
+    )
+    await gw.sign_in("central", role="district-police", areas=("centre",))
+    token = await gw.api_token("central")
+    secret = await rtsp_secret(gw, "central")
+    trust = ssl.create_default_context(cafile=str(cert))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as https:
+        face = Client(https, f"https://127.0.0.1:{gw.app[ONVIF_FACE].port}")
+        status, payload = await face.call("media", "trt", "GetProfiles", header=_text_token("central", token))
+        assert status == 200, payload
+        assert [p.get("token") for p in valid(onvif_schemas, payload)] == ["gate"]
+        status, payload = await face.call("media", "trt", "GetProfiles", header=_text_token("central", secret))
+        assert status == 200, payload
+        # a token is good only for its own account
+        await gw.sign_in("other", role="district-police", areas=("centre",))
+        status, payload = await face.call(
+            "media", "trt", "GetProfiles", header=_text_token("central", await gw.api_token("other")),
+        )
+        codes, reason = fault_of(payload)
+        assert status == 400 and "ter:NotAuthorized" in codes and reason == "wrong username or password"
+    refused = await audit_rows(gw, want=1, user="central", action="onvif.GetProfiles", outcome="refused")
+    assert refused[0]["detail"]["reason"] == "wrong username or password"
+    assert len(await audit_rows(gw, want=2, user="central", action="onvif.GetProfiles", outcome="ok")) == 2

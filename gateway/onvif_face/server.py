@@ -223,12 +223,13 @@ class OnvifFace:
                 body, camera = await handler(Call(req, principal, client, call_base, host))
         except SoapFault as fault:
             camera = camera or getattr(fault, "camera", None)
-            refused = "ter:NotAuthorized" in fault.subcodes or "ter:OperationProhibited" in fault.subcodes
+            why = getattr(fault, "refused", None)
+            refused = why is not None or "ter:NotAuthorized" in fault.subcodes or "ter:OperationProhibited" in fault.subcodes
             user = principal.username if principal is not None else getattr(fault, "user", None)
-            logger.info("onvif: %s from %s (%s) refused: %s", operation, client, user or "anonymous", fault.reason)
+            logger.info("onvif: %s from %s (%s) refused: %s", operation, client, user or "anonymous", why or fault.reason)
             await self._audit.record(
                 f"onvif.{operation}"[:64], outcome="refused" if refused else "failed", user=user, client=client,
-                camera=camera, detail={"reason": fault.reason, "fault": list(fault.subcodes)},
+                camera=camera, detail={"reason": why or fault.reason, "fault": list(fault.subcodes)},
             )
             return self._answer(soap.fault_body(fault), fault.status)
         await self._audit.record(
@@ -262,12 +263,14 @@ class OnvifFace:
         if not secure:
             raise _blamed(not_authorized(
                 "PasswordText is accepted only over HTTPS ([onvif-server] tls-cert); send a PasswordDigest"
-            ), user=token.username)
+            ), user=token.username[:64])
         if secret is not None and hmac.compare_digest(secret.encode(), token.password.encode()):
             return await self._principal(token.username)
         who = await self._identity.authenticate(token.password)  # an API token of the account
         if who is None or who.username != token.username:
-            raise _blamed(not_authorized("wrong username or password"), user=token.username)
+            raise _blamed(not_authorized("wrong username or password"), user=token.username[:64])
+        if who.must_change_password:
+            raise _blamed(not_authorized("the account must change its password first"), user=who.username)
         return who
 
     async def _account(self, username: str) -> Any:
@@ -301,8 +304,9 @@ class OnvifFace:
         except NotFound:
             raise invalid_arg(f"no profile {camera_id!r}", "ter:NoProfile") from None
         if camera_id not in self._access.cameras_for(call.principal, ("live.view",)):
-            # invisible cameras are answered like unknown ones, but audited with the camera
-            raise _blamed(invalid_arg(f"no profile {camera_id!r}", "ter:NoProfile"), camera=camera_id)
+            # answered like an unknown camera, audited as the refusal it is, with the reason
+            reason = self._access.decide(call.principal, "live.view", camera_id).reason
+            raise _blamed(invalid_arg(f"no profile {camera_id!r}", "ter:NoProfile"), camera=camera_id, refused=reason)
         if action != "live.view":
             decision = self._access.decide(call.principal, action, camera_id)
             if not decision:
@@ -624,12 +628,15 @@ class OnvifFace:
 # helpers
 
 
-def _blamed(fault: SoapFault, *, user: str | None = None, camera: str | None = None) -> SoapFault:
-    """Attach who and which camera a fault concerns, for its audit entry."""
+def _blamed(fault: SoapFault, *, user: str | None = None, camera: str | None = None, refused: str | None = None) -> SoapFault:
+    """Attach who and which camera a fault concerns, for its audit entry; ``refused`` is the
+    policy's reason where the fault itself says less (an invisible camera is "no profile")."""
     if user is not None:
         fault.user = user  # type: ignore[attr-defined]
     if camera is not None:
         fault.camera = camera  # type: ignore[attr-defined]
+    if refused is not None:
+        fault.refused = refused  # type: ignore[attr-defined]
     return fault
 
 
