@@ -172,6 +172,13 @@ async def test_device_and_media_answers_follow_the_onvif_schemas(district, centr
     assert encoder.findtext("{*}Encoding") == "H264"
     assert (int(encoder.findtext("{*}Resolution/{*}Width")), int(encoder.findtext("{*}Resolution/{*}Height"))) == (W, H)
 
+    status, payload = await central.call("media", "trt", "GetProfile", "<trt:ProfileToken>square</trt:ProfileToken>")
+    assert valid(onvif_schemas, payload).find("{*}Profile").get("token") == "square"
+    status, payload = await central.call("media", "trt", "GetVideoSources")
+    assert status == 500 and fault_of(payload) == (
+        ["env:Receiver", "ter:ActionNotSupported"], "GetVideoSources is not supported by this device",
+    )
+
     status, payload = await central.call(
         "media", "trt", "GetStreamUri",
         "<trt:StreamSetup><tt:Stream>RTP-Unicast</tt:Stream><tt:Transport><tt:Protocol>RTSP</tt:Protocol></tt:Transport>"

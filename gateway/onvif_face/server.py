@@ -380,7 +380,7 @@ class OnvifFace:
         return f"<tds:GetServicesResponse>{body}</tds:GetServicesResponse>", None
 
     # -- media service -----------------------------------------------------------------
-    def _profile_xml(self, principal: Principal, camera: Camera) -> str:
+    def _profile_xml(self, principal: Principal, camera: Camera, element: str = "trt:Profiles") -> str:
         cid = text(camera.id)
         info = camera.hub.info
         source = ""
@@ -410,8 +410,8 @@ class OnvifFace:
                 f"<tt:NodeToken>node-{cid}</tt:NodeToken></tt:PTZConfiguration>"
             )
         return (
-            f'<trt:Profiles token="{cid}" fixed="true"><tt:Name>{text(camera.config.title)}</tt:Name>'
-            f"{source}{encoder}{ptz}</trt:Profiles>"
+            f'<{element} token="{cid}" fixed="true"><tt:Name>{text(camera.config.title)}</tt:Name>'
+            f"{source}{encoder}{ptz}</{element}>"
         )
 
     async def _profiles(self, call: Call) -> tuple[str, str | None]:
@@ -423,8 +423,7 @@ class OnvifFace:
     async def _profile(self, call: Call) -> tuple[str, str | None]:
         assert call.principal is not None
         camera = self._camera(call, "live.view")
-        profile = self._profile_xml(call.principal, camera).replace("<trt:Profiles ", "<trt:Profile ", 1)
-        profile = profile[: -len("</trt:Profiles>")] + "</trt:Profile>"
+        profile = self._profile_xml(call.principal, camera, "trt:Profile")
         return f"<trt:GetProfileResponse>{profile}</trt:GetProfileResponse>", camera.id
 
     async def _stream_uri(self, call: Call) -> tuple[str, str | None]:
@@ -533,7 +532,7 @@ class OnvifFace:
         return camera, result
 
     async def _continuous_move(self, call: Call) -> tuple[str, str | None]:
-        pan, tilt, zoom = _vector(call.soap.body, "Velocity", None, low_zoom=-1.0)
+        pan, tilt, zoom = _vector(call.soap.body, "Velocity", low_zoom=-1.0)
         pan, tilt, zoom = pan or 0.0, tilt or 0.0, zoom or 0.0
         still = pan == 0 and tilt == 0 and zoom == 0
         camera, _ = await self._command(
@@ -549,7 +548,7 @@ class OnvifFace:
         return "<tptz:StopResponse/>", camera.id
 
     async def _absolute_move(self, call: Call) -> tuple[str, str | None]:
-        pan, tilt, zoom = _vector(call.soap.body, "Position", None, low_zoom=0.0)
+        pan, tilt, zoom = _vector(call.soap.body, "Position", low_zoom=0.0)
         if pan is None or tilt is None or zoom is None:
             current = await self._current_position(call)
             pan = current.pan if pan is None else pan
@@ -568,7 +567,7 @@ class OnvifFace:
         return status
 
     async def _relative_move(self, call: Call) -> tuple[str, str | None]:
-        pan, tilt, zoom = _vector(call.soap.body, "Translation", None, low_zoom=-1.0)
+        pan, tilt, zoom = _vector(call.soap.body, "Translation", low_zoom=-1.0)
         pan, tilt, zoom = pan or 0.0, tilt or 0.0, zoom or 0.0
         camera, _ = await self._command(
             call, "relative moves", lambda v: v.ptz_relative_move(pan, tilt, zoom), supported=lambda c: c.relative, moving=False,
@@ -657,12 +656,12 @@ def _child_text(element: Any, name: str) -> str | None:
     return None
 
 
-def _vector(body: Any, name: str, default: float | None, *, low_zoom: float) -> tuple[float | None, float | None, float | None]:
+def _vector(body: Any, name: str, *, low_zoom: float) -> tuple[float | None, float | None, float | None]:
     """Pan, tilt and zoom of a PTZSpeed/PTZVector element (None where omitted), range-checked."""
     element = next((c for c in body if c.tag.rsplit("}", 1)[-1] == name), None)
     if element is None:
         raise invalid_arg(f"{name} is required")
-    pan = tilt = zoom = default
+    pan = tilt = zoom = None
     try:
         for child in element:
             local = child.tag.rsplit("}", 1)[-1]
