@@ -40,12 +40,13 @@ async def rtsp_gateway(make_gateway, shared_gst_camera) -> RunningGateway:
     cams = (
         camera_toml("cam", "generic_rtsp", url=cam.url("h264"), sub_url=cam.url("h264-sub"))
         + camera_toml("far", "generic_rtsp", area="north", url=cam.url("h264"))
+        + camera_toml("hevc", "generic_rtsp", url=cam.url("h265"))
         + camera_toml("masked", "generic_rtsp", url=cam.url("pattern"), sub_url=cam.url("h264-sub"))
         + MASK
     )
     toml = f"[rtsp-out]\nenabled = true\nport = {free_port()}\nallow-md5 = true\n[masking]\nkeyframe-interval = 1.0\n"
     gw = await make_gateway(cams, toml)
-    await gw.wait_online("cam", "far", "masked")
+    await gw.wait_online("cam", "far", "masked", "hevc")
     return gw
 
 
@@ -120,6 +121,17 @@ async def test_ffmpeg_pulls_with_digest_over_tcp_and_udp_and_every_session_is_au
     # the sub stream, at its own size
     rc, out, err = await ffmpeg_frames(url(gw, "/cameras/cam/sub", "central", secret), frames=3, size=(W // 2, H // 2))
     assert rc == 0 and len(out) == 3 * (W // 2) * (H // 2), err
+
+
+async def test_h265_is_restreamed_as_h265(rtsp_gateway: RunningGateway) -> None:
+    gw = rtsp_gateway
+    secret = await service_account(gw)
+    proc = await asyncio.create_subprocess_exec(
+        "ffprobe", "-v", "error", "-rtsp_transport", "udp", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0",
+        url(gw, "/cameras/hevc", "central", secret), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert out.decode().strip() == f"hevc,{W},{H}", err.decode()
 
 
 async def test_gstreamer_rtspsrc_pulls_with_digest(rtsp_gateway: RunningGateway) -> None:
