@@ -4,9 +4,11 @@ aiortc 1.16 knows VP8 and H.264 only, and has no public way to add a codec. ``in
 adds ``video/H265`` (clock rate 90000, with RTX, no fmtp) to aiortc's codec table and wraps
 the three functions aiortc uses to turn a negotiated codec into code:
 
-- ``get_encoder``: the sender's payloader; ours packs the camera's Annex B access units
-  (``av.Packet``s from ``PacketTrack``) into single NAL unit / FU packets. It cannot encode
-  frames: the gateway never re-encodes.
+- ``get_encoder``: the sender's payloader; ours packs Annex B access units (``av.Packet``s)
+  into single NAL unit / FU packets. The gateway's own viewers do not use it (the fan-out,
+  ``gateway.live.rtp_fanout``, packetizes once per camera with the same fragmentation); it
+  is there for any aiortc sender of H.265. It cannot encode frames: the gateway never
+  re-encodes.
 - ``get_decoder``: the receiver's decoder (PyAV's ``hevc``), for aiortc viewers (tests).
 - ``depayload``: the receiver's per-packet depayloader (aiortc returns an unknown codec's
   payload as is, which no decoder could use).
