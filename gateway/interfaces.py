@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -75,11 +74,6 @@ class DeviceInfo:
     firmware: str = ""
     serial: str = ""
     hardware: str = ""
-
-
-#: The user a vendor call is made for (set by the PTZ service around each command), for
-#: vendors that forward it: the ``citygate`` vendor names them to the remote gateway.
-ACTING_USER: ContextVar[str | None] = ContextVar("citygate_acting_user", default=None)
 
 
 #: The user a vendor call is made for (set by the PTZ service around each command), for
