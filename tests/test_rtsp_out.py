@@ -330,3 +330,24 @@ def test_digest_nonces_expire_and_md5_is_offered_only_when_allowed() -> None:
     now[0] += 61
     assert auth.check(good, "DESCRIBE", "rtsp://h/cameras/x", "pw") == "stale"
     assert parse_path("/cameras/a.b/sub") == ("a.b", "sub") and parse_path("/cameras") is None
+
+
+async def test_rtsps_with_ffmpeg(make_gateway, shared_gst_camera, tmp_path: Path) -> None:
+    cert, key = tmp_path / "rtsp.crt", tmp_path / "rtsp.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60,
+    )
+    toml = f'[rtsp-out]\nenabled = true\nport = {free_port()}\ntls-cert = "{cert}"\ntls-key = "{key}"\nallow-md5 = true\n'
+    gw = await make_gateway(camera_toml("cam", "generic_rtsp", url=shared_gst_camera.url("h264")), toml)
+    await gw.wait_online("cam")
+    secret = await service_account(gw)
+    async with gw.session.get(f"{gw.url}/api/cameras/cam/rtsp") as resp:
+        urls = await resp.json()
+    assert urls["main"] == f"rtsps://127.0.0.1:{gw.app[RTSP_OUT].port}/cameras/cam" and urls["sub"] is None
+    source = urls["main"].replace("rtsps://", f"rtsps://central:{secret}@")
+    rc, out, err = await ffmpeg_frames(source, frames=3)
+    assert rc == 0 and len(out) == 3 * W * H, err
+    # plain RTSP on the TLS port gets nowhere
+    rc, out, _ = await ffmpeg_frames(url(gw, "/cameras/cam", "central", secret), frames=1, timeout=30)
+    assert rc != 0 and not out

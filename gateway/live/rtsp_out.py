@@ -234,6 +234,8 @@ class RtspOut:
         token = request.query.get("token") or (parse_bearer(header) if header else None)
         if token:
             principal = await self.identity.authenticate(token)
+            if principal is not None and principal.kind != "token":
+                principal = None  # a browser session's cookie never travels in a URL
             if principal is None:
                 await self._refused(None, client, None, 401, "unknown, expired or revoked token", None)
                 raise Unauthorized("unknown, expired or revoked token")
