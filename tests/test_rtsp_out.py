@@ -351,3 +351,26 @@ async def test_rtsps_with_ffmpeg(make_gateway, shared_gst_camera, tmp_path: Path
     # plain RTSP on the TLS port gets nowhere
     rc, out, _ = await ffmpeg_frames(url(gw, "/cameras/cam", "central", secret), frames=1, timeout=30)
     assert rc != 0 and not out
+
+
+async def test_rtsp_clients_count_against_the_live_limits(make_gateway, shared_gst_camera) -> None:
+    toml = f"[rtsp-out]\nenabled = true\nport = {free_port()}\nallow-md5 = true\n[live]\nmax-viewers-per-camera = 1\n"
+    gw = await make_gateway(camera_toml("cam", "generic_rtsp", url=shared_gst_camera.url("h264")), toml)
+    await gw.wait_online("cam")
+    secret = await service_account(gw)
+    first = subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url(gw, "/cameras/cam", "central", secret),
+         "-f", "null", "-"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not gw.app[RTSP_OUT].plays():
+            assert first.poll() is None and time.monotonic() < deadline, "the first client never played"
+            await asyncio.sleep(0.05)
+        rc, out, err = await ffmpeg_frames(url(gw, "/cameras/cam", "central", secret), frames=1)
+        assert rc != 0 and not out and "503 Service Unavailable" in err
+    finally:
+        first.kill()
+        first.wait()
+    refused = await audit_entries(gw, action="live.view", outcome="refused", user="central")
+    assert refused and refused[0]["detail"]["status"] == 503 and "maximum of 1 RTSP clients" in refused[0]["detail"]["reason"]

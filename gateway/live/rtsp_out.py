@@ -57,7 +57,7 @@ from gateway.cameras import Camera, CameraManager
 from gateway.config import Config
 from gateway.datadir import private_file
 from gateway.db import Database, users
-from gateway.errors import Forbidden, GatewayError, NotFound, StaleCredentials, Unauthorized
+from gateway.errors import Forbidden, NotFound, StaleCredentials, Unauthorized, Unavailable
 from gateway.interfaces import StreamProfile
 from gateway.media.hub import HubReader
 from gateway.media.packet import StreamInfo
@@ -308,6 +308,17 @@ class RtspOut:
         assert target is not None
         camera_id, profile = target
         client = play.peer.rsplit(":", 1)[0].strip("[]")
+        live = self.config.live
+        who = caller.principal
+        if sum(1 for p in self._plays.values() if p.camera == camera_id) >= live.max_viewers_per_camera:
+            reason = f"camera {camera_id} already has its maximum of {live.max_viewers_per_camera} RTSP clients"
+        elif sum(1 for p in self._plays.values() if p.caller.principal.user_id == who.user_id) >= live.max_sessions_per_user:
+            reason = f"user {who.username} already has {live.max_sessions_per_user} RTSP sessions"
+        else:
+            reason = ""
+        if reason:  # the same limits as WebRTC views (live.max-viewers-per-camera, max-sessions-per-user)
+            await self._refused(who.username, client, camera_id, 503, reason, caller)
+            raise Unavailable(reason)
 
         async def close(reason: str) -> None:
             play.close(f"access revoked: {reason}")
