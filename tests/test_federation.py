@@ -10,6 +10,7 @@ import asyncio
 import os
 import sys
 import time
+import tomllib
 
 from gateway.appkeys import AUDIT, IDENTITY
 from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
@@ -20,8 +21,10 @@ SIZE = (320, 240)
 
 
 async def district_and_central(make_gateway) -> tuple[RunningGateway, RunningGateway, str]:
+    market = camera_toml("market", "demo", area="d1", width=SIZE[0], height=SIZE[1], fps=10, keyframe_interval=1.0)
+    market = market.replace("[camera.options]", 'owner = "District 1"\nlocation = [21.0285, 105.8542]\n[camera.options]')
     district = await make_gateway(
-        camera_toml("market", "demo", area="d1", width=SIZE[0], height=SIZE[1], fps=10, keyframe_interval=1.0)
+        market
         + camera_toml("depot", "demo", area="d2", width=SIZE[0], height=SIZE[1], fps=5, pattern="bars"),
         f"[rtsp-out]\nenabled = true\nport = {free_port()}\n[ptz]\nlock-idle-seconds = 1\n",
     )
@@ -96,4 +99,7 @@ async def test_cameras_discover_prints_the_tables_the_token_may_see(make_gateway
     text = out.decode()
     assert 'id = "d1-market"' in text and 'camera = "market"' in text and 'area = "d1"' in text
     assert 'token-env = "D1_TOKEN"' in text and token not in text
+    assert 'owner = "District 1"' in text and "location = [21.0285, 105.8542]" in text
     assert "depot" not in text  # outside the service account's areas
+    (table,) = tomllib.loads(text)["camera"]
+    assert table["vendor"] == "citygate" and table["options"]["base-url"] == district.url

@@ -195,6 +195,13 @@ def cameras_toml(cameras: list[dict[str, Any]], *, base_url: str, token_env: str
             f"area = {_toml_string(cam.get('area') or 'remote')}",
             f"name = {_toml_string(cam.get('name') or cam['id'])}",
             "tags = [" + ", ".join(_toml_string(t) for t in cam.get("tags") or []) + "]",
+        ]
+        for key in ("owner", "address"):
+            if cam.get(key):
+                lines.append(f"{key} = {_toml_string(cam[key])}")
+        if cam.get("latitude") is not None and cam.get("longitude") is not None:
+            lines.append(f"location = [{float(cam['latitude'])!r}, {float(cam['longitude'])!r}]")
+        lines += [
             "[camera.options]",
             f"base-url = {_toml_string(base_url)}",
             f"token-env = {_toml_string(token_env)}",
@@ -207,9 +214,15 @@ def cameras_toml(cameras: list[dict[str, Any]], *, base_url: str, token_env: str
 
 
 async def discover(base_url: str, token: str) -> list[dict[str, Any]]:
-    """The remote cameras the token may see, as the remote's camera list gives them."""
+    """The remote cameras the token may see, as the remote's camera list gives them, with
+    owner, address and position from its inventory where the account may read it."""
     async with RemoteGateway(base_url, token) as remote:
-        return await remote.cameras()
+        cameras = await remote.cameras()
+        try:
+            register = {row["id"]: row for row in await remote.request("GET", "/api/cameras/inventory")}
+        except GatewayError:  # no cameras.inventory for this account: names, areas and tags only
+            register = {}
+    return [{**{k: register.get(c["id"], {}).get(k) for k in ("owner", "address", "latitude", "longitude")}, **c} for c in cameras]
 
 
 @hookimpl
