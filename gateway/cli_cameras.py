@@ -4,7 +4,7 @@
         --token-env DISTRICT1_TOKEN [--prefix d1-] [--node central]
 
 Lists every camera the token's account may see on the remote gateway (name, area, tags;
-state as a comment) as ``[[camera]]`` tables of the ``citygate`` vendor, to paste into
+owner, address and location where it may read the remote inventory; state as a comment) as ``[[camera]]`` tables of the ``citygate`` vendor, to paste into
 ``conf/cameras.toml``. The token is read from the environment (never from the command
 line, where other users of the machine could see it) and is not printed: the tables name
 the variable (``token-env``).
