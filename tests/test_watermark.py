@@ -99,7 +99,7 @@ async def test_evidence_keeps_the_unaltered_file_and_adds_a_stamped_copy(tmp_pat
         (tmp_path / "w.mp4").write_bytes(stamped)
     # the unaltered file is still the recorded bytes, joined
     joined = io.BytesIO()
-    await asyncio.to_thread(join_segments, job, job.cameras[0], lambda _p: _Sink(joined), lambda n: f"f{n}")
+    await asyncio.to_thread(join_segments, job, job.cameras[0], lambda _p, _remasked: _Sink(joined), lambda n: f"f{n}")
     assert unaltered == joined.getvalue()
     assert await asyncio.to_thread(ffprobe_frames, tmp_path / "w.mp4") == 50
 
