@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import msgspec
+
 from gateway.config import CameraConfig, Config, IngestConfig, LiveConfig, MaskingConfig, PtzConfig
 from gateway.errors import CameraUnavailable, NotFound
 from gateway.events import EventBus
@@ -163,6 +165,8 @@ class Camera:
         self.vendor = vendor_cls(config, config.options)
         self.hub = StreamHub(config.id)
         self._events = events
+        if config.ingest_client is not None and config.ingest_client != ingest.client:
+            ingest = msgspec.structs.replace(ingest, client=config.ingest_client)  # this camera's own client
         self._ingest = ingest
         self._stack = contextlib.AsyncExitStack()
         self._failed: SourceStatus | None = None

@@ -25,6 +25,7 @@ from gateway.media.h26x import ParameterSetKeeper, has_picture, is_annexb, lengt
 from gateway.media.hub import StreamHub
 from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
 from gateway.media.timestamps import TimestampSanitizer
+from gateway.rtsp.client import RtspClient, RtspClientError
 from gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class _Connection:
     def run(self) -> None:
         src = self.source
         cfg = src.ingest
+        if cfg.client == "native":
+            self._run_native()
+            return
         options = {
             "rtsp_transport": "tcp",
             "rtsp_flags": "prefer_tcp",
@@ -91,14 +95,36 @@ class _Connection:
         finally:
             container.close()
 
-    def _demux(self, container: av.container.InputContainer, stream: av.VideoStream, codec: str) -> None:
+    def _run_native(self) -> None:
+        """The native RTSP client: each picture leaves on its RTP marker bit."""
+        cfg = self.source.ingest
+        client = RtspClient(
+            self.url, transport=cfg.transport, open_timeout=cfg.open_timeout, read_timeout=cfg.read_timeout, stop=self.stop
+        )
+        try:
+            try:
+                track = client.open()
+            except RtspClientError as exc:
+                if str(exc).startswith("unsupported video codec"):
+                    raise IngestError(str(exc)) from exc
+                raise
+            emit = self._emitter(track.codec, ParameterSetKeeper(track.codec, track.parameter_sets), track.framerate, None)
+            for unit in client.access_units():
+                if self.stop.is_set():
+                    return
+                emit(unit.data, unit.timestamp * CLOCK_RATE // track.clock_rate, False)
+        finally:
+            client.close()
+        if not self.stop.is_set():
+            raise ConnectionError("the camera ended the stream")
+
+    def _emitter(
+        self, codec: str, keeper: ParameterSetKeeper, declared: float | None, stream: av.VideoStream | None
+    ) -> Callable[[bytes, int | None, bool], None]:
+        """Turns one connection's access units into hub packets (parameter sets, first
+        keyframe, stream info, sanitised timestamps, wall clock of arrival)."""
         src = self.source
-        tb = stream.time_base or Fraction(1, CLOCK_RATE)
-        to_clock = tb * CLOCK_RATE
-        keeper = ParameterSetKeeper(codec, parameter_sets_from_extradata(codec, stream.codec_context.extradata))
-        declared = float(stream.average_rate) if stream.average_rate else None
         info: StreamInfo | None = None
-        held: tuple[bytes, int | None, bool] | None = None  # a keyframe waiting for its other slices
         first = True
         asked = False  # for a keyframe, on this connection
 
@@ -123,6 +149,16 @@ class _Connection:
             )
             first = False
             self._call(src.hub.publish, packet)
+
+        return emit
+
+    def _demux(self, container: av.container.InputContainer, stream: av.VideoStream, codec: str) -> None:
+        tb = stream.time_base or Fraction(1, CLOCK_RATE)
+        to_clock = tb * CLOCK_RATE
+        keeper = ParameterSetKeeper(codec, parameter_sets_from_extradata(codec, stream.codec_context.extradata))
+        declared = float(stream.average_rate) if stream.average_rate else None
+        held: tuple[bytes, int | None, bool] | None = None  # a keyframe waiting for its other slices
+        emit = self._emitter(codec, keeper, declared, stream)
 
         for packet in container.demux(stream):
             if self.stop.is_set():
@@ -151,10 +187,11 @@ class _Connection:
         raise ConnectionError("the camera ended the stream")
 
     def _probe_info(
-        self, codec: str, keyframe: bytes, parameter_sets: bytes, declared: float | None, stream: av.VideoStream
+        self, codec: str, keyframe: bytes, parameter_sets: bytes, declared: float | None, stream: av.VideoStream | None
     ) -> StreamInfo:
-        width, height, pix_fmt = stream.codec_context.width, stream.codec_context.height, None
-        profile = stream.codec_context.profile
+        width, height, pix_fmt, profile = 0, 0, None, None
+        if stream is not None:
+            width, height, profile = stream.codec_context.width, stream.codec_context.height, stream.codec_context.profile
         try:
             ctx = av.CodecContext.create(codec, "r")
             frames = ctx.decode(av.Packet(keyframe)) + ctx.decode(None)
