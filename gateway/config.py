@@ -315,56 +315,6 @@ class EventsConfig(Base):
     webhooks: tuple[WebhookConfig, ...] = ()
 
 
-class IncidentCategory(Base):
-    """One kind of incident an operator signals, and whom it concerns."""
-
-    #: Short id used in the API, the register and events ("violence").
-    id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-    title: Annotated[str, Meta(min_length=1, max_length=200)]
-    #: The services concerned, named in the ``incident.opened`` event (webhooks and the
-    #: dispatch systems behind them route on them).
-    services: tuple[str, ...] = ()
-    #: Station accounts that get the incident's cameras pushed (an emergency push by the
-    #: operator who opened it); empty: no push.
-    push_stations: tuple[str, ...] = ()
-    push_minutes: Annotated[float, Meta(ge=0.05, le=7 * 24 * 60)] = 30.0
-
-
-#: The categories the operators of Częstochowa's monitoring centre signal (their own page).
-DEFAULT_INCIDENT_CATEGORIES = (
-    IncidentCategory(id="violence", title="Violence", services=("police",)),
-    IncidentCategory(id="unattended-child", title="Unattended child", services=("police",)),
-    IncidentCategory(id="person-lying", title="Person lying on the ground", services=("ambulance", "city-guard")),
-    IncidentCategory(id="theft", title="Theft", services=("police",)),
-    IncidentCategory(id="vandalism", title="Vandalism", services=("city-guard", "police")),
-    IncidentCategory(id="traffic-hazard", title="Traffic hazard", services=("police", "roads")),
-    IncidentCategory(id="littering", title="Littering", services=("city-guard",)),
-    IncidentCategory(id="broken-sign", title="Broken traffic sign", services=("roads",)),
-)
-
-
-class IncidentsConfig(Base):
-    """Incidents (``[incidents]``): categories, and the evidence hold each one places."""
-
-    #: The hold on the incident's cameras starts this long before the moment seen ...
-    hold_before_minutes: Annotated[float, Meta(ge=0, le=24 * 60)] = 10.0
-    #: ... and ends this long after it (extendable while the incident is open).
-    hold_after_minutes: Annotated[float, Meta(gt=0, le=24 * 60)] = 30.0
-    #: The longest one extension may add.
-    max_extend_minutes: Annotated[float, Meta(gt=0, le=7 * 24 * 60)] = 24 * 60
-    #: Further cameras one incident may name.
-    max_cameras: Annotated[int, Meta(ge=1, le=64)] = 16
-    categories: tuple[IncidentCategory, ...] = DEFAULT_INCIDENT_CATEGORIES
-
-    def __post_init__(self) -> None:
-        ids = [c.id for c in self.categories]
-        if not ids:
-            raise ValueError("categories must list at least one category")
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"duplicate incident category {dup[0]!r}")
-
-
 class MaskingConfig(Base):
     """The mask stage's encoder: one libx264 encode per masked camera, shared by every reader."""
 
@@ -489,51 +439,8 @@ class OnvifServerConfig(Base):
             raise ValueError("tls-cert and tls-key must be given together")
 
 
-class HealthConfig(Base):
-    """Camera health: samples, history and the thresholds of its alarms (``[health]``)."""
-
-    #: Seconds between samples of each camera's state, bitrate and frame rate.
-    sample_seconds: Annotated[float, Meta(ge=0.2, le=300)] = 5.0
-    #: Minutes of bitrate and frame-rate history kept in memory per camera.
-    history_minutes: Annotated[int, Meta(ge=1, le=1440)] = 60
-    #: The same decoded keyframe for this long raises the "frozen" alarm.
-    frozen_seconds: Annotated[float, Meta(ge=1, le=86400)] = 60.0
-    #: At most one keyframe per camera is decoded and hashed this often (cheap: only keyframes).
-    frozen_check_seconds: Annotated[float, Meta(ge=0.2, le=600)] = 5.0
-    #: Bitrate below this share of the camera's median over the history raises "bitrate collapse".
-    bitrate_collapse_ratio: Annotated[float, Meta(gt=0, lt=1)] = 0.2
-    #: Offline this long raises the "offline" alarm (0: at once).
-    offline_seconds: Annotated[float, Meta(ge=0, le=86400)] = 0.0
-    #: A recorded camera online without a new segment for this long raises "recording stopped".
-    recording_stalled_seconds: Annotated[float, Meta(ge=10, le=86400)] = 180.0
-
-
-class MapConfig(Base):
-    """The camera map (``[map]``): the city's own tile server, else a GeoJSON background.
-
-    No default tile URL: the map works without internet."""
-
-    #: ``https://tiles.city.example/{z}/{x}/{y}.png``; empty: no tiles.
-    tile_url: str = ""
-    tile_attribution: str = ""
-    max_zoom: Annotated[int, Meta(ge=1, le=24)] = 19
-    #: GeoJSON drawn under the cameras (streets, district borders), relative to the conf dir.
-    background: str = ""
-    #: ``[latitude, longitude]`` the map opens on; default: around the cameras.
-    center: tuple[float, float] | None = None
-    zoom: Annotated[int, Meta(ge=1, le=24)] = 15
-
-    def __post_init__(self) -> None:
-        if self.tile_url and not (self.tile_url.startswith(("https://", "http://", "/")) and "{z}" in self.tile_url
-                                  and "{x}" in self.tile_url and "{y}" in self.tile_url):
-            raise ValueError("tile-url must be an http(s) URL or a path with {z}, {x} and {y}")
-
-
 class GatewayFile(Base):
     agency_access: AgencyAccessConfig = AgencyAccessConfig()
-    #: ``[auth.<provider>]``: directory sign-in (``[auth.ldap]``), each table checked
-    #: against its provider's ``Options``; providers are asked in this order.
-    auth: dict[str, Any] = {}
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     security: SecurityConfig = SecurityConfig()
@@ -550,9 +457,6 @@ class GatewayFile(Base):
     audit: AuditConfig = AuditConfig()
     rtsp_out: RtspOutConfig = RtspOutConfig()
     onvif_server: OnvifServerConfig = OnvifServerConfig()
-    incidents: IncidentsConfig = IncidentsConfig()
-    health: HealthConfig = HealthConfig()
-    map: MapConfig = MapConfig()
 
 
 class CameraConfig(Base):
@@ -580,10 +484,6 @@ class CameraConfig(Base):
     location: tuple[float, float] | None = None
     #: The RTSP client for this camera ("ffmpeg" or "native"); unset: ``[ingest] client``.
     ingest_client: Literal["ffmpeg", "native"] | None = None
-    #: Where the camera looks, degrees clockwise from north (for the map's heading cone).
-    heading: Annotated[float, Meta(ge=0, lt=360)] | None = None
-    #: Horizontal field of view in degrees (the cone's width on the map).
-    fov_degrees: Annotated[float, Meta(gt=0, le=360)] | None = None
 
     def __post_init__(self) -> None:
         if not _CAMERA_ID.match(self.id):
@@ -605,8 +505,6 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
 
     root: str  #: the conf directory
     agency_access: AgencyAccessConfig = AgencyAccessConfig()
-    #: Provider id -> its validated ``Options`` (raw tables when ``load()`` got no providers).
-    auth: dict[str, Any] = {}
     server: ServerConfig
     database: DatabaseConfig
     ingest: IngestConfig
@@ -624,9 +522,6 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     audit: AuditConfig = AuditConfig()
     rtsp_out: RtspOutConfig = RtspOutConfig()
     onvif_server: OnvifServerConfig = OnvifServerConfig()
-    incidents: IncidentsConfig = IncidentsConfig()
-    health: HealthConfig = HealthConfig()
-    map: MapConfig = MapConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -734,7 +629,6 @@ def load(
     env: Mapping[str, str] | None = None,
     mask_filters: Mapping[str, type] | None = None,
     export_formats: Mapping[str, type] | None = None,
-    auth_providers: Mapping[str, type] | None = None,
 ) -> Config:
     """Load and validate the configuration directory ``root``.
 
@@ -793,10 +687,6 @@ def load(
     if export_formats is not None:
         errors.extend(format_option_errors(gateway.evidence, export_formats, file=gw_display))
 
-    auth = gateway.auth
-    if auth_providers is not None:
-        auth = auth_options(gateway.auth, auth_providers, file=gw_display, env=env, errors=errors)
-
     cameras: list[CameraConfig] = []
     seen: dict[str, int] = {}
     for index, camera in enumerate(cameras_file.camera):
@@ -837,13 +727,9 @@ def load(
         masking=gateway.masking,
         evidence=gateway.evidence,
         agency_access=gateway.agency_access,
-        auth=auth,
         audit=gateway.audit,
         rtsp_out=gateway.rtsp_out,
         onvif_server=gateway.onvif_server,
-        incidents=gateway.incidents,
-        health=gateway.health,
-        map=gateway.map,
     )
 
 
@@ -871,23 +757,6 @@ def format_option_errors(evidence: EvidenceConfig, formats: Mapping[str, type], 
         else:
             _plugin_options(options, fmt, file=file, key=key, env={}, errors=errors)
     return errors
-
-
-def auth_options(
-    auth: Mapping[str, Any], providers: Mapping[str, type], *, file: str, env: Mapping[str, str], errors: list[ConfigError]
-) -> dict[str, Any]:
-    """``[auth.<id>]`` tables checked against each sign-in provider's ``Options``."""
-    checked: dict[str, Any] = {}
-    for pid, options in auth.items():
-        provider = providers.get(pid)
-        if provider is None:
-            known = ", ".join(sorted(providers)) or "none installed"
-            errors.append(ConfigError(file, f"auth.{pid}", f"unknown sign-in provider {pid!r} (known: {known})"))
-        elif not isinstance(options, dict):
-            errors.append(ConfigError(file, f"auth.{pid}", "expected a table"))
-        else:
-            checked[pid] = _plugin_options(options, provider, file=file, key=f"auth.{pid}", env=env, errors=errors)
-    return checked
 
 
 def mask_filter_errors(camera: CameraConfig, filters: Mapping[str, type], *, file: str, key: str) -> list[ConfigError]:
