@@ -25,6 +25,7 @@ from gateway.access.identity import Identity
 from gateway.access.middleware import access_middleware
 from gateway.access.policy import Policy
 from gateway.api import audit as audit_api
+from gateway.api import camera_health as camera_health_api
 from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
 from gateway.api import exports as exports_api
@@ -39,6 +40,7 @@ from gateway.api import recordings as recordings_api
 from gateway.api import replication as replication_api
 from gateway.api import session as session_api
 from gateway.api import users as users_api
+from gateway.api import walls as walls_api
 from gateway.appkeys import (
     ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, POSITIONS, SIGNER, STARTED_AT,
 )
@@ -49,6 +51,7 @@ from gateway.datadir import private_dir
 from gateway.db import Database
 from gateway.dispatch import notify, push
 from gateway.events import EventBus
+from gateway.health import health_ctx
 from gateway.evidence.signing import gateway_signer
 from gateway.live import hls, rtsp_out, webrtc
 from gateway.masks import attach as attach_masks
@@ -162,6 +165,8 @@ def build_app(
     app.cleanup_ctx.append(_cameras_ctx)
     # after the cameras: on shutdown recorders store their last segment before cameras stop
     app.cleanup_ctx.append(recording_ctx)
+    # camera health reads the cameras and the recorders: after both, stopped before them
+    app.cleanup_ctx.append(health_ctx)
     # segment reads are audited until it stops, so it stops before the audit log
     app.cleanup_ctx.append(playback_reads_ctx)
     # the RTSP re-stream ([rtsp-out]): its plays end, audited, before cameras and the audit log
@@ -171,6 +176,8 @@ def build_app(
     users_api.setup(app)
     audit_api.setup(app)
     health_api.setup(app)
+    camera_health_api.setup(app)
+    walls_api.setup(app)
     metrics_api.setup(app)
     inventory_api.setup(app)  # before the camera routes, whose {camera_id} would match "inventory"
     cameras_api.setup(app)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.access.identity import Identity
     from gateway.events import EventBus
+    from gateway.health import HealthMonitor
     from gateway.plugins import Plugins
     from gateway.ptz import PtzService
     from gateway.evidence.signing import Signer
@@ -42,3 +43,5 @@ PTZ = web.AppKey("ptz", "PtzService")
 POSITIONS = web.AppKey("positions", "PositionLog")
 PUSHES = web.AppKey("pushes", "PushService")
 EVENTS_CHANNEL = web.AppKey("events_channel", "EventsChannel")
+#: Camera health: state changes, uptime, history and alarms (gateway.health).
+HEALTH = web.AppKey("health", "HealthMonitor")

@@ -439,6 +439,46 @@ class OnvifServerConfig(Base):
             raise ValueError("tls-cert and tls-key must be given together")
 
 
+class HealthConfig(Base):
+    """Camera health: samples, history and the thresholds of its alarms (``[health]``)."""
+
+    #: Seconds between samples of each camera's state, bitrate and frame rate.
+    sample_seconds: Annotated[float, Meta(ge=0.2, le=300)] = 5.0
+    #: Minutes of bitrate and frame-rate history kept in memory per camera.
+    history_minutes: Annotated[int, Meta(ge=1, le=1440)] = 60
+    #: The same decoded keyframe for this long raises the "frozen" alarm.
+    frozen_seconds: Annotated[float, Meta(ge=1, le=86400)] = 60.0
+    #: At most one keyframe per camera is decoded and hashed this often (cheap: only keyframes).
+    frozen_check_seconds: Annotated[float, Meta(ge=0.2, le=600)] = 5.0
+    #: Bitrate below this share of the camera's median over the history raises "bitrate collapse".
+    bitrate_collapse_ratio: Annotated[float, Meta(gt=0, lt=1)] = 0.2
+    #: Offline this long raises the "offline" alarm (0: at once).
+    offline_seconds: Annotated[float, Meta(ge=0, le=86400)] = 0.0
+    #: A recorded camera online without a new segment for this long raises "recording stopped".
+    recording_stalled_seconds: Annotated[float, Meta(ge=10, le=86400)] = 180.0
+
+
+class MapConfig(Base):
+    """The camera map (``[map]``): the city's own tile server, else a GeoJSON background.
+
+    No default tile URL: the map works without internet."""
+
+    #: ``https://tiles.city.example/{z}/{x}/{y}.png``; empty: no tiles.
+    tile_url: str = ""
+    tile_attribution: str = ""
+    max_zoom: Annotated[int, Meta(ge=1, le=24)] = 19
+    #: GeoJSON drawn under the cameras (streets, district borders), relative to the conf dir.
+    background: str = ""
+    #: ``[latitude, longitude]`` the map opens on; default: around the cameras.
+    center: tuple[float, float] | None = None
+    zoom: Annotated[int, Meta(ge=1, le=24)] = 15
+
+    def __post_init__(self) -> None:
+        if self.tile_url and not (self.tile_url.startswith(("https://", "http://", "/")) and "{z}" in self.tile_url
+                                  and "{x}" in self.tile_url and "{y}" in self.tile_url):
+            raise ValueError("tile-url must be an http(s) URL or a path with {z}, {x} and {y}")
+
+
 class GatewayFile(Base):
     agency_access: AgencyAccessConfig = AgencyAccessConfig()
     server: ServerConfig = ServerConfig()
@@ -457,6 +497,8 @@ class GatewayFile(Base):
     audit: AuditConfig = AuditConfig()
     rtsp_out: RtspOutConfig = RtspOutConfig()
     onvif_server: OnvifServerConfig = OnvifServerConfig()
+    health: HealthConfig = HealthConfig()
+    map: MapConfig = MapConfig()
 
 
 class CameraConfig(Base):
@@ -482,6 +524,10 @@ class CameraConfig(Base):
     address: str = ""
     #: ``[latitude, longitude]`` in decimal degrees (WGS 84); checked by ``load()``.
     location: tuple[float, float] | None = None
+    #: Where the camera looks, degrees clockwise from north (for the map's heading cone).
+    heading: Annotated[float, Meta(ge=0, lt=360)] | None = None
+    #: Horizontal field of view in degrees (the cone's width on the map).
+    fov_degrees: Annotated[float, Meta(gt=0, le=360)] | None = None
     #: The RTSP client for this camera ("ffmpeg" or "native"); unset: ``[ingest] client``.
     ingest_client: Literal["ffmpeg", "native"] | None = None
 
@@ -522,6 +568,8 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     audit: AuditConfig = AuditConfig()
     rtsp_out: RtspOutConfig = RtspOutConfig()
     onvif_server: OnvifServerConfig = OnvifServerConfig()
+    health: HealthConfig = HealthConfig()
+    map: MapConfig = MapConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -730,6 +778,8 @@ def load(
         audit=gateway.audit,
         rtsp_out=gateway.rtsp_out,
         onvif_server=gateway.onvif_server,
+        health=gateway.health,
+        map=gateway.map,
     )
 
 

@@ -466,6 +466,35 @@ replica_checks = sa.Table(
 )
 
 
+# -- saved walls and camera health (migration 19) ----------------------------------------
+
+#: Named wall layouts of a user; ``shared_roles`` lists the roles that may open them too.
+walls = sa.Table(
+    "walls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String(64), nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    #: {"columns", "rows", "tiles": [{"camera", "profile"} | null, ...]}
+    sa.Column("layout", sa.JSON, nullable=False),
+    sa.Column("shared_roles", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("owner", "name", name="uq_walls_owner_name"),
+)
+
+#: Each camera's state changes (online, offline, connecting, stopped), for its uptime.
+camera_states = sa.Table(
+    "camera_states",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_camera_states_camera_at", "camera", "at"),
+)
+
+
 # --------------------------------------------------------------------------------------
 # migrations
 
@@ -580,6 +609,10 @@ def _v15_replica_checks(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[replica_checks])
 
 
+def _v19_walls_and_camera_states(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[walls, camera_states])
+
+
 #: (version, description, function). Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "users, sessions, grants, audit", _v1_initial),
@@ -597,6 +630,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (14, "access requests from other agencies and the access register", _v14_access_requests),
     (15, "replica verification: what the replica holds of each segment", _v15_replica_checks),
     (16, "cluster: leases with fencing epochs, nodes", _v16_cluster),
+    (19, "saved walls, camera state changes", _v19_walls_and_camera_states),
 ]
 
 

@@ -1,0 +1,53 @@
+"""Camera health: per camera state, uptime, history, recording gaps and alarms."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.access.guard import authenticated, principal
+from gateway.access.middleware import client_address
+from gateway.api import json_response
+from gateway.appkeys import ACCESS, CAMERAS, HEALTH
+from gateway.errors import BadRequest, Forbidden
+
+SORTS = ("worst", "id", "uptime")
+
+
+@authenticated
+async def list_health(request: web.Request) -> web.Response:
+    """Every camera the user may see; ``?sort=worst`` (default) puts the worst on top."""
+    sort = request.query.get("sort", "worst")
+    if sort not in SORTS:
+        raise BadRequest(f"sort must be one of {', '.join(SORTS)}")
+    visible = request.app[ACCESS].cameras_for(principal(request))
+    ids = [c.id for c in request.app[CAMERAS] if c.id in visible]
+    report = await request.app[HEALTH].report(ids)
+    if sort == "worst":
+        report.sort(key=lambda h: (-h.score, h.id))
+    elif sort == "uptime":
+        report.sort(key=lambda h: (h.uptime_24h if h.uptime_24h is not None else 2.0, h.id))
+    else:
+        report.sort(key=lambda h: h.id)
+    return json_response(report)
+
+
+@authenticated
+async def get_health(request: web.Request) -> web.Response:
+    """One camera, with its bitrate and frame-rate history."""
+    camera = request.app[CAMERAS].get(request.match_info["camera_id"])
+    access = request.app[ACCESS]
+    who = principal(request)
+    if camera.id not in access.cameras_for(who):
+        reason = access.decide(who, "live.view", camera.id).reason
+        await access.audit.record(
+            "camera.health", outcome="refused", user=who.username, client=client_address(request), camera=camera.id,
+            detail={"reason": reason},
+        )
+        raise Forbidden(reason)
+    (report,) = await request.app[HEALTH].report([camera.id], history=True)
+    return json_response(report)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/health/cameras", list_health, name="camera_health")
+    app.router.add_get("/api/health/cameras/{camera_id}", get_health, name="camera_health_one")
