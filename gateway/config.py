@@ -315,6 +315,56 @@ class EventsConfig(Base):
     webhooks: tuple[WebhookConfig, ...] = ()
 
 
+class IncidentCategory(Base):
+    """One kind of incident an operator signals, and whom it concerns."""
+
+    #: Short id used in the API, the register and events ("violence").
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    #: The services concerned, named in the ``incident.opened`` event (webhooks and the
+    #: dispatch systems behind them route on them).
+    services: tuple[str, ...] = ()
+    #: Station accounts that get the incident's cameras pushed (an emergency push by the
+    #: operator who opened it); empty: no push.
+    push_stations: tuple[str, ...] = ()
+    push_minutes: Annotated[float, Meta(ge=0.05, le=7 * 24 * 60)] = 30.0
+
+
+#: The categories the operators of Częstochowa's monitoring centre signal (their own page).
+DEFAULT_INCIDENT_CATEGORIES = (
+    IncidentCategory(id="violence", title="Violence", services=("police",)),
+    IncidentCategory(id="unattended-child", title="Unattended child", services=("police",)),
+    IncidentCategory(id="person-lying", title="Person lying on the ground", services=("ambulance", "city-guard")),
+    IncidentCategory(id="theft", title="Theft", services=("police",)),
+    IncidentCategory(id="vandalism", title="Vandalism", services=("city-guard", "police")),
+    IncidentCategory(id="traffic-hazard", title="Traffic hazard", services=("police", "roads")),
+    IncidentCategory(id="littering", title="Littering", services=("city-guard",)),
+    IncidentCategory(id="broken-sign", title="Broken traffic sign", services=("roads",)),
+)
+
+
+class IncidentsConfig(Base):
+    """Incidents (``[incidents]``): categories, and the evidence hold each one places."""
+
+    #: The hold on the incident's cameras starts this long before the moment seen ...
+    hold_before_minutes: Annotated[float, Meta(ge=0, le=24 * 60)] = 10.0
+    #: ... and ends this long after it (extendable while the incident is open).
+    hold_after_minutes: Annotated[float, Meta(gt=0, le=24 * 60)] = 30.0
+    #: The longest one extension may add.
+    max_extend_minutes: Annotated[float, Meta(gt=0, le=7 * 24 * 60)] = 24 * 60
+    #: Further cameras one incident may name.
+    max_cameras: Annotated[int, Meta(ge=1, le=64)] = 16
+    categories: tuple[IncidentCategory, ...] = DEFAULT_INCIDENT_CATEGORIES
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.categories]
+        if not ids:
+            raise ValueError("categories must list at least one category")
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate incident category {dup[0]!r}")
+
+
 class MaskingConfig(Base):
     """The mask stage's encoder: one libx264 encode per masked camera, shared by every reader."""
 
@@ -497,6 +547,7 @@ class GatewayFile(Base):
     audit: AuditConfig = AuditConfig()
     rtsp_out: RtspOutConfig = RtspOutConfig()
     onvif_server: OnvifServerConfig = OnvifServerConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
     health: HealthConfig = HealthConfig()
     map: MapConfig = MapConfig()
 
@@ -568,6 +619,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     audit: AuditConfig = AuditConfig()
     rtsp_out: RtspOutConfig = RtspOutConfig()
     onvif_server: OnvifServerConfig = OnvifServerConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
     health: HealthConfig = HealthConfig()
     map: MapConfig = MapConfig()
 
@@ -778,6 +830,7 @@ def load(
         audit=gateway.audit,
         rtsp_out=gateway.rtsp_out,
         onvif_server=gateway.onvif_server,
+        incidents=gateway.incidents,
         health=gateway.health,
         map=gateway.map,
     )

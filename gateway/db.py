@@ -466,6 +466,71 @@ replica_checks = sa.Table(
 )
 
 
+# -- incidents (migration 17) ----------------------------------------------------------
+
+#: An incident an operator opened on a camera at a moment: category, note, further
+#: cameras, the evidence holds it placed, its state (open, handed_over, closed) and owner.
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False, index=True),
+    #: Every camera of the incident, the first one included.
+    sa.Column("cameras", sa.JSON, nullable=False),
+    #: The areas of those cameras when it was opened (the register filters by district).
+    sa.Column("areas", sa.JSON, nullable=False),
+    sa.Column("area", sa.String(64), nullable=False, index=True),
+    sa.Column("category", sa.String(64), nullable=False, index=True),
+    sa.Column("note", sa.String(2000), nullable=False, server_default=""),
+    #: The moment seen (epoch seconds).
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("opened_by", sa.String(64), nullable=False),
+    sa.Column("opened_at", sa.Float, nullable=False, index=True),
+    sa.Column("owner", sa.String(64), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("hold_from", sa.Float, nullable=False),
+    sa.Column("hold_to", sa.Float, nullable=False),
+    sa.Column("holds", sa.JSON, nullable=False),
+    sa.Column("push_id", sa.Integer),
+    sa.Column("closed_at", sa.Float),
+    sa.Column("closed_by", sa.String(64)),
+)
+
+#: Every step of an incident: opened, bookmark, handed_over, extended, closed, notified.
+incident_log = sa.Table(
+    "incident_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.Integer, sa.ForeignKey("incidents.id"), nullable=False, index=True),
+    sa.Column("logged_at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("user", sa.String(64)),
+    #: The moment a bookmark marks (None for other steps).
+    sa.Column("moment", sa.Float),
+    sa.Column("camera", sa.String(64)),
+    sa.Column("note", sa.String(2000), nullable=False, server_default=""),
+)
+
+
+# -- PTZ patrol tours (migration 18) ----------------------------------------------------
+
+#: A camera's patrol tour: presets with dwell times and speeds, daily time windows.
+ptz_tours = sa.Table(
+    "ptz_tours",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    #: [{"preset": token, "dwell_seconds": s, "speed": 0..1 or null}, ...]
+    sa.Column("steps", sa.JSON, nullable=False),
+    #: [{"from": "HH:MM", "to": "HH:MM"}, ...] local time; empty: on demand only.
+    sa.Column("schedule", sa.JSON, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("updated_by", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
 # -- saved walls and camera health (migration 19) ----------------------------------------
 
 #: Named wall layouts of a user; ``shared_roles`` lists the roles that may open them too.
@@ -609,6 +674,14 @@ def _v15_replica_checks(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[replica_checks])
 
 
+def _v17_incidents(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[incidents, incident_log])
+
+
+def _v18_ptz_tours(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[ptz_tours])
+
+
 def _v19_walls_and_camera_states(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[walls, camera_states])
 
@@ -630,6 +703,8 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (14, "access requests from other agencies and the access register", _v14_access_requests),
     (15, "replica verification: what the replica holds of each segment", _v15_replica_checks),
     (16, "cluster: leases with fencing epochs, nodes", _v16_cluster),
+    (17, "incidents and their log", _v17_incidents),
+    (18, "PTZ patrol tours", _v18_ptz_tours),
     (19, "saved walls, camera state changes", _v19_walls_and_camera_states),
 ]
 

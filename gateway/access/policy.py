@@ -45,6 +45,10 @@ class Action(enum.StrEnum):
     #: A federating gateway's service account: may name the user it acts for
     #: (``X-Citygate-On-Behalf-Of``), which the audit log then records.
     FEDERATION_RELAY = "federation.relay"
+    #: Open an incident on cameras of one's areas, bookmark it, hand over and close one's own.
+    INCIDENT_OPEN = "incident.open"
+    #: The incident register of one's areas: read, hand over, extend and close any incident there.
+    INCIDENT_MANAGE = "incident.manage"
 
 
 #: Actions that are about the whole system, not one camera: no area applies. Approving an
