@@ -14,7 +14,7 @@ Latency is "now − time code" for each decoded frame, so it covers camera encod
 the gateway, WebRTC or HLS transport and the viewer's decode. When the gateway has access
 control, the bench creates a user with ``citygate users add`` and uses an API token.
 
-    python bench/live.py [--seconds 20] [--viewers 1,10,50] [--quick]
+    python bench/live.py [--seconds 20] [--viewers 1,10,50] [--quick] [--ingest-client native]
 """
 
 from __future__ import annotations
@@ -103,10 +103,11 @@ class MachineMeter:
 # -- setup -------------------------------------------------------------------------------
 
 
-def write_config(conf: Path, farm_url: str, sub_url: str, max_viewers: int) -> None:
+def write_config(conf: Path, farm_url: str, sub_url: str, max_viewers: int, ingest_client: str = "ffmpeg") -> None:
     conf.mkdir(parents=True)
     (conf / "gateway.toml").write_text(
         '[server]\ndata-dir = "data"\n'
+        f'[ingest]\nclient = "{ingest_client}"\n'
         f"[live]\nmax-viewers-per-camera = {max_viewers}\nmax-viewers = {max_viewers}\n"
         f"sub-stream-linger = {SUB_LINGER}\n"
         "[hls]\nidle-timeout = 2.0\n"
@@ -548,7 +549,7 @@ def run(args: argparse.Namespace) -> None:
         farm, farm_url = start_farm()
         sub_farm, sub_url = start_farm(SUB_WIDTH, SUB_HEIGHT, SUB_BITRATE)
         conf = tmp / "conf"
-        write_config(conf, farm_url, sub_url, max(args.viewer_counts) + 5)
+        write_config(conf, farm_url, sub_url, max(args.viewer_counts) + 5, args.ingest_client)
         password = create_user(conf, "bench")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -559,7 +560,7 @@ def run(args: argparse.Namespace) -> None:
             )
         print(f"live-view benchmark: camera {WIDTH}x{HEIGHT} {FPS} fps H.264 ~2 Mbit/s (busy pattern, live time code) "
               f"from bench/camera_farm.py;\n{args.seconds:.0f} s per run, {os.cpu_count()} cores, gateway pid "
-              f"{gateway.pid}, everything on 127.0.0.1", flush=True)
+              f"{gateway.pid}, everything on 127.0.0.1; ingest client {args.ingest_client}", flush=True)
         asyncio.run(measure(args, base, gateway, log, password, farm.pid, farm_url, tmp))
     except Exception:
         if log.exists():
@@ -579,6 +580,8 @@ def main() -> None:
     parser.add_argument("--viewers", default="1,10,50", help="viewer counts for the CPU runs")
     parser.add_argument("--sessions", type=int, default=10, help="fresh sessions for the first-frame time")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 s runs")
+    parser.add_argument("--ingest-client", choices=("ffmpeg", "native"), default="ffmpeg",
+                        help="the gateway's RTSP ingest ([ingest] client); native completes pictures on the marker bit")
     parser.add_argument("--child-viewers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
