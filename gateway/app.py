@@ -30,6 +30,7 @@ from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
 from gateway.api import exports as exports_api
 from gateway.api import incidents as incidents_api
+from gateway.api import tours as tours_api
 from gateway.api import health as health_api
 from gateway.api import inventory as inventory_api
 from gateway.api import masks as masks_api
@@ -53,6 +54,7 @@ from gateway.db import Database
 from gateway.dispatch import notify, push
 from gateway.events import EventBus
 from gateway.incidents import incidents_ctx
+from gateway.ptz_tours import tours_ctx
 from gateway.health import health_ctx
 from gateway.evidence.signing import gateway_signer
 from gateway.live import hls, rtsp_out, webrtc
@@ -199,6 +201,9 @@ def build_app(
     # incidents place holds and push: after the recording and push services
     app.cleanup_ctx.append(incidents_ctx)
     incidents_api.setup(app)
+    # patrol tours steer through the PTZ service: started after it, stopped before it
+    app.cleanup_ctx.append(tours_ctx)
+    tours_api.setup(app)
     plugins.add_routes(app)
     if WEBCLIENT_DIR.is_dir():
         app.router.add_get("/", _index)

@@ -238,6 +238,35 @@ class PtzService:
             session.moving = moving
         return result
 
+    async def holder(self, camera: str) -> str | None:
+        """Who holds the camera's control lock now (None: free, or lapsed)."""
+        session = await self._current(camera)
+        return session.holder.username if session is not None else None
+
+    async def system_command(self, camera: str, name: str, call: Callable[[CameraVendor], Awaitable[T]], *, by: str) -> T:
+        """A command of the gateway itself (a patrol tour): the lowest priority of all. It
+        runs only while nobody holds the camera's control lock, and opens no control session,
+        so any user's first command takes the camera at once. Refused (Conflict) while
+        someone holds it, and on a masked camera that cannot report where it points."""
+        target = self._cameras.get(camera)
+        session = await self._current(camera)
+        if session is not None:
+            raise Conflict(f"camera {camera} is controlled by {session.holder.username}")
+        if target.masked and not target.reports_position:
+            raise Conflict(f"camera {camera} has privacy masks and cannot report where it points; {by} may not move it")
+        tracker = target.tracker
+        if tracker is not None:
+            tracker.command_started()
+        try:
+            return await asyncio.wait_for(call(target.vendor), self._config.command_timeout_seconds)
+        except NotImplementedError:
+            raise BadRequest(f"camera {camera} does not support {name}") from None
+        except TimeoutError:
+            raise CameraUnavailable(f"camera {camera}: no answer to {name} within {self._config.command_timeout_seconds:g}s") from None
+        finally:
+            if tracker is not None:
+                tracker.command_done()
+
     async def _check_masks(self, target: Camera, principal: Principal, me: Controller, name: str) -> None:
         """A masked camera whose vendor cannot report its position must not move: its masks
         stay where they were drawn in the picture, and a move would uncover what they hide.
