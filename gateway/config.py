@@ -531,6 +531,9 @@ class MapConfig(Base):
 
 class GatewayFile(Base):
     agency_access: AgencyAccessConfig = AgencyAccessConfig()
+    #: ``[auth.<provider>]``: directory sign-in (``[auth.ldap]``), each table checked
+    #: against its provider's ``Options``; providers are asked in this order.
+    auth: dict[str, Any] = {}
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     security: SecurityConfig = SecurityConfig()
@@ -602,6 +605,8 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
 
     root: str  #: the conf directory
     agency_access: AgencyAccessConfig = AgencyAccessConfig()
+    #: Provider id -> its validated ``Options`` (raw tables when ``load()`` got no providers).
+    auth: dict[str, Any] = {}
     server: ServerConfig
     database: DatabaseConfig
     ingest: IngestConfig
@@ -729,6 +734,7 @@ def load(
     env: Mapping[str, str] | None = None,
     mask_filters: Mapping[str, type] | None = None,
     export_formats: Mapping[str, type] | None = None,
+    auth_providers: Mapping[str, type] | None = None,
 ) -> Config:
     """Load and validate the configuration directory ``root``.
 
@@ -787,6 +793,10 @@ def load(
     if export_formats is not None:
         errors.extend(format_option_errors(gateway.evidence, export_formats, file=gw_display))
 
+    auth = gateway.auth
+    if auth_providers is not None:
+        auth = auth_options(gateway.auth, auth_providers, file=gw_display, env=env, errors=errors)
+
     cameras: list[CameraConfig] = []
     seen: dict[str, int] = {}
     for index, camera in enumerate(cameras_file.camera):
@@ -827,6 +837,7 @@ def load(
         masking=gateway.masking,
         evidence=gateway.evidence,
         agency_access=gateway.agency_access,
+        auth=auth,
         audit=gateway.audit,
         rtsp_out=gateway.rtsp_out,
         onvif_server=gateway.onvif_server,
@@ -860,6 +871,23 @@ def format_option_errors(evidence: EvidenceConfig, formats: Mapping[str, type], 
         else:
             _plugin_options(options, fmt, file=file, key=key, env={}, errors=errors)
     return errors
+
+
+def auth_options(
+    auth: Mapping[str, Any], providers: Mapping[str, type], *, file: str, env: Mapping[str, str], errors: list[ConfigError]
+) -> dict[str, Any]:
+    """``[auth.<id>]`` tables checked against each sign-in provider's ``Options``."""
+    checked: dict[str, Any] = {}
+    for pid, options in auth.items():
+        provider = providers.get(pid)
+        if provider is None:
+            known = ", ".join(sorted(providers)) or "none installed"
+            errors.append(ConfigError(file, f"auth.{pid}", f"unknown sign-in provider {pid!r} (known: {known})"))
+        elif not isinstance(options, dict):
+            errors.append(ConfigError(file, f"auth.{pid}", "expected a table"))
+        else:
+            checked[pid] = _plugin_options(options, provider, file=file, key=f"auth.{pid}", env=env, errors=errors)
+    return checked
 
 
 def mask_filter_errors(camera: CameraConfig, filters: Mapping[str, type], *, file: str, key: str) -> list[ConfigError]:

@@ -17,7 +17,7 @@ from gateway import PROJECT_NAME
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.interfaces import CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
+    from gateway.interfaces import AuthProvider, CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
@@ -92,6 +92,15 @@ def gateway_authenticate(request: web.Request) -> Any | Awaitable[Any] | None:
     """Return the identity behind ``request``, or None to let the next provider try.
 
     Stops at the first non-None result.
+    """
+
+
+@hookspec
+def gateway_register_auth_providers(register: Callable[[type[AuthProvider]], None]) -> None:
+    """Register sign-in providers (``AuthProvider`` subclasses keyed by ``id()``): the login hook.
+
+    A provider configured in ``[auth.<id>]`` checks password sign-ins of names without a
+    local password (LDAP, Active Directory) before local accounts are tried.
     """
 
 

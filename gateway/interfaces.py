@@ -276,6 +276,63 @@ class ExportFormat:
         raise NotImplementedError
 
 
+# --- sign-in through a directory ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryAccount:
+    """A person as a directory (LDAP, Active Directory) has them now.
+
+    ``role`` is None when none of the person's groups is mapped to a Citygate role: they
+    exist and may have the right password, but have no access to Citygate.
+    """
+
+    username: str
+    role: str | None
+    areas: frozenset[str] = frozenset()
+    all_areas: bool = False
+    display_name: str = ""
+    groups: tuple[str, ...] = ()  #: the mapped groups the person is in (for the audit log)
+
+
+class AuthProvider:
+    """Signs people in against a directory; configured by ``[auth.<id>]`` (its ``Options``).
+
+    The core asks each configured provider, in the order of ``[auth]``, to check a password
+    sign-in of a name that has no local password, then creates or updates the local account
+    from the answer (role and areas follow the directory). Every ``recheck_seconds`` it asks
+    ``lookup`` about the accounts with open sessions; an account the directory no longer
+    has, or that lost every mapped group, loses its sessions. Blocking clients run in a
+    thread (``asyncio.to_thread``). A directory that cannot be reached raises
+    ``gateway.errors.Unavailable``.
+    """
+
+    @staticmethod
+    def id() -> str:
+        raise NotImplementedError
+
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+    #: How often accounts with open sessions are looked up again (their role, areas, and
+    #: whether the directory still has them enabled).
+    recheck_seconds: float = 60.0
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    def problems(self, roles: frozenset[str]) -> list[tuple[str, str]]:
+        """Mistakes in the options that need the roles of ``roles.toml``: (key, reason)."""
+        return []
+
+    async def login(self, username: str, password: str) -> DirectoryAccount | None:
+        """The account if the directory accepts this password; None for a wrong password or
+        a name the directory does not have (one answer for both)."""
+        raise NotImplementedError
+
+    async def lookup(self, username: str) -> DirectoryAccount | None:
+        """The account as the directory has it now; None if removed or disabled there."""
+        raise NotImplementedError
+
+
 # --- events ------------------------------------------------------------------------------
 
 

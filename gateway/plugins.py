@@ -23,7 +23,7 @@ import pluggy
 
 from gateway import PROJECT_NAME, hookspecs
 from gateway.errors import PluginError
-from gateway.interfaces import CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
+from gateway.interfaces import AuthProvider, CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ _KIND_OF_HOOK = {
     "gateway_register_mask_filters": "masking filter",
     "gateway_register_export_formats": "export format",
     "gateway_authenticate": "auth provider",
+    "gateway_register_auth_providers": "sign-in provider",
     "gateway_handle_event": "event sink",
     "gateway_add_routes": "routes",
     "gateway_startup": "lifecycle",
@@ -112,6 +113,7 @@ _REGISTRY_PREFIX = {
     "gateway_register_storage_backends": "storage",
     "gateway_register_mask_filters": "filter",
     "gateway_register_export_formats": "export",
+    "gateway_register_auth_providers": "auth",
 }
 
 
@@ -163,6 +165,10 @@ class Plugins:
 
     def export_formats(self) -> dict[str, type[ExportFormat]]:
         return self._registry("gateway_register_export_formats", ExportFormat)
+
+    def auth_providers(self) -> dict[str, type[AuthProvider]]:
+        """Sign-in providers (the login hook): LDAP and others, configured in ``[auth.<id>]``."""
+        return self._registry("gateway_register_auth_providers", AuthProvider)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def startup(self, app: Any) -> None:

@@ -5,7 +5,8 @@
 # As root it installs the Debian packages for the real test parts: the GStreamer RTSP
 # server (the third-party test camera), FFmpeg (ffprobe/ffmpeg as independent readers),
 # Chromium (the browser tests drive it with Playwright; no browser download) and npm
-# (hls.js for the web client, from the npm registry).
+# (hls.js for the web client, from the npm registry) and OpenLDAP's slapd (the directory
+# the LDAP sign-in tests run on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -15,7 +16,7 @@ source scripts/webclient.sh
 
 apt_install ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium slapd ldap-utils
 command -v npm >/dev/null 2>&1 || apt_install npm
 ensure_venv
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[test]"

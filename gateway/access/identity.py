@@ -58,11 +58,13 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.access import headers, passwords
 from gateway.access.audit import AuditLog
+from gateway.access.directory import Directory, describe, directory_hash, directory_source
 from gateway.access.guard import Principal
 from gateway.access.policy import Policy, Subject
 from gateway.config import SecurityConfig
 from gateway.db import Database, login_addresses, pending_account_changes, sessions, users
-from gateway.errors import BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, TooManyRequests, Unauthorized
+from gateway.errors import BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, TooManyRequests, Unauthorized, Unavailable
+from gateway.interfaces import DirectoryAccount
 
 logger = logging.getLogger(__name__)
 
@@ -244,8 +246,11 @@ class Identity:
         clock: Callable[[], float] = time.time,
         hasher: PasswordHasher | None = None,
         cache_ttl: float = CACHE_TTL,
+        directory: Directory | None = None,
     ) -> None:
         self.db = db
+        #: Sign-in providers (``[auth.*]``) asked for names without a local password.
+        self.directory = directory
         self.audit = audit
         self.security = security
         self.policy = policy
@@ -685,6 +690,9 @@ class Identity:
             row = (await conn.execute(sa.select(users.c.password_hash).where(users.c.id == principal.user_id))).first()
         if row is None:
             raise NotFound("the account no longer exists")
+        source = directory_source(row.password_hash)
+        if source is not None:
+            raise BadRequest(f"this account signs in through the directory ({source}): change the password there")
         if not await passwords.verify_password(row.password_hash, old, self._hasher):
             await self._wrong_current_password(principal, client)  # raises
         self.check_password(new, principal.username)
@@ -731,6 +739,110 @@ class Identity:
 
     # ----------------------------------------------------------------------------------
     # sign-in
+
+    # ----------------------------------------------------------------------------------
+    # directory accounts (``[auth.*]``, see gateway.access.directory)
+
+    async def _directory_sign_in(self, found: tuple[str, DirectoryAccount], row: Any, client: str | None) -> Any:
+        """The directory accepted the password: refuse a person in no mapped group, else
+        create or update the local account from the directory's answer; the fresh row."""
+        pid, account = found
+        if account.role is None:
+            if row is not None:
+                await self._end_directory_sessions(row["id"], row["username"], pid, "in no directory group mapped to a Citygate role")
+            await self.audit.record(
+                "login.failed", outcome="refused", user=account.username, client=client,
+                detail={"reason": "in no directory group mapped to a Citygate role", "source": pid},
+            )
+            raise Forbidden("your directory account is in no group that may use Citygate; ask your administrator")
+        return await self._sync_directory_account(pid, account, row)
+
+    async def _sync_directory_account(self, pid: str, account: DirectoryAccount, row: Any) -> Any:
+        """Create or update the local account so role, areas and name follow the directory."""
+        by = f"directory:{pid}"
+        role = self.check_role(account.role or "")
+        areas = self._check_areas(account.areas)
+        now = self._clock()
+        if row is None:
+            self._check_username(account.username)
+            try:
+                async with self.db.begin() as conn:
+                    await conn.execute(
+                        users.insert().values(
+                            username=account.username, display_name=account.display_name[:200], password_hash=directory_hash(pid),
+                            role=role, areas=areas, all_areas=account.all_areas, disabled=False, must_change_password=False,
+                            failed_logins=0, created_at=now, updated_at=now, created_by=by,
+                        )
+                    )
+            except IntegrityError:  # a concurrent first sign-in created it
+                pass
+            else:
+                await self.audit.record(
+                    "user.create", user=by, detail={"username": account.username, "source": pid, **describe(account), "areas": areas}
+                )
+                logger.info("identity: created %s from directory %s (role %s)", account.username, pid, role)
+        else:
+            values: dict[str, Any] = {}
+            if row["role"] != role:
+                values["role"] = role
+            if sorted(row["areas"] or ()) != areas or bool(row["all_areas"]) != account.all_areas:
+                values.update(areas=areas, all_areas=account.all_areas)
+            if account.display_name and row["display_name"] != account.display_name[:200]:
+                values["display_name"] = account.display_name[:200]
+            if row["password_hash"] != directory_hash(pid):
+                values["password_hash"] = directory_hash(pid)
+            if values:
+                async with self.db.begin() as conn:
+                    await conn.execute(
+                        users.update().where(users.c.id == row["id"]).values(updated_at=now, changed_by=by, changed_at=now, **values)
+                    )
+                if "role" in values:
+                    await self.audit.record("user.set-role", user=by, detail={"username": row["username"], "role": role, "was": row["role"]})
+                if "areas" in values:
+                    await self.audit.record(
+                        "user.set-areas", user=by,
+                        detail={"username": row["username"], "areas": areas, "all_areas": account.all_areas,
+                                "was": sorted(row["areas"] or ()), "was_all_areas": bool(row["all_areas"])},
+                    )
+                await self._changed(row["id"])
+        async with self.db.connect() as conn:
+            fresh = (await conn.execute(sa.select(users).where(users.c.username == account.username))).mappings().first()
+        assert fresh is not None
+        return fresh
+
+    async def _end_directory_sessions(self, user_id: int, username: str, pid: str, reason: str) -> int:
+        revoked = await self._revoke(user_id)
+        if revoked:
+            await self.audit.record(
+                "session.ended", user=f"directory:{pid}", detail={"username": username, "sessions": revoked, "reason": reason}
+            )
+            logger.info("identity: ended %d session(s) of %s: %s", revoked, username, reason)
+        await self._changed(user_id)
+        return revoked
+
+    async def directory_accounts_in_use(self, pid: str) -> list[str]:
+        """Usernames of ``pid``'s accounts that have open sessions."""
+        now = self._clock()
+        q = (
+            sa.select(users.c.username).distinct().join_from(users, sessions, sessions.c.user_id == users.c.id)
+            .where(users.c.password_hash == directory_hash(pid), sessions.c.revoked_at.is_(None), sessions.c.expires_at > now)
+        )
+        async with self.db.connect() as conn:
+            return sorted((await conn.execute(q)).scalars().all())
+
+    async def apply_directory_lookup(self, pid: str, username: str, account: DirectoryAccount | None) -> None:
+        """What the directory says now about an account with sessions: end them if it was
+        removed, disabled or left every mapped group; else role and areas follow it."""
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(users).where(users.c.username == username))).mappings().first()
+        if row is None or directory_source(row["password_hash"]) != pid:
+            return
+        if account is None:
+            await self._end_directory_sessions(row["id"], username, pid, "removed or disabled in the directory")
+        elif account.role is None:
+            await self._end_directory_sessions(row["id"], username, pid, "in no directory group mapped to a Citygate role")
+        else:
+            await self._sync_directory_account(pid, account, row)
 
     def _throttled(self, client: str, now: float) -> bool:
         """Count an attempt; True if the client is over its per-minute budget."""
@@ -798,7 +910,17 @@ class Identity:
             ).mappings().first()
         # The password first, for every name: the work and the answer never tell whether
         # the account exists or is locked.
-        if row is None:
+        found: tuple[str, DirectoryAccount] | None = None
+        if self.directory is not None and (row is None or directory_source(row["password_hash"]) is not None):
+            try:  # no local password: the directory checks it (local accounts never reach it)
+                found = await self.directory.login(shown, password)
+            except Unavailable as exc:
+                await self.audit.record(
+                    "login.failed", outcome="failed", user=shown, client=client, detail={"reason": f"directory unavailable: {exc}"}
+                )
+                raise
+            right = found is not None
+        elif row is None:
             await passwords.verify_password(await self._dummy(), password, self._hasher)
             right = False
         else:
@@ -819,14 +941,18 @@ class Identity:
             )
             raise Locked(lock_message(locked_until))
         if not right:
-            await self._failed(shown, row, client, client_key, now)  # raises
+            directory_checked = self.directory is not None and (row is None or directory_source(row["password_hash"]) is not None)
+            reason = "wrong password or unknown in the directory" if directory_checked else None
+            await self._failed(shown, row, client, client_key, now, reason=reason)  # raises
+        if found is not None:
+            row = await self._directory_sign_in(found, row, client)
         user = _user(row)
         if user.disabled:
             await self.audit.record("login.failed", outcome="refused", user=shown, client=client, detail={"reason": "account disabled"})
             raise Forbidden("this account is disabled; ask an administrator")
 
         values: dict[str, Any] = {"last_login_at": now}
-        if passwords.needs_rehash(row["password_hash"], self._hasher):
+        if found is None and passwords.needs_rehash(row["password_hash"], self._hasher):
             values["password_hash"] = await passwords.hash_password(password, self._hasher)
         async with self.db.begin() as conn:
             await conn.execute(users.update().where(users.c.id == user.id).values(**values))
@@ -938,14 +1064,14 @@ class Identity:
             self._forget_user(user_id)
         return until
 
-    async def _failed(self, username: str, row: Any, client: str | None, client_key: str, now: float) -> None:
+    async def _failed(self, username: str, row: Any, client: str | None, client_key: str, now: float, *, reason: str | None = None) -> None:
         """A wrong password (or an unknown name, counted alike): count it, lock when due, raise."""
         user_id = row["id"] if row is not None else None
         count, _ = await self._count_failure(username, client_key, now)
         account_count, _ = await self._count_failure(username, ANY_ADDRESS, now)
         await self.audit.record(
             "login.failed", outcome="failed", user=username, client=client,
-            detail={"reason": "wrong password" if row is not None else "unknown user", "failures": count},
+            detail={"reason": reason or ("wrong password" if row is not None else "unknown user"), "failures": count},
         )
         locked_until = None
         if count >= self.security.max_failed_logins:
