@@ -43,6 +43,7 @@ from gateway.api import replication as replication_api
 from gateway.api import session as session_api
 from gateway.api import users as users_api
 from gateway.api import walls as walls_api
+from gateway.api import map as map_api
 from gateway.appkeys import (
     ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, POSITIONS, SIGNER, STARTED_AT,
 )
@@ -182,6 +183,7 @@ def build_app(
     health_api.setup(app)
     camera_health_api.setup(app)
     walls_api.setup(app)
+    map_api.setup(app)
     metrics_api.setup(app)
     inventory_api.setup(app)  # before the camera routes, whose {camera_id} would match "inventory"
     cameras_api.setup(app)

@@ -527,6 +527,8 @@ class MapConfig(Base):
         if self.tile_url and not (self.tile_url.startswith(("https://", "http://", "/")) and "{z}" in self.tile_url
                                   and "{x}" in self.tile_url and "{y}" in self.tile_url):
             raise ValueError("tile-url must be an http(s) URL or a path with {z}, {x} and {y}")
+        if "{" in "/".join(self.tile_url.split("/", 3)[:3]):
+            raise ValueError("tile-url: the server's name must be written out (no {s} subdomains)")
 
 
 class GatewayFile(Base):

@@ -1,11 +1,12 @@
 # Browser viewer dependencies (sourced by scripts/run.sh and scripts/test.sh).
-# hls.js is the only one: it is installed from the npm registry into webclient/node_modules
-# (gitignored) at the exact version pinned in webclient/package-lock.json, and served by the
-# gateway from there. Without it the viewer still plays over WebRTC and says that the HLS
-# fallback is unavailable.
+# hls.js and Leaflet (the camera map) are installed from the npm registry into
+# webclient/node_modules (gitignored) at the exact versions pinned in webclient/package-lock.json,
+# and served by the gateway from there; nothing is fetched at run time. Without hls.js the
+# viewer still plays over WebRTC and says that the HLS fallback is unavailable; without Leaflet
+# the map page cannot open.
 
 ensure_webclient_deps() {
-  if [ -f webclient/node_modules/hls.js/package.json ]; then
+  if [ -f webclient/node_modules/hls.js/package.json ] && [ -f webclient/node_modules/leaflet/package.json ]; then
     return 0
   fi
   if ! command -v npm >/dev/null 2>&1; then

@@ -74,9 +74,18 @@ def clear_session_cookie(response: web.StreamResponse, request: web.Request) -> 
     response.del_cookie(SECURE_SESSION_COOKIE if secure else SESSION_COOKIE, path="/", secure=secure, httponly=True, samesite="Strict")
 
 
+def content_security_policy(config: object | None) -> str:
+    """The policy; the map's own tile server (``[map] tile-url``) may serve images too."""
+    tiles = getattr(getattr(config, "map", None), "tile_url", "")
+    if not tiles.startswith(("https://", "http://")):
+        return CONTENT_SECURITY_POLICY
+    origin = "/".join(tiles.split("/", 3)[:3])
+    return CONTENT_SECURITY_POLICY.replace("img-src 'self' data: blob:", f"img-src 'self' data: blob: {origin}")
+
+
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
-    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    headers["Content-Security-Policy"] = content_security_policy(request.app.get(CONFIG))
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"
     headers["Referrer-Policy"] = "no-referrer"

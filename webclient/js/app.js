@@ -10,6 +10,7 @@ import { HLS_MODULE_URL } from "./hls-playback.js";
 import { EventsClient } from "./events.js";
 import { ExportsPage } from "./exports.js";
 import { authenticate, changePasswordForm } from "./login.js";
+import { MapPage } from "./map.js";
 import { MaskEditorPage } from "./mask-editor.js";
 import { PlaybackPage } from "./playback.js";
 import { PtzPads } from "./ptz-pad.js";
@@ -91,12 +92,17 @@ class LivePage {
     });
     syncLayoutButtons(grid);
     // "#/live?camera=d1" (the playback page's "Jump to live"): show that camera.
-    const wanted = new URLSearchParams(window.location.hash.split("?")[1] || "").get("camera");
-    if (wanted) {
+    // "#/live?cameras=d1,d2" (the map's click or rectangle): show those cameras.
+    const params = new URLSearchParams(window.location.hash.split("?")[1] || "");
+    const wanted = [params.get("camera"), ...(params.get("cameras") || "").split(",")].filter(Boolean);
+    if (wanted.length) {
       history.replaceState(null, "", "#/live");
       const reveal = (event) => {
         list.removeEventListener("update", reveal);
-        if (event.detail.some((c) => c.id === wanted) && !grid.shownCameras().has(wanted)) grid.open(wanted);
+        if (wanted.length > 1 && wanted.length > grid.layout) grid.setLayout(LAYOUTS.find((n) => n >= wanted.length) || 16);
+        for (const id of wanted) {
+          if (event.detail.some((c) => c.id === id) && !grid.shownCameras().has(id)) grid.open(id);
+        }
         list.setOnWall(grid.shownCameras());
       };
       list.addEventListener("update", reveal);
@@ -134,6 +140,10 @@ class Workspace {
     const pages = { live: (this.live = new LivePage(user)) };
     const linked = [];
     if (can(user, "live.view", "snapshot.view")) linked.push("live");
+    if (can(user, "live.view", "snapshot.view")) {
+      pages.map = this.map = new MapPage(document.getElementById("page-map"));
+      linked.push("map");
+    }
     if (can(user, "users.manage")) {
       pages.users = this.users = new UsersPage(document.getElementById("page-users"), { me: user.username });
       linked.push("users");
