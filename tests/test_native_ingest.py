@@ -309,3 +309,27 @@ async def test_native_client_sends_keepalives_and_receiver_reports(demo_gateway:
     # interleaved RTCP on channel 1: a receiver report (PT 201) naming the camera's SSRC
     at = wire.find(b"$\x01")
     assert at >= 0 and wire[at + 5] == 201 and wire[at + 4] & 0x1F == 1
+
+
+@pytest.mark.gstreamer
+async def test_native_client_reconnects_after_the_camera_comes_back(gst_camera):
+    source, hub = source_for(gst_camera.url("h264"), NATIVE, "flaky")
+    async with source:
+        await wait_state(source, SourceState.ONLINE, 10)
+        reader = hub.open_reader("watch")
+        before = [await asyncio.wait_for(reader.recv(), 5) for _ in range(5)]
+        await asyncio.to_thread(gst_camera.kill)
+        await wait_state(source, SourceState.OFFLINE, NATIVE.read_timeout + 5)
+        error = source.status.last_error
+        await asyncio.to_thread(gst_camera.restart)
+        await wait_state(source, SourceState.ONLINE, 10)
+        after = []
+        while len(after) < 10:  # the old connection's last pictures may still be queued
+            packet = await asyncio.wait_for(reader.recv(), 5)
+            if packet.info.epoch > before[0].info.epoch or after:
+                after.append(packet)
+    assert error in ("the camera closed the connection", "no data from the camera within the read timeout", "connection refused")
+    assert after[0].keyframe and after[0].discontinuity and after[0].info.epoch > before[0].info.epoch
+    pts = [p.pts for p in before + after]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert len(decode_all(after)) >= 9
