@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +17,23 @@ _encoder = msgspec.json.Encoder()
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=_encoder.encode(data), status=status, content_type="application/json", headers=headers)
+
+
+#: The largest id a database row can have (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+
+
+def whole_number(name: str, raw: str, *, low: int = 1, high: int = MAX_ID) -> int:
+    """``raw`` as a whole number from ``low`` to ``high``, else a 400 naming ``name``
+    (a number beyond 64 bits must never reach the database)."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}, not {raw[:40]!r}")
+    return int(raw)
+
+
+def path_id(request: web.Request, name: str) -> int:
+    """The path parameter ``name`` as a database id (400 with the reason otherwise)."""
+    return whole_number(name, request.match_info[name])
 
 
 def error_body(status: int, message: str) -> web.Response:

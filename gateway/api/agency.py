@@ -20,11 +20,12 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from gateway.access.agency import AGENCY_ACCESS, EVENTS, AccessRegisterEntry, AccessRequest, NewAccessRequest, register_csv
+from gateway.access.agency import AGENCY_ACCESS, EVENTS, STATUSES, AccessRegisterEntry, AccessRequest, NewAccessRequest, register_csv
 from gateway.access.guard import authenticated, principal, requires
+from gateway.api.openapi import Id, JsonObject, JsonObjects, Media, Text, Time, api, enum_of
 from gateway.access.middleware import client_address
 from gateway.access.policy import Action
-from gateway.api import json_response
+from gateway.api import json_response, path_id, whole_number
 from gateway.api.audit import parse_time
 from gateway.api.session import read_json
 from gateway.errors import BadRequest, Forbidden, NotFound
@@ -35,7 +36,11 @@ class Decision(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def _id(request: web.Request) -> int:
-    return int(request.match_info["request_id"])
+    return path_id(request, "request_id")
+
+
+#: The access register's filters (``status`` is the request's status).
+REGISTER_QUERY = {"request": Id, "event": enum_of(*EVENTS), "status": enum_of(*STATUSES), "user": Text, "from": Time, "to": Time}
 
 
 def _view(req: AccessRequest) -> dict:
@@ -52,12 +57,14 @@ def _entry(entry: AccessRegisterEntry, req: AccessRequest | None = None) -> dict
     return view
 
 
+@api(summary="The commitment text a request must accept, and the limits", responses={200: JsonObject})
 @authenticated
 async def commitment(request: web.Request) -> web.Response:
     settings = request.app[AGENCY_ACCESS].settings
     return json_response({"commitment": settings.commitment, "max_hours": settings.max_hours, "max_cameras": settings.max_cameras})
 
 
+@api(summary="File an access request", body=NewAccessRequest, responses={201: JsonObject})
 @requires(Action.ACCESS_REQUEST, camera_param=None)
 async def file_request(request: web.Request) -> web.Response:
     new = await read_json(request, NewAccessRequest)
@@ -66,6 +73,7 @@ async def file_request(request: web.Request) -> web.Response:
     return json_response(_view(req), status=201)
 
 
+@api(summary="Access requests (approvers and auditors: all)", query={"status": enum_of(*STATUSES), "mine": enum_of("0", "1", "true", "false")}, responses={200: JsonObjects})
 @authenticated
 async def list_requests(request: web.Request) -> web.Response:
     service = request.app[AGENCY_ACCESS]
@@ -89,17 +97,23 @@ async def _register_rows(request: web.Request) -> list:
     event = q.get("event") or None
     if event is not None and event not in EVENTS:
         raise BadRequest(f"event must be one of {', '.join(EVENTS)}")
-    return await service.register(
-        request_id=int(request_id) if request_id else None, event=event, user=q.get("user") or None,
+    status = q.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+    rows = await service.register(
+        request_id=whole_number("request", request_id) if request_id else None, event=event, user=q.get("user") or None,
         since=parse_time("from", q.get("from")), until=parse_time("to", q.get("to")),
     )
+    return [(e, r) for e, r in rows if status is None or r.status == status]
 
 
+@api(summary="The access register", query=REGISTER_QUERY, responses={200: JsonObjects})
 @authenticated
 async def register_json(request: web.Request) -> web.Response:
     return json_response([_entry(e, r) for e, r in await _register_rows(request)])
 
 
+@api(summary="The access register as CSV", query=REGISTER_QUERY, responses={200: Media("text/csv")})
 @authenticated
 async def register_csv_view(request: web.Request) -> web.Response:
     return web.Response(
@@ -108,6 +122,7 @@ async def register_csv_view(request: web.Request) -> web.Response:
     )
 
 
+@api(summary="One access request with its register entries", path={"request_id": Id}, responses={200: JsonObject})
 @authenticated
 async def get_request(request: web.Request) -> web.Response:
     service = request.app[AGENCY_ACCESS]
@@ -120,6 +135,7 @@ async def get_request(request: web.Request) -> web.Response:
     return json_response({**_view(req), "register": [_entry(e) for e in reversed(entries)]})
 
 
+@api(summary="Approve (never one's own)", path={"request_id": Id}, body=Decision, responses={200: JsonObject})
 @requires(Action.ACCESS_APPROVE, camera_param=None)
 async def approve(request: web.Request) -> web.Response:
     body = await read_json(request, Decision)
@@ -127,6 +143,7 @@ async def approve(request: web.Request) -> web.Response:
     return json_response(_view(req))
 
 
+@api(summary="Reject", path={"request_id": Id}, body=Decision, responses={200: JsonObject})
 @requires(Action.ACCESS_APPROVE, camera_param=None)
 async def reject(request: web.Request) -> web.Response:
     body = await read_json(request, Decision)
@@ -134,6 +151,7 @@ async def reject(request: web.Request) -> web.Response:
     return json_response(_view(req))
 
 
+@api(summary="Revoke (the agency itself or an approver)", path={"request_id": Id}, body=Decision, responses={200: JsonObject})
 @authenticated
 async def revoke(request: web.Request) -> web.Response:
     body = await read_json(request, Decision)

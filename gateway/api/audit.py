@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from aiohttp import web
@@ -9,11 +10,14 @@ from aiohttp import web
 from gateway.access.audit import to_csv
 from gateway.access.checkpoints import stored_checkpoints
 from gateway.access.guard import requires
+from gateway.api.openapi import Id, JsonObject, Media, Text, Time, api, enum_of, whole
 from gateway.api import json_response
 from gateway.appkeys import AUDIT, DATABASE
 from gateway.errors import BadRequest
 
 MAX_LIMIT = 10_000
+#: 9999-12-31: the last time ISO 8601 can name.
+MAX_EPOCH = 253402300799.0
 
 
 def parse_time(name: str, value: str | None) -> float | None:
@@ -21,9 +25,14 @@ def parse_time(name: str, value: str | None) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # nan, inf and times beyond year 9999 are no times: refused, never compared
+        if not math.isfinite(seconds) or not -MAX_EPOCH <= seconds <= MAX_EPOCH:
+            raise BadRequest(f"{name} must be a finite time (epoch seconds or ISO 8601), not {value[:40]!r}")
+        return seconds
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -38,6 +47,7 @@ def _int(name: str, value: str | None, default: int | None, low: int, high: int)
     return int(value)
 
 
+@api(summary="Audit entries, newest first", query={"user": Text, "camera": Text, "action": Text, "outcome": Text, "from": Time, "to": Time, "before": Id, "limit": whole(1, MAX_LIMIT), "format": enum_of("json", "csv")}, responses={200: (JsonObject, Media("text/csv"))})
 @requires("audit.read", camera_param=None)
 async def list_audit(request: web.Request) -> web.StreamResponse:
     q = request.query
@@ -65,6 +75,7 @@ async def list_audit(request: web.Request) -> web.StreamResponse:
     return json_response({"entries": rows, "next_before": rows[-1]["id"] if rows else None})
 
 
+@api(summary="Signed checkpoints of the audit chain", query={"limit": whole(1, MAX_LIMIT)}, responses={200: JsonObject})
 @requires("audit.read", camera_param=None)
 async def list_checkpoints(request: web.Request) -> web.StreamResponse:
     """The newest signed checkpoints, newest first: what an external system copies to be

@@ -6,6 +6,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.access.guard import authenticated, principal, requires
+from gateway.api.openapi import Media, api, whole
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.appkeys import ACCESS, CAMERAS
@@ -75,6 +76,7 @@ class CameraView(msgspec.Struct, kw_only=True):
         )
 
 
+@api(summary="The cameras one may see", responses={200: list[CameraView]})
 @authenticated
 async def list_cameras(request: web.Request) -> web.Response:
     """Only the cameras the user may watch (live, recorded or as a still)."""
@@ -82,6 +84,7 @@ async def list_cameras(request: web.Request) -> web.Response:
     return json_response([CameraView.of(c.snapshot()) for c in request.app[CAMERAS] if c.id in visible])
 
 
+@api(summary="One camera", responses={200: CameraView})
 @authenticated
 async def get_camera(request: web.Request) -> web.Response:
     camera = request.app[CAMERAS].get(request.match_info["camera_id"])
@@ -101,6 +104,7 @@ async def get_camera(request: web.Request) -> web.Response:
 SNAPSHOT_WAIT = 5.0
 
 
+@api(summary="The latest keyframe as JPEG", query={"width": whole(16, 7680)}, responses={200: Media("image/jpeg", binary=True)}, extra_errors=(503,))
 @requires("snapshot.view")
 async def get_snapshot(request: web.Request) -> web.Response:
     """The camera's latest keyframe as JPEG, for thumbnails (``?width=`` scales down)."""

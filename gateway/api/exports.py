@@ -30,8 +30,9 @@ import msgspec
 from aiohttp import web
 
 from gateway.access.guard import authenticated, principal, public, requires
+from gateway.api.openapi import Id, JsonObject, JsonObjects, Media, Text, Time, api, enum_of
 from gateway.access.middleware import client_address
-from gateway.api import json_response
+from gateway.api import json_response, path_id, whole_number
 from gateway.api.audit import parse_time
 from gateway.api.session import read_json
 from gateway.appkeys import IDENTITY
@@ -44,7 +45,14 @@ class Decision(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def _id(request: web.Request) -> int:
-    return int(request.match_info["request_id"])
+    return path_id(request, "request_id")
+
+
+#: The release register's filters (``status`` is the request's status).
+REGISTER_QUERY = {
+    "request": Id, "event": enum_of(*EVENTS), "status": enum_of(*STATUSES), "user": Text, "case_number": Text,
+    "from": Time, "to": Time,
+}
 
 
 def _view(req: ExportRequest) -> dict:
@@ -68,6 +76,7 @@ def _choice(name: str, value: str | None, allowed: tuple[str, ...]) -> str | Non
     return value or None
 
 
+@api(summary="File an evidence export request", body=NewRequest, responses={201: JsonObject})
 @requires("export.request", camera_param=None)
 async def file_request(request: web.Request) -> web.Response:
     new = await read_json(request, NewRequest)
@@ -76,6 +85,7 @@ async def file_request(request: web.Request) -> web.Response:
     return json_response(_view(req), status=201)
 
 
+@api(summary="Export requests (oversight: all; others: their own)", query={"status": enum_of(*STATUSES), "camera": Text, "requested_by": Text, "case_number": Text, "from": Time, "to": Time, "mine": enum_of("0", "1", "true", "false")}, responses={200: JsonObjects})
 @authenticated
 async def list_requests(request: web.Request) -> web.Response:
     service = request.app[EXPORTS]
@@ -93,6 +103,7 @@ async def list_requests(request: web.Request) -> web.Response:
     return json_response([_view(r) for r in found])
 
 
+@api(summary="Export formats and their options", responses={200: JsonObjects})
 @authenticated
 async def list_formats(request: web.Request) -> web.Response:
     """Each format with its options: the JSON schema (for forms) and the defaults in force."""
@@ -117,14 +128,16 @@ async def _register_rows(request: web.Request) -> list:
     request_id = q.get("request")
     if request_id is not None and not request_id.isdigit():
         raise BadRequest("request must be a number")
-    return await service.register(
-        request_id=int(request_id) if request_id else None,
+    status = _choice("status", q.get("status"), STATUSES)
+    rows = await service.register(
+        request_id=whole_number("request", request_id) if request_id else None,
         event=_choice("event", q.get("event"), EVENTS),
         user=q.get("user") or None,
         case_number=q.get("case_number") or None,
         since=parse_time("from", q.get("from")),
         until=parse_time("to", q.get("to")),
     )
+    return [(e, r) for e, r in rows if status is None or r.status == status]
 
 
 def _accounts(req: ExportRequest, known: dict[str, dict]) -> dict:
@@ -136,6 +149,7 @@ def _accounts(req: ExportRequest, known: dict[str, dict]) -> dict:
     return {"accounts": {"requester": one(req.requested_by), "approver": one(req.decided_by)}}
 
 
+@api(summary="The release register", query=REGISTER_QUERY, responses={200: JsonObjects})
 @authenticated
 async def register_json(request: web.Request) -> web.Response:
     rows = await _register_rows(request)
@@ -143,6 +157,7 @@ async def register_json(request: web.Request) -> web.Response:
     return json_response([_entry(e, r) | _accounts(r, known) for e, r in rows])
 
 
+@api(summary="The release register as CSV", query=REGISTER_QUERY, responses={200: Media("text/csv")})
 @authenticated
 async def register_csv_view(request: web.Request) -> web.Response:
     body = register_csv(await _register_rows(request))
@@ -152,6 +167,7 @@ async def register_csv_view(request: web.Request) -> web.Response:
     )
 
 
+@api(summary="One request with its register entries", path={"request_id": Id}, responses={200: JsonObject})
 @authenticated
 async def get_request(request: web.Request) -> web.Response:
     service = request.app[EXPORTS]
@@ -164,6 +180,7 @@ async def get_request(request: web.Request) -> web.Response:
     return json_response({**_view(req), "register": [_entry(e) for e in reversed(entries)]})
 
 
+@api(summary="Approve (never one's own)", path={"request_id": Id}, body=Decision, responses={200: JsonObject})
 @requires("export.approve", camera_param=None)
 async def approve(request: web.Request) -> web.Response:
     body = await read_json(request, Decision)
@@ -171,6 +188,7 @@ async def approve(request: web.Request) -> web.Response:
     return json_response(_view(req))
 
 
+@api(summary="Reject", path={"request_id": Id}, body=Decision, responses={200: JsonObject})
 @requires("export.approve", camera_param=None)
 async def reject(request: web.Request) -> web.Response:
     body = await read_json(request, Decision)
@@ -178,12 +196,14 @@ async def reject(request: web.Request) -> web.Response:
     return json_response(_view(req))
 
 
+@api(summary="Produce the package in the background", path={"request_id": Id}, responses={202: JsonObject})
 @requires("export.produce", camera_param=None)
 async def produce(request: web.Request) -> web.Response:
     req = await request.app[EXPORTS].produce(principal(request), _id(request), client=client_address(request))
     return json_response(_view(req), status=202)
 
 
+@api(summary="Propose releasing the evidence holds", path={"request_id": Id}, body=Decision, responses={202: JsonObject})
 @requires("export.approve", camera_param=None)
 async def release_holds(request: web.Request) -> web.Response:
     body = await read_json(request, Decision)
@@ -191,6 +211,7 @@ async def release_holds(request: web.Request) -> web.Response:
     return json_response(_view(req), status=202)
 
 
+@api(summary="Confirm releasing the holds (a second approver)", path={"request_id": Id}, body=Decision, responses={200: JsonObject})
 @requires("export.approve", camera_param=None)
 async def confirm_release(request: web.Request) -> web.Response:
     body = await read_json(request, Decision)
@@ -198,6 +219,7 @@ async def confirm_release(request: web.Request) -> web.Response:
     return json_response(_view(req))
 
 
+@api(summary="The package (the requester only; every download logged)", path={"request_id": Id}, responses={200: Media("application/octet-stream", binary=True)})
 @authenticated
 async def download(request: web.Request) -> web.StreamResponse:
     service = request.app[EXPORTS]
@@ -214,6 +236,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     )
 
 
+@api(summary="The gateway's Ed25519 public key (PEM)", responses={200: Media("application/x-pem-file")})
 @public
 async def public_key(request: web.Request) -> web.Response:
     signer = request.app[EXPORTS].signer

@@ -9,10 +9,12 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.access.guard import authenticated
+from gateway.api.openapi import JsonObject, api
 from gateway.api import json_response
 from gateway.appkeys import CAMERAS, STARTED_AT
 
 
+@api(summary="Uptime and the state of every camera", responses={200: JsonObject})
 @authenticated
 async def health(request: web.Request) -> web.Response:
     states = Counter(str(c.status.state) for c in request.app[CAMERAS])

@@ -21,6 +21,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.access.guard import principal, requires
+from gateway.api.openapi import Media, api, enum_of
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.appkeys import ACCESS, CAMERAS, CONFIG
@@ -160,6 +161,7 @@ def to_csv(rows: list[InventoryRow]) -> str:
     return out.getvalue()
 
 
+@api(summary="The camera register of the cameras in one's areas", query={"format": enum_of("json", "csv")}, responses={200: (list[InventoryRow], Media("text/csv"))})
 @requires("cameras.inventory", camera_param=None)
 async def inventory(request: web.Request) -> web.Response:
     """The register of the cameras the user holds ``cameras.inventory`` on."""

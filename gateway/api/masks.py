@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.access.guard import principal, requires
+from gateway.api.openapi import JsonObject, JsonObjects, Text, api, whole
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.errors import BadRequest
@@ -43,11 +44,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+@api(summary="The camera's privacy masks", responses={200: JsonObject})
 @requires("mask.edit")
 async def get_masks(request: web.Request) -> web.Response:
     return json_response(request.app[MASKS].view(request.match_info["camera_id"]))
 
 
+@api(summary="Replace the privacy masks (reason required)", body=JsonObject, responses={200: JsonObject})
 @requires("mask.edit")
 async def put_masks(request: web.Request) -> web.Response:
     service = request.app[MASKS]
@@ -73,6 +76,7 @@ async def put_masks(request: web.Request) -> web.Response:
     return json_response(view)
 
 
+@api(summary="Add a privacy mask (reason required)", body=JsonObject, responses={201: JsonObject})
 @requires("mask.edit")
 async def post_mask(request: web.Request) -> web.Response:
     service = request.app[MASKS]
@@ -85,6 +89,7 @@ async def post_mask(request: web.Request) -> web.Response:
     return json_response(view, status=201)
 
 
+@api(summary="Remove a privacy mask (reason required)", path={"index": whole(0, 10000)}, query={"reason": Text}, responses={200: JsonObject})
 @requires("mask.edit")
 async def delete_mask(request: web.Request) -> web.Response:
     service = request.app[MASKS]
@@ -98,6 +103,7 @@ async def delete_mask(request: web.Request) -> web.Response:
     return json_response(view)
 
 
+@api(summary="Every version of the masks", responses={200: JsonObjects})
 @requires("mask.edit")
 async def mask_versions(request: web.Request) -> web.Response:
     return json_response(await request.app[MASKS].versions(request.match_info["camera_id"]))

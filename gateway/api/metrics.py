@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from gateway import __version__
 from gateway.access.checkpoints import stored_checkpoints
 from gateway.access.guard import requires
+from gateway.api.openapi import Media, api
 from gateway.access.policy import Action
 from gateway.appkeys import CAMERAS, DATABASE, RECORDING, STARTED_AT
 from gateway.db import audit
@@ -140,6 +141,7 @@ async def _audit_families(app: web.Application) -> list[Metric]:
     return families
 
 
+@api(summary="Prometheus metrics", responses={200: Media("text/plain")})
 @requires(Action.SYSTEM_MONITOR, camera_param=None)
 async def metrics(request: web.Request) -> web.Response:
     app = request.app

@@ -15,6 +15,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from gateway.access.guard import principal, requires
+from gateway.api.openapi import JsonObject, api
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.api.session import read_json
@@ -63,6 +64,7 @@ def _done(request: web.Request, camera_id: str) -> web.Response:
     return json_response({"lock": request.app[PTZ].status(camera_id, principal(request))})
 
 
+@api(summary="Move continuously", body=Velocity, responses={200: JsonObject, 204: None})
 @requires("ptz.control")
 async def continuous_move(request: web.Request) -> web.Response:
     """Start (or change) a continuous move; it runs until stop, or until
@@ -79,6 +81,7 @@ async def continuous_move(request: web.Request) -> web.Response:
     return _done(request, camera_id)
 
 
+@api(summary="Stop moving", responses={200: JsonObject, 204: None})
 @requires("ptz.control")
 async def stop(request: web.Request) -> web.Response:
     camera_id, caps = _ids(request)
@@ -89,6 +92,7 @@ async def stop(request: web.Request) -> web.Response:
     return _done(request, camera_id)
 
 
+@api(summary="Move to a position", body=Position, responses={200: JsonObject, 204: None})
 @requires("ptz.control")
 async def absolute_move(request: web.Request) -> web.Response:
     body = await read_json(request, Position)
@@ -101,6 +105,7 @@ async def absolute_move(request: web.Request) -> web.Response:
     return _done(request, camera_id)
 
 
+@api(summary="Move by a step", body=Step, responses={200: JsonObject, 204: None})
 @requires("ptz.control")
 async def relative_move(request: web.Request) -> web.Response:
     body = await read_json(request, Step)
@@ -113,6 +118,7 @@ async def relative_move(request: web.Request) -> web.Response:
     return _done(request, camera_id)
 
 
+@api(summary="Go to the home position", responses={200: JsonObject, 204: None})
 @requires("ptz.control")
 async def home(request: web.Request) -> web.Response:
     camera_id, caps = _ids(request)
@@ -123,6 +129,7 @@ async def home(request: web.Request) -> web.Response:
     return _done(request, camera_id)
 
 
+@api(summary="The camera's presets", responses={200: list[PresetView]})
 @requires("ptz.control")
 async def list_presets(request: web.Request) -> web.Response:
     camera_id, caps = _ids(request)
@@ -137,6 +144,7 @@ async def list_presets(request: web.Request) -> web.Response:
     return json_response([PresetView(token=p.token, name=p.name) for p in presets])
 
 
+@api(summary="Go to a preset", responses={200: JsonObject, 204: None})
 @requires("ptz.control")
 async def goto_preset(request: web.Request) -> web.Response:
     camera_id, caps = _ids(request)
@@ -148,6 +156,7 @@ async def goto_preset(request: web.Request) -> web.Response:
     return _done(request, camera_id)
 
 
+@api(summary="Store the current position as a preset", body=NewPreset, responses={201: PresetView})
 @requires("cameras.manage")
 async def set_preset(request: web.Request) -> web.Response:
     """Store the current position as a preset (under the control lock, like a move)."""
@@ -161,6 +170,7 @@ async def set_preset(request: web.Request) -> web.Response:
     return json_response(PresetView(token=preset.token, name=preset.name), status=201)
 
 
+@api(summary="Who holds PTZ control", responses={200: JsonObject})
 @requires("live.view")
 async def get_lock(request: web.Request) -> web.Response:
     """Who holds control: for everyone watching the camera."""
@@ -168,6 +178,7 @@ async def get_lock(request: web.Request) -> web.Response:
     return json_response(request.app[PTZ].status(camera_id, principal(request)))
 
 
+@api(summary="Take PTZ control", responses={200: JsonObject})
 @requires("ptz.control")
 async def take_lock(request: web.Request) -> web.Response:
     camera_id, caps = _ids(request)
@@ -176,6 +187,7 @@ async def take_lock(request: web.Request) -> web.Response:
     return json_response(await request.app[PTZ].take(principal(request), camera_id, client_address(request)))
 
 
+@api(summary="Release PTZ control", responses={200: JsonObject})
 @requires("ptz.control")
 async def release_lock(request: web.Request) -> web.Response:
     camera_id, _ = _ids(request)

@@ -19,8 +19,9 @@ import msgspec
 from aiohttp import web
 
 from gateway.access.guard import authenticated, principal, requires
+from gateway.api.openapi import Id, JsonObject, JsonObjects, api, enum_of
 from gateway.access.middleware import client_address
-from gateway.api import json_response
+from gateway.api import json_response, path_id
 from gateway.api.session import read_json
 from gateway.appkeys import PUSHES
 from gateway.errors import NotFound
@@ -39,9 +40,10 @@ class ExtendPush(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def _push_id(request: web.Request) -> int:
-    return int(request.match_info["push_id"])
+    return path_id(request, "push_id")
 
 
+@api(summary="Push cameras to stations for a while", body=CreatePush, responses={201: JsonObject})
 @requires("push.send", camera_param=None)
 async def create_push(request: web.Request) -> web.Response:
     req = await read_json(request, CreatePush)
@@ -54,6 +56,7 @@ async def create_push(request: web.Request) -> web.Response:
     return json_response(push.view(service.now()), status=201)
 
 
+@api(summary="Pushes, active or past", query={"state": enum_of("active", "past")}, responses={200: JsonObjects})
 @authenticated
 async def list_pushes(request: web.Request) -> web.Response:
     service = request.app[PUSHES]
@@ -62,6 +65,7 @@ async def list_pushes(request: web.Request) -> web.Response:
     return json_response([p.view(now) for p in found])
 
 
+@api(summary="The pushes a station receives", responses={200: JsonObject})
 @authenticated
 async def my_pushes(request: web.Request) -> web.Response:
     service = request.app[PUSHES]
@@ -70,6 +74,7 @@ async def my_pushes(request: web.Request) -> web.Response:
     return json_response({"now": now, "pushes": [p.view(now, station=who.username) for p in service.active_for_station(who.username)]})
 
 
+@api(summary="The stations one may push to, with the default and longest minutes", responses={200: JsonObject})
 @requires("push.send", camera_param=None)
 async def list_stations(request: web.Request) -> web.Response:
     service = request.app[PUSHES]
@@ -82,6 +87,7 @@ async def list_stations(request: web.Request) -> web.Response:
     )
 
 
+@api(summary="One push", path={"push_id": Id}, responses={200: JsonObject})
 @authenticated
 async def get_push(request: web.Request) -> web.Response:
     service = request.app[PUSHES]
@@ -95,6 +101,7 @@ async def get_push(request: web.Request) -> web.Response:
     raise NotFound(f"no push {push.id}")
 
 
+@api(summary="Extend a push", path={"push_id": Id}, body=ExtendPush, responses={200: JsonObject})
 @authenticated
 async def extend_push(request: web.Request) -> web.Response:
     req = await read_json(request, ExtendPush)
@@ -104,6 +111,7 @@ async def extend_push(request: web.Request) -> web.Response:
     return json_response(push.view(service.now()))
 
 
+@api(summary="Revoke a push (its views end at once)", path={"push_id": Id}, responses={200: JsonObject})
 @authenticated
 async def revoke_push(request: web.Request) -> web.Response:
     service = request.app[PUSHES]

@@ -17,8 +17,9 @@ from dataclasses import replace
 from aiohttp import web
 
 from gateway.access.guard import principal, requires
+from gateway.api.openapi import Id, JsonObject, Media, Text, Time, api, enum_of, whole
 from gateway.access.middleware import client_address
-from gateway.api import json_response
+from gateway.api import json_response, whole_number
 from gateway.api.audit import parse_time
 from gateway.appkeys import ACCESS, CAMERAS, CONFIG, PLAYBACK_READS, RECORDING
 from gateway.errors import BadRequest, GatewayError
@@ -95,6 +96,7 @@ def _page_limit(request: web.Request) -> int:
     return limit
 
 
+@api(summary="Recorded segments (or spans) and gaps, in pages", query={"from": Time, "to": Time, "detail": enum_of("segments", "spans"), "limit": whole(1, MAX_PAGE_ITEMS)}, responses={200: JsonObject})
 @requires("playback.view")
 async def timeline(request: web.Request) -> web.Response:
     """Segments and gaps; with ``detail=spans`` (the default beyond a day) contiguous
@@ -116,6 +118,7 @@ async def timeline(request: web.Request) -> web.Response:
     )
 
 
+@api(summary="HLS VOD playlist of a time range (audited)", query={"from": Time, "to": Time, "start": Time, "purpose": Text}, required_query=("from",), responses={200: Media("application/vnd.apple.mpegurl")})
 @requires("playback.view")
 async def playlist(request: web.Request) -> web.Response:
     camera = _camera(request)
@@ -147,13 +150,11 @@ async def playlist(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-store"})
 
 
+@api(summary="One recorded segment (range requests)", path={"segment_id": Id}, query={"part": enum_of("init", "media"), "mask": Text}, responses={200: Media("video/mp4", binary=True), 206: Media("video/mp4", binary=True)})
 @requires("playback.view")
 async def segment(request: web.Request) -> web.StreamResponse:
     camera = _camera(request)
-    try:
-        segment_id = int(request.match_info["segment_id"])
-    except ValueError:
-        raise BadRequest("segment id must be a number") from None
+    segment_id = whole_number("segment id", request.match_info["segment_id"])
     service = request.app[RECORDING]
     seg = await service.segment(camera, segment_id)
     # audited (merged per session and camera) and counted against the session's hour

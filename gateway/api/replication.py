@@ -21,6 +21,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.access.guard import principal, requires
+from gateway.api.openapi import JsonObject, Text, api
 from gateway.access.middleware import client_address
 from gateway.access.policy import Action
 from gateway.api import json_response
@@ -37,6 +38,7 @@ def verifier(app: web.Application) -> ReplicaVerifier:
     return found
 
 
+@api(summary="The replication report", responses={200: JsonObject})
 @requires(Action.SYSTEM_MONITOR, camera_param=None)
 async def report(request: web.Request) -> web.Response:
     found = await verifier(request.app).report()
@@ -45,6 +47,7 @@ async def report(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+@api(summary="Verify the replica now (202)", query={"camera": Text}, responses={202: JsonObject})
 @requires(Action.CAMERAS_MANAGE, camera_param=None)
 async def verify_now(request: web.Request) -> web.Response:
     checker = verifier(request.app)

@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.access.guard import PRINCIPAL, Principal, authenticated, public
+from gateway.api.openapi import JsonObject, api
 from gateway.access.headers import clear_session_cookie, set_session_cookie
 from gateway.access.identity import User
 from gateway.access.middleware import client_address
@@ -68,6 +69,7 @@ def user_view(request: web.Request, user: User, who: Principal | None = None) ->
     return view
 
 
+@api(summary="Sign in: a cookie session, or an API token with kind=token", body=LoginRequest, responses={201: JsonObject}, tag="session")
 @public
 async def login(request: web.Request) -> web.Response:
     req = await read_json(request, LoginRequest)
@@ -95,6 +97,7 @@ async def login(request: web.Request) -> web.Response:
     return resp
 
 
+@api(summary="The signed-in user, their role, areas and actions", responses={200: JsonObject}, tag="session")
 @authenticated(pending_password_ok=True)
 async def whoami(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
@@ -110,6 +113,7 @@ async def whoami(request: web.Request) -> web.Response:
     )
 
 
+@api(summary="Sign out: the session ends", responses={204: None}, tag="session")
 @authenticated(pending_password_ok=True)
 async def logout(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
@@ -120,6 +124,7 @@ async def logout(request: web.Request) -> web.Response:
     return resp
 
 
+@api(summary="Change one's own password", body=PasswordChange, responses={200: JsonObject}, tag="session")
 @authenticated(pending_password_ok=True)
 async def change_password(request: web.Request) -> web.Response:
     req = await read_json(request, PasswordChange)

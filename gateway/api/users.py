@@ -24,6 +24,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.access.guard import PRINCIPAL, requires
+from gateway.api.openapi import Id, JsonObject, JsonObjects, api
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.api.session import read_json, user_view
@@ -53,12 +54,14 @@ class PatchUser(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     locked: bool | msgspec.UnsetType = msgspec.UNSET
 
 
+@api(summary="Every account", responses={200: JsonObjects})
 @requires("users.manage", camera_param=None)
 async def list_users(request: web.Request) -> web.Response:
     users = await request.app[IDENTITY].list_users()
     return json_response([user_view(request, u) for u in users])
 
 
+@api(summary="Create an account (202 when a second administrator must confirm)", body=CreateUser, responses={201: JsonObject, 202: JsonObject})
 @requires("users.manage", camera_param=None)
 async def create_user(request: web.Request) -> web.Response:
     req = await read_json(request, CreateUser)
@@ -82,6 +85,7 @@ async def create_user(request: web.Request) -> web.Response:
     return json_response(body, status=201)
 
 
+@api(summary="Change an account", body=PatchUser, responses={200: JsonObject, 202: JsonObject})
 @requires("users.manage", camera_param=None)
 async def patch_user(request: web.Request) -> web.Response:
     req = await read_json(request, PatchUser)
@@ -124,6 +128,7 @@ async def patch_user(request: web.Request) -> web.Response:
     return json_response(user_view(request, user))
 
 
+@api(summary="A new one-time password", responses={200: JsonObject, 202: JsonObject})
 @requires("users.manage", camera_param=None)
 async def reset_password(request: web.Request) -> web.Response:
     identity = request.app[IDENTITY]
@@ -142,11 +147,13 @@ def _change_id(request: web.Request) -> int:
     return int(raw)
 
 
+@api(summary="Changes waiting for a second administrator", responses={200: JsonObjects})
 @requires("users.manage", camera_param=None)
 async def list_pending(request: web.Request) -> web.Response:
     return json_response([c.to_json() for c in await request.app[IDENTITY].pending_changes()])
 
 
+@api(summary="Confirm a pending change", path={"change_id": Id}, responses={200: JsonObject})
 @requires("users.manage", camera_param=None)
 async def confirm_pending(request: web.Request) -> web.Response:
     change, user, password = await request.app[IDENTITY].confirm_change(
@@ -158,6 +165,7 @@ async def confirm_pending(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+@api(summary="Cancel a pending change", path={"change_id": Id}, responses={200: JsonObject})
 @requires("users.manage", camera_param=None)
 async def cancel_pending(request: web.Request) -> web.Response:
     change = await request.app[IDENTITY].cancel_change(_change_id(request), by=request[PRINCIPAL].username, client=client_address(request))

@@ -38,6 +38,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.access.control import VIEW_ACTIONS
 from gateway.access.guard import Principal, authenticated, principal
+from gateway.api.openapi import JsonObject, api
 from gateway.access.policy import Action
 from gateway.appkeys import ACCESS, EVENTS, EVENTS_CHANNEL, IDENTITY, PUSHES
 from gateway.errors import Forbidden, NotFound
@@ -120,6 +121,7 @@ def _same_origin(request: web.Request) -> bool:
     return urlsplit(origin).netloc.lower() == request.host.lower()
 
 
+@api(summary="Events over a WebSocket (upgrade required)", responses={101: None}, tag="events")
 @authenticated
 async def events_socket(request: web.Request) -> web.StreamResponse:
     who = principal(request)

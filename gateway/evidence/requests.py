@@ -32,8 +32,9 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import collections
 import msgspec
 import sqlalchemy as sa
 from aiohttp import web
@@ -60,6 +61,8 @@ EXPORTS = web.AppKey("exports", "ExportService")
 
 PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
 PRODUCING, PRODUCED, FAILED = "producing", "produced", "failed"
+#: The most cameras one request may name (formats and [exports] allow fewer).
+MAX_CAMERAS_NAMED = 256
 STATUSES = (PENDING, APPROVED, REJECTED, EXPIRED, PRODUCING, PRODUCED, FAILED)
 EVENTS = (
     "filed", "approved", "rejected", "expired", "produced", "production_failed", "downloaded", "hold_release_proposed",
@@ -112,7 +115,8 @@ class ExportRequest(msgspec.Struct, kw_only=True):
 
 
 class NewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    cameras: list[str]
+    #: Each camera once; never more than any format takes (the decoder refuses longer lists).
+    cameras: Annotated[list[str], msgspec.Meta(max_length=MAX_CAMERAS_NAMED, extra_json_schema={"uniqueItems": True})]
     range_from: float | str = msgspec.field(name="from")
     range_to: float | str = msgspec.field(name="to")
     case_number: str
@@ -310,6 +314,9 @@ class ExportService:
         if fmt is None:
             raise BadRequest(f"unknown export format {new.format!r} (known: {', '.join(sorted(self.formats))})")
         cameras = list(dict.fromkeys(new.cameras))
+        if len(cameras) != len(new.cameras):
+            twice = sorted(c for c, n in collections.Counter(new.cameras).items() if n > 1)
+            raise BadRequest(f"each camera may be named once; named more than once: {', '.join(twice[:5])}")
         if not cameras:
             raise BadRequest("name at least one camera")
         limit = min(self.settings.max_cameras, getattr(fmt, "max_cameras", None) or self.settings.max_cameras)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.access.guard import principal, requires
+from gateway.api.openapi import Media, api, whole
 from gateway.access.middleware import client_address
 from gateway.appkeys import ACCESS, CAMERAS, CONFIG
 from gateway.cameras import Camera
@@ -369,6 +370,10 @@ HLS_VIEWERS = web.AppKey("hls_viewers", HlsViewers)
 # routes
 
 
+#: Media sequence and part numbers: what a 64-bit counter can hold.
+HlsNumber = whole(0, 2**63 - 1)
+
+
 def _query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
@@ -415,6 +420,7 @@ def _media_response(request: web.Request, data: bytes) -> web.Response:
     return web.Response(body=data, content_type=SEGMENT_TYPE, headers={"Cache-Control": f"max-age={max_age}"})
 
 
+@api(summary="LL-HLS multivariant playlist", responses={200: Media(playlist.MEDIA_TYPE)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def multivariant(request: web.Request) -> web.Response:
     async with _muxer(request, start=True) as muxer:
@@ -432,6 +438,7 @@ async def multivariant(request: web.Request) -> web.Response:
     return _playlist_response(text)
 
 
+@api(summary="LL-HLS media playlist (blocking reload with _HLS_msn/_HLS_part)", query={"_HLS_msn": HlsNumber, "_HLS_part": HlsNumber}, responses={200: Media(playlist.MEDIA_TYPE)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def media_playlist(request: web.Request) -> web.Response:
     msn = _query_int(request, "_HLS_msn")
@@ -452,6 +459,7 @@ async def media_playlist(request: web.Request) -> web.Response:
     return _playlist_response(text)
 
 
+@api(summary="LL-HLS init segment", path={"number": HlsNumber}, responses={200: Media(SEGMENT_TYPE, binary=True)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def init_segment(request: web.Request) -> web.Response:
     number = request.match_info.get("number")
@@ -464,6 +472,7 @@ async def init_segment(request: web.Request) -> web.Response:
         return _media_response(request, init.data)
 
 
+@api(summary="LL-HLS media segment", path={"msn": HlsNumber}, responses={200: Media(SEGMENT_TYPE, binary=True)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def media_segment(request: web.Request) -> web.Response:
     msn = int(request.match_info["msn"])
@@ -474,6 +483,7 @@ async def media_segment(request: web.Request) -> web.Response:
         return _media_response(request, seg.data)
 
 
+@api(summary="LL-HLS partial segment", path={"msn": HlsNumber, "part": HlsNumber}, responses={200: Media(SEGMENT_TYPE, binary=True)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def partial_segment(request: web.Request) -> web.Response:
     msn, index = int(request.match_info["msn"]), int(request.match_info["part"])

@@ -48,6 +48,7 @@ from aiohttp import web
 
 from gateway.access.control import AccessControl
 from gateway.access.guard import Principal, requires
+from gateway.api.openapi import JsonObject, api
 from gateway.access.identity import Identity
 from gateway.access.middleware import client_address
 from gateway.access.relay import ON_BEHALF_HEADER, on_behalf_text
@@ -381,6 +382,7 @@ async def rtsp_out_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+@api(summary="Issue an account's RTSP secret", responses={200: JsonObject}, tag="live")
 @requires("users.manage", camera_param=None)
 async def issue_secret(request: web.Request) -> web.Response:
     """``POST /api/users/{username}/rtsp-secret``: the account's RTSP Digest secret."""
@@ -401,6 +403,7 @@ async def issue_secret(request: web.Request) -> web.Response:
     })
 
 
+@api(summary="The camera's RTSP re-stream URLs", responses={200: JsonObject}, tag="live")
 @requires("live.view")
 async def stream_urls(request: web.Request) -> web.Response:
     """``GET /api/cameras/{camera_id}/rtsp``: the camera's re-stream URLs for this user (the

@@ -53,6 +53,7 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from gateway.access.guard import Principal, authenticated, principal, public, requires
+from gateway.api.openapi import Media, api, enum_of
 from gateway.access.middleware import client_address
 from gateway.appkeys import ACCESS, CAMERAS, CONFIG
 from gateway.cameras import Camera
@@ -442,6 +443,7 @@ WEBRTC_SESSIONS = web.AppKey("webrtc_sessions", WebRtcSessions)
 PROFILE_HEADER = "Citygate-Profile"
 
 
+@api(summary="WHEP: an SDP offer in, the answer out (201)", query={"profile": enum_of(*StreamProfile)}, body=Media(SDP_TYPE), responses={201: Media(SDP_TYPE)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def post_offer(request: web.Request) -> web.Response:
     camera = request.app[CAMERAS].get(request.match_info["camera_id"])
@@ -515,11 +517,13 @@ def _bind_to_access(app: web.Application, session: WebRtcSession, who: Principal
     session.on_closed.append(closed)
 
 
+@api(summary="WHEP: what the endpoint accepts", responses={204: None}, tag="live")
 @public
 async def options_whep(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Accept-Post": SDP_TYPE, "Allow": "OPTIONS, POST"})
 
 
+@api(summary="WHEP: end a session", responses={204: None}, tag="live")
 @authenticated
 async def delete_session(request: web.Request) -> web.Response:
     session = request.app[WEBRTC_SESSIONS].get(request.match_info["session_id"])
