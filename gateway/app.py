@@ -35,6 +35,7 @@ from gateway.api import health as health_api
 from gateway.api import inventory as inventory_api
 from gateway.api import masks as masks_api
 from gateway.api import metrics as metrics_api
+from gateway.api import openapi as openapi_api
 from gateway.api import ptz as ptz_api
 from gateway.api import pushes as pushes_api
 from gateway.api import agency as agency_api
@@ -200,6 +201,7 @@ def build_app(
     pushes_api.setup(app)
     agency_api.setup(app)
     notify.setup(app)
+    openapi_api.setup(app)  # GET /api/openapi.json, generated from every route's declaration
     # incidents place holds and push: after the recording and push services
     app.cleanup_ctx.append(incidents_ctx)
     incidents_api.setup(app)
