@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.access.guard import authenticated, principal
+from gateway.api.openapi import JsonAny, api
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.appkeys import ACCESS, CAMERAS, HEALTH
@@ -13,6 +14,7 @@ from gateway.errors import BadRequest, Forbidden
 SORTS = ("worst", "id", "uptime")
 
 
+@api(summary="Camera health", responses={200: JsonAny})
 @authenticated
 async def list_health(request: web.Request) -> web.Response:
     """Every camera the user may see; ``?sort=worst`` (default) puts the worst on top."""
@@ -31,6 +33,7 @@ async def list_health(request: web.Request) -> web.Response:
     return json_response(report)
 
 
+@api(summary="One camera's health", responses={200: JsonAny})
 @authenticated
 async def get_health(request: web.Request) -> web.Response:
     """One camera, with its bitrate and frame-rate history."""

@@ -11,6 +11,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from gateway.access.guard import authenticated, principal
+from gateway.api.openapi import JsonAny, Media, api
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.api.session import read_json
@@ -84,12 +85,14 @@ def _filters(request: web.Request) -> Filters:
     )
 
 
+@api(summary="Incident categories", responses={200: JsonAny})
 @authenticated
 async def categories(request: web.Request) -> web.Response:
     service = request.app[INCIDENTS]
     return json_response([{"id": c.id, "title": c.title, "services": list(c.services)} for c in service.categories.values()])
 
 
+@api(summary="Open an incident", body=JsonAny, responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @authenticated
 async def open_incident(request: web.Request) -> web.Response:
     body = await read_json(request, NewIncident)
@@ -101,12 +104,14 @@ async def open_incident(request: web.Request) -> web.Response:
     return json_response(_view(inc), status=201)
 
 
+@api(summary="The incident register", responses={200: JsonAny})
 @authenticated
 async def register(request: web.Request) -> web.Response:
     items = await request.app[INCIDENTS].register(principal(request), _filters(request), client_address(request))
     return json_response([_view(i) for i in items])
 
 
+@api(summary="The incident register as CSV", responses={200: Media("text/csv")})
 @authenticated
 async def register_csv(request: web.Request) -> web.Response:
     service = request.app[INCIDENTS]
@@ -117,12 +122,14 @@ async def register_csv(request: web.Request) -> web.Response:
     )
 
 
+@api(summary="One incident", responses={200: JsonAny})
 @authenticated
 async def get_incident(request: web.Request) -> web.Response:
     inc = await request.app[INCIDENTS].view(principal(request), _id(request), client_address(request))
     return json_response(_view(inc))
 
 
+@api(summary="An export request drafted from an incident", responses={200: JsonAny})
 @authenticated
 async def export_request(request: web.Request) -> web.Response:
     """The evidence request this incident pre-fills, for ``POST /api/exports``."""
@@ -130,6 +137,7 @@ async def export_request(request: web.Request) -> web.Response:
     return json_response(inc.export_request())
 
 
+@api(summary="Bookmark a moment", body=JsonAny, responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @authenticated
 async def add_bookmark(request: web.Request) -> web.Response:
     body = await read_json(request, NewBookmark)
@@ -140,6 +148,7 @@ async def add_bookmark(request: web.Request) -> web.Response:
     return json_response(_view(inc), status=201)
 
 
+@api(summary="Hand an incident over", body=JsonAny, responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @authenticated
 async def hand_over(request: web.Request) -> web.Response:
     body = await read_json(request, Handover)
@@ -151,6 +160,7 @@ async def hand_over(request: web.Request) -> web.Response:
     return json_response(_view(inc))
 
 
+@api(summary="Extend an incident", body=JsonAny, responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @authenticated
 async def extend(request: web.Request) -> web.Response:
     body = await read_json(request, Extension)
@@ -159,6 +169,7 @@ async def extend(request: web.Request) -> web.Response:
     return json_response(_view(inc))
 
 
+@api(summary="Close an incident", body=JsonAny, responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @authenticated
 async def close(request: web.Request) -> web.Response:
     body = await read_json(request, Closing) if request.can_read_body else Closing()

@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.access.guard import authenticated, principal
+from gateway.api.openapi import JsonAny, Media, api
 from gateway.api import json_response
 from gateway.appkeys import ACCESS, CAMERAS, CONFIG, RECORDING
 from gateway.errors import NotFound
@@ -50,6 +51,7 @@ class MapView(msgspec.Struct, kw_only=True):
     unplaced: list[str]
 
 
+@api(summary="The map of cameras", responses={200: JsonAny})
 @authenticated
 async def get_map(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
@@ -84,6 +86,7 @@ def _read_background(path: Path) -> bytes:
     return path.read_bytes()
 
 
+@api(summary="The map's background picture", responses={200: Media("application/octet-stream", binary=True)})
 @authenticated
 async def get_background(request: web.Request) -> web.Response:
     config = request.app[CONFIG]

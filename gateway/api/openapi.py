@@ -58,6 +58,8 @@ class Media:
 #: Any JSON object / array of objects: for answers whose shape is built from a dict.
 JsonObject = dict[str, Any]
 JsonObjects = list[dict[str, Any]]
+#: Any JSON at all: a loose declaration, for a route whose owner has not typed it yet.
+JsonAny = Any
 #: A time in a query: epoch seconds or ISO 8601 (``2026-11-21T14:00:00Z``).
 Time = Annotated[str, msgspec.Meta(
     pattern=r"^(-?\d+(\.\d+)?|\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?)?)$",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.access.guard import principal, requires
+from gateway.api.openapi import JsonAny, api
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.api.session import read_json
@@ -20,11 +21,13 @@ def _ids(request: web.Request) -> tuple[str, int]:
         raise BadRequest("a tour id is a number") from None
 
 
+@api(summary="PTZ tours", responses={200: JsonAny})
 @requires("live.view")
 async def list_tours(request: web.Request) -> web.Response:
     return json_response(request.app[TOURS].list(request.match_info["camera_id"]))
 
 
+@api(summary="Create a PTZ tour", body=JsonAny, responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @requires("cameras.manage")
 async def create_tour(request: web.Request) -> web.Response:
     spec = await read_json(request, TourSpec)
@@ -33,6 +36,7 @@ async def create_tour(request: web.Request) -> web.Response:
     return json_response(tour, status=201)
 
 
+@api(summary="Change a PTZ tour", body=JsonAny, responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @requires("cameras.manage")
 async def update_tour(request: web.Request) -> web.Response:
     camera, tour_id = _ids(request)
@@ -41,6 +45,7 @@ async def update_tour(request: web.Request) -> web.Response:
     return json_response(await request.app[TOURS].update(camera, tour_id, spec, principal(request).username, client_address(request)))
 
 
+@api(summary="Delete a PTZ tour", responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @requires("cameras.manage")
 async def delete_tour(request: web.Request) -> web.Response:
     camera, tour_id = _ids(request)
@@ -48,12 +53,14 @@ async def delete_tour(request: web.Request) -> web.Response:
     return json_response({"deleted": tour_id})
 
 
+@api(summary="Start a PTZ tour", responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @requires("ptz.control")
 async def start_tour(request: web.Request) -> web.Response:
     camera, tour_id = _ids(request)
     return json_response(await request.app[TOURS].start(camera, tour_id, principal(request).username, client=client_address(request)))
 
 
+@api(summary="Stop a PTZ tour", responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @requires("ptz.control")
 async def stop_tour(request: web.Request) -> web.Response:
     camera, tour_id = _ids(request)

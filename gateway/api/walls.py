@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from gateway.access.guard import Principal, authenticated, principal
+from gateway.api.openapi import JsonAny, api
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.api.session import read_json
@@ -122,6 +123,7 @@ def _wall_id(request: web.Request) -> int:
     return int(raw)
 
 
+@api(summary="Video walls", responses={200: JsonAny})
 @authenticated
 async def list_walls(request: web.Request) -> web.Response:
     """The user's walls, then those shared with the user's role."""
@@ -134,6 +136,7 @@ async def list_walls(request: web.Request) -> web.Response:
     return json_response(mine + shared)
 
 
+@api(summary="Create a video wall", body=JsonAny, responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @authenticated
 async def create_wall(request: web.Request) -> web.Response:
     body = await _checked_body(request, "wall.save")
@@ -156,6 +159,7 @@ async def create_wall(request: web.Request) -> web.Response:
     return json_response(_view(row, who, request.app[ACCESS].cameras_for(who)), status=201)
 
 
+@api(summary="One video wall", responses={200: JsonAny})
 @authenticated
 async def get_wall(request: web.Request) -> web.Response:
     who = principal(request)
@@ -166,6 +170,7 @@ async def get_wall(request: web.Request) -> web.Response:
     return json_response(_view(row, who, request.app[ACCESS].cameras_for(who)))
 
 
+@api(summary="Change a video wall", body=JsonAny, responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @authenticated
 async def update_wall(request: web.Request) -> web.Response:
     who = principal(request)
@@ -188,6 +193,7 @@ async def update_wall(request: web.Request) -> web.Response:
     return json_response(_view(await _row(request, wall_id), who, request.app[ACCESS].cameras_for(who)))
 
 
+@api(summary="Delete a video wall", responses={200: JsonAny, 201: JsonAny, 202: JsonAny, 204: None})
 @authenticated
 async def delete_wall(request: web.Request) -> web.Response:
     who = principal(request)
