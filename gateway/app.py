@@ -36,6 +36,7 @@ from gateway.api import inventory as inventory_api
 from gateway.api import masks as masks_api
 from gateway.api import metrics as metrics_api
 from gateway.api import openapi as openapi_api
+from gateway.api.openapi import Media, api
 from gateway.api import ptz as ptz_api
 from gateway.api import pushes as pushes_api
 from gateway.api import agency as agency_api
@@ -215,6 +216,7 @@ def build_app(
     return app
 
 
+@api(summary="The web client", responses={200: Media("text/html")}, tag="webclient")
 @public
 async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEBCLIENT_DIR / "index.html")
