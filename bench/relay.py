@@ -345,19 +345,31 @@ async def measure_side_by_side(args: argparse.Namespace, base: str, gateway: sub
         "Citygate": (gateway.pid, lambda n: start_citygate_child(base, token, n)),
         "Janus": (janus.pid, lambda n: start_janus_child(janus_base, n)),
     }
-    rows: dict[str, list[dict]] = {"Citygate": [], "Janus": []}
-    for count in args.viewer_counts:
-        if count == 0:  # both idle in the same window
-            cpus = await idle_cpu([gateway.pid, janus.pid], args.seconds)
-            for server, cpu in zip(rows, cpus):
-                rows[server].append({"viewers": 0, "cpu": cpu, "fps": [], "machine": 0.0, "errors": [], "drops": 0})
-        else:
-            for server, (pid, start_child) in starters.items():
-                rows[server].append(await cpu_with(start_child, pid, count, args.seconds, args.warmup))
-                await asyncio.sleep(3)
-        print("  measured %d viewers: %s" % (count, ", ".join(f"{s} {r[-1]['cpu']:.1f} %" for s, r in rows.items())),
-              flush=True)
+    runs: dict[str, dict[int, list[dict]]] = {"Citygate": {}, "Janus": {}}
+    for run_number in range(1, args.runs + 1):
+        for count in args.viewer_counts:
+            if count == 0:  # both idle in the same window
+                cpus = await idle_cpu([gateway.pid, janus.pid], args.seconds)
+                for server, cpu in zip(runs, cpus):
+                    runs[server].setdefault(0, []).append({"viewers": 0, "cpu": cpu, "fps": [], "machine": 0.0})
+            else:
+                for server, (pid, start_child) in starters.items():
+                    result = await cpu_with(start_child, pid, count, args.seconds, args.warmup)
+                    runs[server].setdefault(count, []).append(result)
+                    await asyncio.sleep(3)
+            print(f"  run {run_number}, {count} viewers: "
+                  + ", ".join(f"{s} {r[count][-1]['cpu']:.1f} %" for s, r in runs.items()), flush=True)
+    rows = {server: [median_run(by_count[count]) for count in args.viewer_counts] for server, by_count in runs.items()}
     print_side_by_side(args, rows, firsts)
+
+
+def median_run(results: list[dict]) -> dict:
+    """Several runs of one server at one viewer count: the median CPU; every viewer's frame rate
+    from every run; the other figures from the run whose CPU is the median (the lower middle one)."""
+    ordered = sorted(results, key=lambda r: r["cpu"])
+    middle = ordered[(len(ordered) - 1) // 2]
+    return {**middle, "cpu": median([r["cpu"] for r in results]), "fps": [f for r in results for f in r["fps"]],
+            "runs": len(results)}
 
 
 def print_side_by_side(args: argparse.Namespace, rows: dict[str, list[dict]], firsts: dict[str, list[float]]) -> None:
@@ -366,8 +378,8 @@ def print_side_by_side(args: argparse.Namespace, rows: dict[str, list[dict]], fi
     for server, values in firsts.items():
         print(f"  {server:<9} median {median(values):>6.0f}   max {max(values, default=float('nan')):>6.0f}")
     base = {s: (r[0]["cpu"] if r and r[0]["viewers"] == 0 else 0.0) for s, r in rows.items()}
-    print("\nCPU in % of one core (from /proc); per viewer = (CPU - CPU at 0 viewers) / viewers; "
-          "fps = frames per second per viewer (min / median), 'at 25' = viewers at >= 95 % of 25 fps")
+    print(f"\nCPU in % of one core (from /proc), median of {args.runs} run(s); per viewer = (CPU - CPU at 0 viewers) / viewers; "
+          "fps = frames per second per viewer (min / median), 'at 25' = viewers (of all runs) at >= 95 % of 25 fps")
     print(f"{'viewers':>7} | {'Citygate CPU':>12} {'per viewer':>10} {'fps':>11} {'at 25':>7} | "
           f"{'Janus CPU':>9} {'per viewer':>10} {'fps':>11} {'at 25':>7} | {'ratio C/J':>9} {'machine %':>9}")
     for cg, jn in zip(rows["Citygate"], rows["Janus"]):
@@ -384,8 +396,8 @@ def print_side_by_side(args: argparse.Namespace, rows: dict[str, list[dict]], fi
             print(f"{0:>7} | {cg['cpu']:>12.1f} {'-':>10} {'-':>11} {'-':>7} | {jn['cpu']:>9.1f} {'-':>10} {'-':>11} "
                   f"{'-':>7} | {'-':>9} {'-':>9}")
             continue
-        print(f"{n:>7} | {cg['cpu']:>12.1f} {per['Citygate']:>10.3f} {fps(cg):>11} {full_rate(cg['fps']):>3}/{n:<3} | "
-              f"{jn['cpu']:>9.1f} {per['Janus']:>10.3f} {fps(jn):>11} {full_rate(jn['fps']):>3}/{n:<3} | "
+        print(f"{n:>7} | {cg['cpu']:>12.1f} {per['Citygate']:>10.3f} {fps(cg):>11} {full_rate(cg['fps']):>3}/{len(cg['fps']):<3} | "
+              f"{jn['cpu']:>9.1f} {per['Janus']:>10.3f} {fps(jn):>11} {full_rate(jn['fps']):>3}/{len(jn['fps']):<3} | "
               f"{ratio:>9.2f} {busy:>9.0f}{flag}")
         for server, r in (("Citygate", cg), ("Janus", jn)):
             print(f"        {server}: {r['receiving']}/{n} viewers received; viewer processes {r['processes']} using "
@@ -432,6 +444,7 @@ def main() -> None:
     parser.add_argument("--viewers", default="0,1,10,50,100")
     parser.add_argument("--sessions", type=int, default=10, help="fresh sessions for the first-frame time")
     parser.add_argument("--janus", action="store_true", help="also measure Janus side by side (root; network namespace)")
+    parser.add_argument("--runs", type=int, default=1, help="with --janus: runs of every count, the median CPU is shown")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 s runs")
     parser.add_argument("--netns", help=argparse.SUPPRESS)  # set by run_in_namespace for the run inside
     parser.add_argument("--child-janus-viewers", type=int, help=argparse.SUPPRESS)
