@@ -114,6 +114,8 @@ class TourService:
         self._tours: dict[int, TourView] = {}
         self._runs: dict[str, _Run] = {}  #: by camera: one tour runs per camera
         self._scheduler: asyncio.Task[None] | None = None
+        #: Tours a user stopped inside their time window: not restarted until it ends.
+        self._held_off: set[int] = set()
 
     async def __aenter__(self) -> TourService:
         async with self.db.connect() as conn:
@@ -230,6 +232,8 @@ class TourService:
         run = self._runs.get(camera)
         if run is not None and run.tour_id == tour_id:
             await self._stop_run(run, by, "stopped", client)
+        if tour.schedule:
+            self._held_off.add(tour_id)  # until its window ends
         return self._live(tour)
 
     async def _stop_run(self, run: _Run, by: str, reason: str, client: str | None = None) -> None:
@@ -301,6 +305,10 @@ class TourService:
             if not tour.schedule:
                 continue
             inside = tour.enabled and any(w.contains(minute) for w in tour.schedule)
+            if not inside:
+                self._held_off.discard(tour.id)
+            elif tour.id in self._held_off:
+                continue
             run = self._runs.get(tour.camera)
             mine = run is not None and run.tour_id == tour.id
             if inside and run is None:

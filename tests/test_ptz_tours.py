@@ -189,5 +189,17 @@ async def test_schedule_starts_and_stops_a_tour_in_its_window(gw: RunningGateway
     assert [(e["user"], e["detail"]["by"], e["detail"]["reason"]) for e in starts] == [(None, "schedule", "schedule")]
     stops = await audited(gw, "ptz.tour.stop", camera="dome")
     assert [(e["user"], e["detail"]["reason"]) for e in stops] == [(None, "time window ended")]
+    # stopped by a user inside its window: not restarted until the window has ended
+    service.clock = lambda: day + 23 * 3600
+    await service.check_schedule()
+    assert await tour_state(gw, tour["id"]) in ("running", "paused")
+    assert (await call(admin, gw, "POST", f"tours/{tour['id']}/stop"))[0] == 200
+    await service.check_schedule()
+    assert await tour_state(gw, tour["id"]) == "stopped"
+    service.clock = lambda: day + 7 * 3600
+    await service.check_schedule()
+    service.clock = lambda: day + 22 * 3600 + 60
+    await service.check_schedule()
+    assert await tour_state(gw, tour["id"]) in ("running", "paused")
     status, body = await call(admin, gw, "PUT", f"tours/{tour['id']}", {**body, "schedule": [{"from": "25:00", "to": "06:00"}]})
     assert status == 400 and "schedule" in body["error"]
