@@ -9,6 +9,7 @@ import { Grid, LAYOUTS } from "./grid.js";
 import { HLS_MODULE_URL } from "./hls-playback.js";
 import { EventsClient } from "./events.js";
 import { ExportsPage } from "./exports.js";
+import { IncidentDialog, IncidentsPage } from "./incidents.js";
 import { authenticate, changePasswordForm } from "./login.js";
 import { MapPage } from "./map.js";
 import { MaskEditorPage } from "./mask-editor.js";
@@ -160,6 +161,10 @@ class Workspace {
       pages.masks = this.masks = new MaskEditorPage(document.getElementById("page-masks"));
       linked.push("masks");
     }
+    if (can(user, "incident.open", "incident.manage")) {
+      pages.incidents = this.incidentsPage = new IncidentsPage(document.getElementById("page-incidents"));
+      linked.push("incidents");
+    }
     if (can(user, "export.request", "export.approve", "export.produce", "audit.read")) {
       pages.exports = this.exports = new ExportsPage(document.getElementById("page-exports"), { user });
       linked.push("exports");
@@ -174,6 +179,8 @@ class Workspace {
       pages.station = this.station = new StationPage(document.getElementById("page-station"), { events: this.events });
     }
     if (can(user, "push.send")) this.pushes = new PushDialog({ events: this.events });
+    // a tile's "!" (and playback's "Incident") opens an incident on its camera
+    if (can(user, "incident.open")) this.incidents = new IncidentDialog();
     this.events.start();
     const home = this.station ? "station" : linked[0] || "live";
     this.router = new Router(pages, { home, nav: document.getElementById("nav") });
@@ -188,6 +195,7 @@ class Workspace {
     this.router.stop();
     this.events.stop();
     if (this.pushes) this.pushes.destroy();
+    if (this.incidents) this.incidents.destroy();
     this.live.hide();
     if (this.users) this.users.destroy();
     if (this.audit) this.audit.destroy();

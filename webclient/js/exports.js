@@ -120,6 +120,24 @@ function statusText(r) {
 /** Does the request still hold recordings against retention? */
 const holding = (r) => (r.holds || []).length > 0 && !r.holds_released_at;
 
+/** "#/exports?incident=7" (an incident's "Request an export"): fill the form from the
+ * incident's pre-filled request (cameras, range, case number, purpose). */
+function prefillFromIncident(form) {
+  const id = new URLSearchParams(window.location.hash.split("?")[1] || "").get("incident");
+  if (!id || !/^\d+$/.test(id)) return;
+  request(`/api/incidents/${id}/export-request`)
+    .then((r) => r.json())
+    .then((draft) => {
+      form.elements.cameras.value = draft.cameras.join(", ");
+      form.elements.from.value = localInput(draft.from);
+      form.elements.to.value = localInput(draft.to);
+      form.elements.case_number.value = draft.case_number;
+      form.elements.purpose.value = draft.purpose;
+      form.dataset.incident = id;
+    })
+    .catch(() => {});
+}
+
 export class ExportsPage {
   #root;
   #user;
@@ -205,6 +223,7 @@ export class ExportsPage {
       options,
       el("button", { type: "submit" }, "File request"),
     );
+    prefillFromIncident(form);
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const data = new FormData(form);

@@ -162,7 +162,13 @@ export class PlaybackPage {
     );
     ui.clock = el("output", { class: "playback-clock", "aria-label": "Time of the picture shown" }, "–");
     ui.live = el("a", { class: "button-link playback-live", href: "#/live", hidden: !can(this.#user, "live.view") }, "Jump to live");
-    const controls = el("div", { class: "playback-controls" }, ui.play, ui.speeds, ui.clock, ui.live);
+    // "Incident": open one on the shown camera at the moment the picture shows (incidents.js)
+    ui.incident = el("button", { type: "button", class: "playback-incident", hidden: !can(this.#user, "incident.open") }, "Incident");
+    ui.incident.addEventListener("click", () => {
+      if (!this.#range || this.#position === null) return;
+      ui.incident.dispatchEvent(new CustomEvent("citygate:incident", { bubbles: true, detail: { camera: this.#range.camera, at: this.#position } }));
+    });
+    const controls = el("div", { class: "playback-controls" }, ui.play, ui.speeds, ui.clock, ui.live, ui.incident);
 
     ui.timelineRoot = el("div", { id: "playback-timeline" });
     this.#timeline = new Timeline(ui.timelineRoot);

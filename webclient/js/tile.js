@@ -40,7 +40,16 @@ export class Tile {
       event.stopPropagation();
       onClear(this);
     });
-    overlay.append(this.nameEl, this.stateEl, close);
+    // "Incident": asks whoever listens (incidents.js, for users with incident.open) to open
+    // an incident on this camera now; hidden by CSS for everyone else.
+    const incident = el("button", "tile-incident", { type: "button", title: "Open an incident on this camera", "aria-label": "Open an incident" });
+    incident.textContent = "!";
+    incident.addEventListener("click", (event) => {
+      event.stopPropagation();
+      if (!this.cameraId) return;
+      root.dispatchEvent(new CustomEvent("citygate:incident", { bubbles: true, detail: { camera: this.cameraId, at: Date.now() / 1000 } }));
+    });
+    overlay.append(this.nameEl, this.stateEl, incident, close);
 
     this.messageEl = el("div", "tile-message");
     this.messageText = el("p", "tile-message-text");
