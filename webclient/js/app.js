@@ -18,6 +18,7 @@ import { PtzPads } from "./ptz-pad.js";
 import { PushDialog } from "./push-dialog.js";
 import { Router } from "./router.js";
 import { StationPage } from "./station.js";
+import { ToursPage } from "./tours.js";
 import { UserMenu, can } from "./session.js";
 import { UsersPage } from "./users-admin.js";
 import { webRtcSupported } from "./whep.js";
@@ -161,6 +162,10 @@ class Workspace {
       pages.masks = this.masks = new MaskEditorPage(document.getElementById("page-masks"));
       linked.push("masks");
     }
+    if (can(user, "cameras.manage", "ptz.control")) {
+      pages.tours = this.toursPage = new ToursPage(document.getElementById("page-tours"), { user });
+      linked.push("tours");
+    }
     if (can(user, "incident.open", "incident.manage")) {
       pages.incidents = this.incidentsPage = new IncidentsPage(document.getElementById("page-incidents"));
       linked.push("incidents");
@@ -175,6 +180,7 @@ class Workspace {
     // page, where pushed cameras open by themselves, and has no navigation.
     this.events = new EventsClient();
     this.live.events = this.events;
+    if (this.toursPage) this.toursPage.events = this.events;
     if (user.station) {
       pages.station = this.station = new StationPage(document.getElementById("page-station"), { events: this.events });
     }
