@@ -60,6 +60,16 @@ class PtzStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveAnswer:
+    """One answer of a remote archive: status, the headers worth passing on, the body."""
+
+    status: int
+    content_type: str
+    body: AsyncIterator[bytes]
+    headers: dict[str, str] = field(default_factory=dict)  #: Content-Range, Content-Length, X-Mask-*
+
+
+@dataclass(frozen=True, slots=True)
 class PtzPreset:
     token: str
     name: str
@@ -153,6 +163,12 @@ class CameraVendor:
         raise NotImplementedError
 
     async def ptz_home(self) -> None:
+        raise NotImplementedError
+
+    async def open_archive(self, path: str, query: Sequence[tuple[str, str]], range_header: str | None) -> ArchiveAnswer:
+        """A camera of another system whose recordings stay there (a federated Citygate):
+        answer a GET of ``recordings``, ``recordings/playlist.m3u8`` or
+        ``recordings/segments/<id>.mp4`` from that system's archive. The default: no archive."""
         raise NotImplementedError
 
     async def ptz_status(self) -> PtzStatus | None:

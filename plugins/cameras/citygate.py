@@ -20,14 +20,15 @@ serves one. ``citygate cameras discover --url URL --token-env VAR`` prints
 
 The RTSP pull authenticates with the same token (``?token=``), so the URL handed to the
 ingest carries a secret: it stays in this process and is never logged by Citygate.
-Playback of the remote's recordings is not forwarded yet (use the remote's own web client).
+The remote's recordings are forwarded too: ``/api/cameras/<id>/archive/recordings…`` on this
+gateway reads them from the district in the name of the user (``open_archive``).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -36,7 +37,7 @@ import msgspec
 
 from gateway import hookimpl
 from gateway.errors import BadRequest, CameraUnavailable, Forbidden, GatewayError, NotFound, Unauthorized
-from gateway.interfaces import ACTING_USER, CameraVendor, PtzCapabilities, PtzPreset, StreamProfile
+from gateway.interfaces import ACTING_USER, ArchiveAnswer, CameraVendor, PtzCapabilities, PtzPreset, StreamProfile
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,35 @@ class RemoteGateway:
                 return msgspec.json.decode(text) if text and resp.content_type == "application/json" else None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise CameraUnavailable(f"remote gateway {self.base_url}: {exc!r}") from None
+
+    async def stream(self, path: str, query: Sequence[tuple[str, str]], headers: dict[str, str]) -> ArchiveAnswer:
+        """A GET whose body is passed on as it arrives (recordings); the caller drains it."""
+        if self._http is None:
+            raise CameraUnavailable("remote gateway: not connected")
+        user = ACTING_USER.get()
+        if user:
+            headers = {**headers, ON_BEHALF_HEADER: f"{user}@{self.node}"}
+        try:
+            resp = await self._http.get(
+                self.base_url + path, params=list(query), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT, sock_read=TIMEOUT * 3),
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CameraUnavailable(f"remote gateway {self.base_url}: {exc!r}") from None
+        if resp.status >= 400:
+            text = await resp.text()
+            resp.release()
+            _raise_for(resp.status, text, f"GET {path}")
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    yield chunk
+            finally:
+                resp.release()
+
+        passed = {k: resp.headers[k] for k in ("Content-Range", "Content-Length", "X-Mask-Applied", "X-Mask-Version") if k in resp.headers}
+        return ArchiveAnswer(resp.status, resp.headers.get("Content-Type", "application/octet-stream"), body(), passed)
 
     async def cameras(self) -> list[dict[str, Any]]:
         return await self.request("GET", "/api/cameras")
@@ -177,6 +207,12 @@ class CitygateCamera(CameraVendor):
 
     async def ptz_goto_preset(self, token: str) -> None:
         await self.remote.request("POST", self._path + f"/ptz/presets/{quote(token, safe='')}/go")
+
+    async def open_archive(self, path: str, query: Sequence[tuple[str, str]], range_header: str | None) -> ArchiveAnswer:
+        """The district's recordings of the camera, read with the service account's token in
+        the name of the user here (its audit says ``central:alice via <node>``, its caps and
+        privacy masks apply)."""
+        return await self.remote.stream(self._path + "/" + path, query, {"Range": range_header} if range_header else {})
 
 
 def _toml_string(value: str) -> str:
