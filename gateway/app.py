@@ -7,6 +7,7 @@ closed in reverse order at shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -19,6 +20,7 @@ from gateway.access.agency import agency_access_ctx
 from gateway.access.audit import AuditLog
 from gateway.access.checkpoints import checkpointer
 from gateway.access.control import AccessControl
+from gateway.access.directory import Directory
 from gateway.access import headers as security_headers
 from gateway.access.guard import public
 from gateway.access.identity import Identity
@@ -41,6 +43,7 @@ from gateway.api import ptz as ptz_api
 from gateway.api import pushes as pushes_api
 from gateway.api import agency as agency_api
 from gateway.api import recordings as recordings_api
+from gateway.api import archive as archive_api
 from gateway.api import replication as replication_api
 from gateway.api import session as session_api
 from gateway.api import users as users_api
@@ -97,9 +100,14 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             checkpointer(config, db, signer, app[EVENTS].publish),
         ):
             app[AUDIT] = audit
-            identity = Identity(db, audit, config.security, app[POLICY], hasher=app.get(PASSWORD_HASHER))
+            # sign-in providers of [auth.*] (LDAP): checked against roles.toml before serving
+            directory = Directory.from_config(config, app[PLUGINS].auth_providers(), frozenset(app[POLICY].roles))
+            identity = Identity(db, audit, config.security, app[POLICY], hasher=app.get(PASSWORD_HASHER), directory=directory)
             app[IDENTITY] = identity
-            async with AccessControl(db=db, policy=app[POLICY], audit=audit, config=config, sessions=identity) as access:
+            async with (
+                AccessControl(db=db, policy=app[POLICY], audit=audit, config=config, sessions=identity) as access,
+                directory.rechecking(identity) if directory is not None else contextlib.nullcontext(),
+            ):
                 app[ACCESS] = access
                 first = await identity.ensure_first_admin()
                 if first is not None:
@@ -191,6 +199,7 @@ def build_app(
     cameras_api.setup(app)
     masks_api.setup(app)
     recordings_api.setup(app)
+    archive_api.setup(app)
     replication_api.setup(app)
     exports_api.setup(app)  # its context runs after the recording service's
     ptz_api.setup(app)
@@ -202,13 +211,13 @@ def build_app(
     pushes_api.setup(app)
     agency_api.setup(app)
     notify.setup(app)
-    openapi_api.setup(app)  # GET /api/openapi.json, generated from every route's declaration
     # incidents place holds and push: after the recording and push services
     app.cleanup_ctx.append(incidents_ctx)
     incidents_api.setup(app)
     # patrol tours steer through the PTZ service: started after it, stopped before it
     app.cleanup_ctx.append(tours_ctx)
     tours_api.setup(app)
+    openapi_api.setup(app)  # GET /api/openapi.json, generated from every route's declaration
     plugins.add_routes(app)
     if WEBCLIENT_DIR.is_dir():
         app.router.add_get("/", _index)

@@ -580,12 +580,12 @@ class CameraConfig(Base):
     address: str = ""
     #: ``[latitude, longitude]`` in decimal degrees (WGS 84); checked by ``load()``.
     location: tuple[float, float] | None = None
+    #: The RTSP client for this camera ("ffmpeg" or "native"); unset: ``[ingest] client``.
+    ingest_client: Literal["ffmpeg", "native"] | None = None
     #: Where the camera looks, degrees clockwise from north (for the map's heading cone).
     heading: Annotated[float, Meta(ge=0, lt=360)] | None = None
     #: Horizontal field of view in degrees (the cone's width on the map).
     fov_degrees: Annotated[float, Meta(gt=0, le=360)] | None = None
-    #: The RTSP client for this camera ("ffmpeg" or "native"); unset: ``[ingest] client``.
-    ingest_client: Literal["ffmpeg", "native"] | None = None
 
     def __post_init__(self) -> None:
         if not _CAMERA_ID.match(self.id):
