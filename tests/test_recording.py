@@ -419,17 +419,13 @@ async def test_timeline_over_65000_segments(tmp_path: Path) -> None:
             await conn.execute(segments.insert(), rows)
         await catalogue.add_gap("cam1", t0 + 1000 * 60, t0 + 1000 * 60 + 3600, "camera offline")
 
-        started = time.perf_counter()
+        # (how fast: bench/recording.py; a unit test asserts no wall-clock bound)
         window = await catalogue.timeline("cam1", t0 + 990 * 60, t0 + 1010 * 60 + 3600)
-        one_window = time.perf_counter() - started
-        assert one_window < 0.2, f"timeline of a window took {one_window:.3f}s"
         kinds = [e.kind for e in window]
         assert kinds == ["segment"] * 10 + ["gap"] + ["segment"] * 10
         assert window[10].reason == "camera offline" and window[10].end - window[10].start == 3600
 
-        started = time.perf_counter()
         whole = await catalogue.timeline("cam1", t0, t0 + 65_000 * 60 + 3600)
-        assert time.perf_counter() - started < 3.0
         assert len(whole) == 65_001
         seg = await catalogue.segment("cam1", whole[5].id)
         assert seg == whole[5]
