@@ -63,6 +63,10 @@ export class WhepSession {
     const pc = (this.#pc = new RTCPeerConnection({ iceServers: [] }));
     const transceiver = pc.addTransceiver("video", { direction: "recvonly" });
     preferH264(transceiver);
+    // Live monitoring wants the picture now: the camera's frames come complete on the RTP
+    // marker bit (native ingest), so Chromium need not hold them back (its default adds
+    // 30-60 ms on a quiet LAN; bench/glass.py measures both).
+    if ("jitterBufferTarget" in transceiver.receiver) transceiver.receiver.jitterBufferTarget = 0;
     const stream = new MediaStream([transceiver.receiver.track]);
     await pc.setLocalDescription(await pc.createOffer());
     await gatheringComplete(pc);
