@@ -115,9 +115,12 @@ async def cpu_with(start_child: Callable[[int], Awaitable[live.ViewerProcess]], 
         after = [await c.mark() for c in children]
     finally:
         await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
-    fps = [(n1 - n0) / (a["t"] - b["t"]) for b, a in zip(before, after) for n0, n1 in zip(b["frames"], a["frames"])]
+    def rates(key: str) -> list[float]:
+        return [(n1 - n0) / (a["t"] - b["t"]) for b, a in zip(before, after) for n0, n1 in zip(b[key], a[key])]
+
+    fps = rates("frames")
     return {"viewers": count, "receiving": receiving, "errors": errors, "cpu": cpu, "fps": fps, "machine": busy,
-            "drops": drops, "client_cpu": client_cpu, "processes": len(children)}
+            "drops": drops, "client_cpu": client_cpu, "processes": len(children), "pps": rates("packets")}
 
 
 async def start_citygate_child(base: str, token: str | None, count: int) -> live.ViewerProcess:
@@ -276,7 +279,9 @@ def janus_unavailable_reason() -> str | None:
 
 
 def _ip(*argv: str) -> None:
-    subprocess.run(["ip", *argv], check=True, capture_output=True, text=True, timeout=20)
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=20)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(argv)}: {done.stderr.strip()}")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -369,7 +374,7 @@ def median_run(results: list[dict]) -> dict:
     ordered = sorted(results, key=lambda r: r["cpu"])
     middle = ordered[(len(ordered) - 1) // 2]
     return {**middle, "cpu": median([r["cpu"] for r in results]), "fps": [f for r in results for f in r["fps"]],
-            "runs": len(results)}
+            "pps": [p for r in results for p in r.get("pps", [])], "runs": len(results)}
 
 
 def print_side_by_side(args: argparse.Namespace, rows: dict[str, list[dict]], firsts: dict[str, list[float]]) -> None:
@@ -401,7 +406,8 @@ def print_side_by_side(args: argparse.Namespace, rows: dict[str, list[dict]], fi
               f"{ratio:>9.2f} {busy:>9.0f}{flag}")
         for server, r in (("Citygate", cg), ("Janus", jn)):
             print(f"        {server}: {r['receiving']}/{n} viewers received; viewer processes {r['processes']} using "
-                  f"{r['client_cpu']:.0f} % CPU; {r['drops']} datagrams dropped by full receive buffers"
+                  f"{r['client_cpu']:.0f} % CPU; RTP packets/s per viewer min {min(r['pps'], default=0):.0f}, median "
+                  f"{median(r['pps']):.0f}; {r['drops']} datagrams dropped by full receive buffers"
                   + (f"; errors {r['errors'][:2]}" if r["errors"] else ""))
     print(f"target: per-viewer ratio Citygate / Janus (event_loops = 2) <= {TARGET_RATIO:.1f}; 25 fps at every "
           f"viewer; 'machine %' = all cores busy during the busier of the two windows.")
@@ -426,6 +432,8 @@ def run_side_by_side(args: argparse.Namespace) -> None:
         asyncio.run(measure_side_by_side(args, f"http://127.0.0.1:{port}", gateway, log, password,
                                          f"http://127.0.0.1:{janus_port}", janus, janus_log))
     except Exception:
+        if camera is not None and camera.poll() is not None:
+            print(f"--- the GStreamer camera exited ({camera.returncode}) ---", file=sys.stderr)
         for name, path in (("gateway", log), ("janus", janus_log)):
             if path.exists():
                 print(f"--- {name} log (last lines) ---\n{path.read_text()[-3000:]}", file=sys.stderr)
