@@ -9,6 +9,7 @@ import { Grid, LAYOUTS } from "./grid.js";
 import { HLS_MODULE_URL } from "./hls-playback.js";
 import { EventsClient } from "./events.js";
 import { ExportsPage } from "./exports.js";
+import { HealthPage } from "./health.js";
 import { IncidentDialog, IncidentsPage } from "./incidents.js";
 import { authenticate, changePasswordForm } from "./login.js";
 import { MapPage } from "./map.js";
@@ -21,6 +22,7 @@ import { StationPage } from "./station.js";
 import { ToursPage } from "./tours.js";
 import { UserMenu, can } from "./session.js";
 import { UsersPage } from "./users-admin.js";
+import { WallsPanel, memoryStorage, popoutParams } from "./walls.js";
 import { webRtcSupported } from "./whep.js";
 
 const KEY_LAYOUTS = { 1: 1, 4: 4, 9: 9, 6: 16 }; // "16" typed ends on 6
@@ -57,9 +59,12 @@ class LivePage {
   grid = null;
   ptz = null;
   events = null; // the workspace's events channel (PTZ lock holders)
+  walls = null; // the saved walls panel (WallsPanel), for users who may watch
+  storage; // where the grid remembers itself: per user, or nowhere in a pop-out window
 
-  constructor(user) {
+  constructor(user, storage) {
     this.#user = user;
+    this.storage = storage;
   }
 
   show() {
@@ -67,7 +72,7 @@ class LivePage {
     const listRoot = document.getElementById("camera-list");
     gridRoot.replaceChildren();
     listRoot.replaceChildren();
-    const grid = (this.grid = new Grid(gridRoot, { storage: userStorage(this.#user.username) }));
+    const grid = (this.grid = new Grid(gridRoot, { storage: this.storage }));
     const list = (this.list = new CameraList(listRoot, { events: this.events }));
     const empty = document.getElementById("live-empty");
     list.addEventListener("select", (event) => {
@@ -110,11 +115,14 @@ class LivePage {
       list.addEventListener("update", reveal);
     }
     if (can(this.#user, "ptz.control")) this.ptz = new PtzPads({ grid, list, user: this.#user, events: this.events });
+    // the wall last opened comes back at sign-in, unless the address asks for cameras
+    this.walls?.attach(grid, { restore: !wanted.length });
     list.start();
   }
 
   /** Stop every player (their WHEP sessions are DELETEd) and the list's refreshes. */
   hide() {
+    this.walls?.detach();
     if (this.ptz) this.ptz.destroy();
     this.ptz = null;
     if (this.list) this.list.stop();
@@ -139,12 +147,21 @@ function syncLayoutButtons(grid) {
 class Workspace {
   constructor(user) {
     this.user = user;
-    const pages = { live: (this.live = new LivePage(user)) };
+    // "?wall=<id>" (or "?walls=..&cycle=N"): a pop-out window showing only a saved wall
+    const popout = popoutParams();
+    document.body.classList.toggle("wall-window", !!popout);
+    const storage = popout ? memoryStorage() : userStorage(user.username);
+    const pages = { live: (this.live = new LivePage(user, storage)) };
+    if (can(user, "live.view")) this.live.walls = new WallsPanel(document.getElementById("walls"), { user, storage, popout });
     const linked = [];
     if (can(user, "live.view", "snapshot.view")) linked.push("live");
     if (can(user, "live.view", "snapshot.view")) {
       pages.map = this.map = new MapPage(document.getElementById("page-map"));
       linked.push("map");
+    }
+    if (can(user, "live.view", "snapshot.view", "system.monitor")) {
+      pages.health = this.health = new HealthPage(document.getElementById("page-health"));
+      linked.push("health");
     }
     if (can(user, "users.manage")) {
       pages.users = this.users = new UsersPage(document.getElementById("page-users"), { me: user.username });
@@ -180,6 +197,7 @@ class Workspace {
     // page, where pushed cameras open by themselves, and has no navigation.
     this.events = new EventsClient();
     this.live.events = this.events;
+    if (this.health) this.health.events = this.events;
     if (this.toursPage) this.toursPage.events = this.events;
     if (user.station) {
       pages.station = this.station = new StationPage(document.getElementById("page-station"), { events: this.events });
@@ -294,6 +312,9 @@ async function main() {
     },
     get list() {
       return workspace?.live.list ?? null;
+    },
+    get walls() {
+      return workspace?.live.walls ?? null;
     },
     get user() {
       return workspace?.user ?? null;

@@ -1,5 +1,7 @@
 // The video wall: layouts of 1, 4, 9 or 16 tiles, tile selection, maximise/restore,
-// and the layout and tile assignment remembered in localStorage.
+// and the layout, tile assignment and each tile's stream (main, or sub when small)
+// remembered in localStorage. wall() and applyWall() turn it into and from a saved wall
+// ({columns, rows, tiles: [{camera, profile} | null]}, see walls.js).
 
 import { Tile } from "./tile.js";
 
@@ -12,7 +14,8 @@ function loadSaved(storage) {
     const saved = JSON.parse(storage.getItem(STORAGE_KEY) || "null");
     if (!saved || !LAYOUTS.includes(saved.layout) || !Array.isArray(saved.tiles)) return null;
     const tiles = Array.from({ length: MAX_TILES }, (_, i) => (typeof saved.tiles[i] === "string" ? saved.tiles[i] : null));
-    return { layout: saved.layout, tiles };
+    const profiles = Array.from({ length: MAX_TILES }, (_, i) => (saved.profiles?.[i] === "main" ? "main" : "sub"));
+    return { layout: saved.layout, tiles, profiles };
   } catch {
     return null;
   }
@@ -23,6 +26,7 @@ export class Grid extends EventTarget {
   #storage;
   #tiles;
   #assigned; // camera id per tile, all 16 kept even when fewer are shown
+  #profiles; // "main" (always the main stream) or "sub" (the sub stream while small), per tile
   #cameras = new Map();
   #selected = null;
   #maximised = null;
@@ -34,12 +38,16 @@ export class Grid extends EventTarget {
     const saved = loadSaved(storage);
     this.layout = saved ? saved.layout : 4;
     this.#assigned = saved ? saved.tiles : new Array(MAX_TILES).fill(null);
+    this.#profiles = saved ? saved.profiles : new Array(MAX_TILES).fill("sub");
     this.#tiles = Array.from({ length: MAX_TILES }, (_, i) => this.#makeTile(i));
     this.#render();
   }
 
   #makeTile(index) {
-    const tile = new Tile(index, { onClear: (t) => this.clear(t.index) });
+    const tile = new Tile(index, {
+      onClear: (t) => this.clear(t.index),
+      onProfile: (t) => this.setProfile(t.index, this.#profiles[t.index] === "main" ? "sub" : "main"),
+    });
     const element = tile.element;
     element.addEventListener("click", () => this.select(index));
     element.addEventListener("focus", () => this.select(index));
@@ -49,7 +57,7 @@ export class Grid extends EventTarget {
 
   #save() {
     try {
-      this.#storage.setItem(STORAGE_KEY, JSON.stringify({ layout: this.layout, tiles: this.#assigned }));
+      this.#storage.setItem(STORAGE_KEY, JSON.stringify({ layout: this.layout, tiles: this.#assigned, profiles: this.#profiles }));
     } catch {
       // private mode or full storage: the wall still works, it is just not remembered
     }
@@ -71,6 +79,7 @@ export class Grid extends EventTarget {
       tile.element.classList.toggle("is-maximised", i === this.#maximised);
       const id = i < this.layout ? this.#assigned[i] : null;
       tile.setSmall(this.layout > 1 && this.#maximised !== i);
+      tile.setPreferred(this.#profiles[i]);
       tile.assign(id, id ? this.#cameras.get(id) || null : null);
     });
     this.dispatchEvent(new CustomEvent("change", { detail: { layout: this.layout } }));
@@ -118,6 +127,7 @@ export class Grid extends EventTarget {
 
   clear(index) {
     this.#assigned[index] = null;
+    this.#profiles[index] = "sub";
     if (this.#maximised === index) this.#maximised = null;
     this.#save();
     this.#render();
@@ -137,6 +147,51 @@ export class Grid extends EventTarget {
     if (this.#maximised === null) return;
     this.#maximised = null;
     this.#render();
+  }
+
+  /** "main": the tile always plays the camera's main stream; "sub": the sub stream while small. */
+  setProfile(index, profile) {
+    this.#profiles[index] = profile === "main" ? "main" : "sub";
+    this.#save();
+    this.#render();
+  }
+
+  /** The wall as saved: square, tiles row by row ({camera, profile} or null). */
+  wall() {
+    const side = Math.sqrt(this.layout);
+    const tiles = this.#assigned
+      .slice(0, this.layout)
+      .map((camera, i) => (camera ? { camera, profile: this.#profiles[i] } : null));
+    return { columns: side, rows: side, tiles };
+  }
+
+  /** Show a saved wall. One of up to 4 × 4 keeps its places; a bigger one is shown in
+   * order in the smallest layout that holds its cameras (at most 16). Returns the number
+   * of cameras that did not fit. */
+  applyWall({ columns, rows, tiles }) {
+    const assigned = new Array(MAX_TILES).fill(null);
+    const profiles = new Array(MAX_TILES).fill("sub");
+    let dropped = 0;
+    const side = Math.max(columns, rows);
+    if (side * side <= MAX_TILES) {
+      this.layout = side * side;
+      tiles.forEach((tile, i) => {
+        const index = Math.floor(i / columns) * side + (i % columns);
+        if (tile && index < MAX_TILES) [assigned[index], profiles[index]] = [tile.camera, tile.profile];
+      });
+    } else {
+      const present = tiles.filter(Boolean);
+      this.layout = LAYOUTS.find((n) => n >= present.length) || MAX_TILES;
+      present.slice(0, MAX_TILES).forEach((tile, i) => ([assigned[i], profiles[i]] = [tile.camera, tile.profile]));
+      dropped = Math.max(0, present.length - MAX_TILES);
+    }
+    this.#assigned = assigned;
+    this.#profiles = profiles;
+    this.#maximised = null;
+    this.#selected = null;
+    this.#save();
+    this.#render();
+    return dropped;
   }
 
   /** Fresh camera list: tiles update their overlays and players. */

@@ -19,8 +19,9 @@ export class Tile {
   #player = null;
   #camera = null;
   #small = false; // one of several tiles on the wall: the camera's sub stream will do
+  #preferred = "sub"; // "main": the main stream even when small (a saved wall's choice)
 
-  constructor(index, { onClear }) {
+  constructor(index, { onClear, onProfile = () => {} }) {
     this.index = index;
     this.cameraId = null;
     const root = (this.element = el("div", "tile", { "data-index": String(index), tabindex: "0", role: "group" }));
@@ -49,7 +50,19 @@ export class Tile {
       if (!this.cameraId) return;
       root.dispatchEvent(new CustomEvent("citygate:incident", { bubbles: true, detail: { camera: this.cameraId, at: Date.now() / 1000 } }));
     });
-    overlay.append(this.nameEl, this.stateEl, incident, close);
+    // "HD": this tile plays the camera's main stream even when small (kept in saved walls)
+    const main = (this.mainEl = el("button", "tile-main", {
+      type: "button",
+      title: "Main stream in this tile (HD)",
+      "aria-label": "Main stream in this tile",
+      "aria-pressed": "false",
+    }));
+    main.textContent = "HD";
+    main.addEventListener("click", (event) => {
+      event.stopPropagation();
+      if (this.cameraId) onProfile(this);
+    });
+    overlay.append(this.nameEl, this.stateEl, main, incident, close);
 
     this.messageEl = el("div", "tile-message");
     this.messageText = el("p", "tile-message-text");
@@ -114,7 +127,15 @@ export class Tile {
 
   /** The stream to ask for: the sub stream in a small tile, if the camera has one now. */
   #profile() {
-    return this.#small && this.#camera?.profiles?.includes("sub") ? "sub" : "main";
+    return this.#small && this.#preferred !== "main" && this.#camera?.profiles?.includes("sub") ? "sub" : "main";
+  }
+
+  /** "main" or "sub": the stream a saved wall asks for in this tile. */
+  setPreferred(profile) {
+    this.#preferred = profile === "main" ? "main" : "sub";
+    this.mainEl.setAttribute("aria-pressed", String(this.#preferred === "main"));
+    this.element.dataset.preferred = this.#preferred;
+    this.#restartIfProfileChanged();
   }
 
   /** Small (one of several) or large (alone, or maximised); switches stream if that changes it. */
