@@ -143,7 +143,8 @@ async def test_gstreamer_rtspsrc_pulls_with_digest(rtsp_gateway: RunningGateway)
     )
     out, err = await asyncio.wait_for(proc.communicate(), 40)
     text = out.decode()
-    assert "FRAMES 10" in text, text + err.decode()
+    counted = re.search(r"FRAMES (\d+)", text)
+    assert counted and int(counted.group(1)) >= 10, text + err.decode()  # it may decode a few more before it stops
     starts = await audit_entries(gw, action="live.start", user="central")
     assert starts and "GStreamer" in starts[0]["detail"]["user_agent"]
 

@@ -150,7 +150,8 @@ async def test_admin_creates_a_user_who_signs_in_with_the_one_time_password(make
     admin = await new_page()
     await admin.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gw.url)
     await signed_in(admin, gw, "boss")
-    assert await nav_links(admin) == ["Live", "Users", "Masks"]
+    # an administrator without a camera sees the map and health (empty) and edits tours, not video
+    assert await nav_links(admin) == ["Live", "Map", "Health", "Users", "Masks", "Tours"]
     await admin.click('#nav a[data-route="users"]')
     await admin.wait_for_selector(user_row("tester"))
     assert admin.url.endswith("#/users")
@@ -368,7 +369,8 @@ async def test_operator_sees_no_users_or_audit_navigation(make_gateway, new_page
     page = await new_page()
     await signed_in(page, gw, "tester")
     await page.wait_for_selector('#camera-list li[data-camera-id="d1"]')
-    assert await nav_links(page) == ["Live", "Playback", "Exports"]  # operators may request exports
+    # operators may request exports, open incidents and start tours
+    assert await nav_links(page) == ["Live", "Playback", "Map", "Health", "Exports", "Incidents", "Tours"]
     assert await page.locator('#nav a[data-route="users"]').is_hidden()
     assert await page.locator('#nav a[data-route="audit"]').is_hidden()
     # Typing the address does not open them either: the live view stays.
