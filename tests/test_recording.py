@@ -146,7 +146,9 @@ async def check_recording(rec: RecordingService, tag: str, wall_seconds: float, 
     for a, b in zip(segs, segs[1:]):
         assert abs(b.start - a.end) < 0.01, (tag, "segments must be contiguous", a, b)
     for seg in segs[:-1]:  # the last one was cut by the stop
-        assert 5 - 0.05 <= seg.duration <= 5 + GOP + 0.05, seg
+        # cut at the first keyframe after 5 s; a demo camera starved of CPU skips frame slots,
+        # and a skipped keyframe slot puts the next keyframe one GOP later
+        assert 5 - 0.05 <= seg.duration <= 5 + 2 * GOP + 0.05, seg
     recorded = sum(s.duration for s in segs)
     assert abs(recorded - (segs[-1].end - segs[0].start)) < 0.01
     assert 20 - 3 <= recorded <= wall_seconds + GOP, (tag, recorded)
