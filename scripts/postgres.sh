@@ -7,8 +7,17 @@ start_test_postgres() {
   PGDATA=$(mktemp -d /tmp/citygate-pg.XXXXXX)
   chown postgres "$PGDATA"
   su postgres -s /bin/sh -c "$bin/initdb -D $PGDATA -A trust -U postgres" >/dev/null
-  su postgres -s /bin/sh -c "$bin/pg_ctl -D $PGDATA -l $PGDATA/server.log -w \
-    -o '-c listen_addresses=127.0.0.1 -p 55432 -k $PGDATA -c fsync=off' start" >/dev/null
+  # The port can still be held for a moment by a connection of the suite that just ended
+  # (TIME-WAIT): try again for up to a minute before giving up.
+  local try
+  for try in 1 2 3 4 5 6 7 8 9 10 11 12; do
+    if su postgres -s /bin/sh -c "$bin/pg_ctl -D $PGDATA -l $PGDATA/server.log -w \
+      -o '-c listen_addresses=127.0.0.1 -p 55432 -k $PGDATA -c fsync=off' start" >/dev/null; then
+      break
+    fi
+    [ "$try" = 12 ] && { tail -5 "$PGDATA/server.log" >&2; return 1; }
+    sleep 5
+  done
   export CITYGATE_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"
   PG_BIN="$bin"
 }
