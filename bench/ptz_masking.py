@@ -73,7 +73,12 @@ async def phase(name: str, *, masked: bool, moving: bool, warmup: float, seconds
     try:
         await asyncio.sleep(warmup)
         if moving:
-            head.continuous_move(0.15, 0.0, 0.0)  # 6.75 degrees a second: a slow patrol pan
+            # 6.75 degrees a second, a slow patrol pan, told to the tracker as PtzService does
+            if camera.tracker is not None:
+                camera.tracker.command_started()
+            head.continuous_move(0.15, 0.0, 0.0)
+            if camera.tracker is not None:
+                camera.tracker.command_done()
         stats0 = _stage(camera)
         meter = CpuMeter(os.getpid())
         meter.start()
