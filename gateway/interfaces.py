@@ -156,7 +156,10 @@ class CameraVendor:
     async def ptz_presets(self) -> list[PtzPreset]:
         return []
 
-    async def ptz_goto_preset(self, token: str) -> None:
+    async def ptz_goto_preset(self, token: str, speed: float | None = None) -> None:
+        """Go to a preset; ``speed`` 0..1 of the camera's full speed (None: its default).
+        A vendor written before ``speed`` existed may leave it out: tours then go at the
+        camera's default speed."""
         raise NotImplementedError
 
     async def ptz_set_preset(self, name: str) -> PtzPreset:

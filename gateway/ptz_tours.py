@@ -44,6 +44,8 @@ TOURS = web.AppKey("tours", "TourService")
 #: How often a running tour looks whether someone took the camera, and the scheduler ticks.
 POLL = 0.2
 SCHEDULE_TICK = 1.0
+#: The longest a tour waits for the camera to arrive at a preset before dwelling anyway.
+ARRIVAL_TIMEOUT = 60.0
 HHMM = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 
 
@@ -277,6 +279,7 @@ class TourService:
             await self._set_state(run, "running")
             self._announce(run)
             loop = asyncio.get_running_loop()
+            await self._arrival(run.camera, loop.time() + ARRIVAL_TIMEOUT)
             deadline = loop.time() + step.dwell_seconds
             taken = False
             while (left := deadline - loop.time()) > 0:
@@ -286,6 +289,20 @@ class TourService:
                     break
             if not taken:
                 run.step = (run.step + 1) % len(tour.steps)
+
+    async def _arrival(self, camera_id: str, deadline: float) -> None:
+        """Wait until a camera that reports its position says it stands still (a preset
+        approached at a speed takes a while: the dwell starts on arrival, not at the
+        command). A camera that cannot say is taken to be there at once."""
+        tracker = self.cameras.get(camera_id).tracker
+        if tracker is None or not tracker.supported:
+            return
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            newest = tracker.newest()
+            if newest is not None and not newest.moving and tracker.known_until() == float("inf"):
+                return
+            await asyncio.sleep(min(self.poll, 0.1))
 
     @staticmethod
     def _goto(step: TourStep) -> Callable[[Any], Any]:

@@ -213,8 +213,8 @@ class DemoCamera(CameraVendor):
     def ptz_optics(self) -> Optics | None:
         return PanoramaOptics(self.options.width, self.options.height) if self.head is not None else None
 
-    async def ptz_goto_preset(self, token: str) -> None:
-        if not self._head().goto_preset(token):
+    async def ptz_goto_preset(self, token: str, speed: float | None = None) -> None:
+        if not self._head().goto_preset(token, speed):
             raise NotFound(f"camera {self.camera.id}: no preset {token!r}")
 
     async def ptz_set_preset(self, name: str) -> PtzPreset:

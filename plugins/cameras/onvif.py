@@ -439,8 +439,11 @@ class OnvifCamera(CameraVendor):
             for p in answer.iterfind("{*}Preset")
         ]
 
-    async def ptz_goto_preset(self, token: str) -> None:
-        await self._ptz("GotoPreset", f"<tptz:PresetToken>{escape(token)}</tptz:PresetToken>")
+    async def ptz_goto_preset(self, token: str, speed: float | None = None) -> None:
+        body = f"<tptz:PresetToken>{escape(token)}</tptz:PresetToken>"
+        if speed is not None:  # generic speed space: 0..1 of the device's maximum
+            body += _vector("Speed", speed, speed, speed)
+        await self._ptz("GotoPreset", body)
 
     async def ptz_set_preset(self, name: str) -> PtzPreset:
         answer = await self._ptz("SetPreset", f"<tptz:PresetName>{escape(name)}</tptz:PresetName>")

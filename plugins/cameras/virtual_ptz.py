@@ -48,6 +48,8 @@ class VirtualHead:
         self._lock = threading.Lock()
         self._pan, self._tilt, self._zoom = HOME
         self._velocity = (0.0, 0.0, 0.0)
+        #: A preset approached at a limited speed: (target, rate per second of each axis).
+        self._glide: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
         self._at = clock()
         self._presets: dict[str, tuple[str, tuple[float, float, float]]] = {
             "1": ("Overview", (0.0, 0.0, 0.0)),
@@ -58,6 +60,15 @@ class VirtualHead:
     def _advance(self, now: float) -> None:
         dt = max(0.0, now - self._at)
         self._at = now
+        if self._glide is not None:
+            (tp, tt, tz), (rp, rt, rz) = self._glide
+            dp = _wrap(tp - self._pan)  # the shorter way round
+            self._pan = _wrap(self._pan + max(-rp * dt, min(rp * dt, dp)))
+            self._tilt += max(-rt * dt, min(rt * dt, tt - self._tilt))
+            self._zoom += max(-rz * dt, min(rz * dt, tz - self._zoom))
+            if abs(_wrap(tp - self._pan)) < 1e-9 and abs(tt - self._tilt) < 1e-9 and abs(tz - self._zoom) < 1e-9:
+                self._glide = None
+            return
         vp, vt, vz = self._velocity
         if vp or vt or vz:
             self._pan = _wrap(self._pan + vp * PAN_SPEED * dt)
@@ -67,6 +78,7 @@ class VirtualHead:
     def _set(self, pan: float, tilt: float, zoom: float) -> None:
         self._advance(self._clock())
         self._velocity = (0.0, 0.0, 0.0)
+        self._glide = None
         self._pan, self._tilt, self._zoom = _wrap(pan), _clip(tilt, -1.0, 1.0), _clip(zoom, 0.0, 1.0)
 
     def position(self, now: float | None = None) -> tuple[float, float, float]:
@@ -77,17 +89,20 @@ class VirtualHead:
     @property
     def moving(self) -> bool:
         with self._lock:
-            return any(self._velocity)
+            self._advance(self._clock())
+            return any(self._velocity) or self._glide is not None
 
     def continuous_move(self, pan: float, tilt: float, zoom: float) -> None:
         with self._lock:
             self._advance(self._clock())
+            self._glide = None
             self._velocity = (_clip(pan, -1, 1), _clip(tilt, -1, 1), _clip(zoom, -1, 1))
 
     def stop(self) -> None:
         with self._lock:
             self._advance(self._clock())
             self._velocity = (0.0, 0.0, 0.0)
+            self._glide = None
 
     def absolute_move(self, pan: float, tilt: float, zoom: float) -> None:
         with self._lock:
@@ -106,12 +121,20 @@ class VirtualHead:
         with self._lock:
             return [(token, name) for token, (name, _) in self._presets.items()]
 
-    def goto_preset(self, token: str) -> bool:
+    def goto_preset(self, token: str, speed: float | None = None) -> bool:
+        """Go to a preset: at once, or at ``speed`` (0..1 of full speed on every axis)."""
         with self._lock:
             preset = self._presets.get(token)
             if preset is None:
                 return False
-            self._set(*preset[1])
+            if speed is None:
+                self._set(*preset[1])
+                return True
+            self._advance(self._clock())
+            self._velocity = (0.0, 0.0, 0.0)
+            speed = _clip(speed, 0.01, 1.0)
+            pan, tilt, zoom = preset[1]
+            self._glide = ((_wrap(pan), _clip(tilt, -1, 1), _clip(zoom, 0, 1)), (PAN_SPEED * speed, TILT_SPEED * speed, ZOOM_SPEED * speed))
             return True
 
     def set_preset(self, name: str) -> str:
