@@ -61,23 +61,10 @@ def rasterise(points: Sequence[tuple[float, float]], width: int, height: int) ->
     Even-odd rule, vectorised over the polygon's bounding box: one numpy pass per edge.
     """
     mask = np.zeros((height, width), dtype=bool)
-    pts = np.asarray(points, dtype=np.float64) * (width, height)
-    x0 = max(int(np.floor(pts[:, 0].min())), 0)
-    x1 = min(int(np.ceil(pts[:, 0].max())), width)
-    y0 = max(int(np.floor(pts[:, 1].min())), 0)
-    y1 = min(int(np.ceil(pts[:, 1].max())), height)
-    if x0 >= x1 or y0 >= y1:
-        return mask
-    xs = np.arange(x0, x1) + 0.5
-    ys = (np.arange(y0, y1) + 0.5)[:, None]
-    inside = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-    for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, axis=0)):
-        if ay == by:
-            continue
-        crosses = (ay > ys) != (by > ys)  # (rows, 1)
-        x_at = ax + (ys - ay) * (bx - ax) / (by - ay)  # (rows, 1)
-        inside ^= crosses & (xs < x_at)
-    mask[y0:y1, x0:x1] = inside
+    piece = _raster_piece(points, width, height, 0)
+    if piece is not None:
+        y0, x0, inside = piece
+        mask[y0 : y0 + inside.shape[0], x0 : x0 + inside.shape[1]] = inside
     return mask
 
 
