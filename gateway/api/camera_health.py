@@ -6,10 +6,10 @@ from aiohttp import web
 
 from gateway.access.guard import authenticated, principal
 from gateway.api.openapi import JsonAny, api
-from gateway.access.middleware import client_address
 from gateway.api import json_response
+from gateway.api.cameras import visible_camera
 from gateway.appkeys import ACCESS, CAMERAS, HEALTH
-from gateway.errors import BadRequest, Forbidden
+from gateway.errors import BadRequest
 
 SORTS = ("worst", "id", "uptime")
 
@@ -37,16 +37,7 @@ async def list_health(request: web.Request) -> web.Response:
 @authenticated
 async def get_health(request: web.Request) -> web.Response:
     """One camera, with its bitrate and frame-rate history."""
-    camera = request.app[CAMERAS].get(request.match_info["camera_id"])
-    access = request.app[ACCESS]
-    who = principal(request)
-    if camera.id not in access.cameras_for(who):
-        reason = access.decide(who, "live.view", camera.id).reason
-        await access.audit.record(
-            "camera.health", outcome="refused", user=who.username, client=client_address(request), camera=camera.id,
-            detail={"reason": reason},
-        )
-        raise Forbidden(reason)
+    camera = await visible_camera(request, "camera.health")
     (report,) = await request.app[HEALTH].report([camera.id], history=True)
     return json_response(report)
 

@@ -10,7 +10,7 @@ from gateway.api.openapi import Media, api, whole
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.appkeys import ACCESS, CAMERAS
-from gateway.cameras import CameraSnapshot
+from gateway.cameras import Camera, CameraSnapshot
 from gateway.errors import BadRequest, CameraUnavailable, Forbidden
 from gateway.media.snapshot import snapshot_jpeg
 
@@ -87,17 +87,24 @@ async def list_cameras(request: web.Request) -> web.Response:
 @api(summary="One camera", responses={200: CameraView})
 @authenticated
 async def get_camera(request: web.Request) -> web.Response:
+    camera = await visible_camera(request, "camera.view")
+    return json_response(CameraView.of(camera.snapshot()))
+
+
+async def visible_camera(request: web.Request, action: str) -> Camera:
+    """The route's camera if the user may see it (watch it live, recorded or as a still);
+    otherwise a 403 with the policy's reason, audited as ``action`` refused."""
     camera = request.app[CAMERAS].get(request.match_info["camera_id"])
     access = request.app[ACCESS]
     who = principal(request)
     if camera.id not in access.cameras_for(who):
         reason = access.decide(who, "live.view", camera.id).reason
         await access.audit.record(
-            "camera.view", outcome="refused", user=who.username, client=client_address(request), camera=camera.id,
+            action, outcome="refused", user=who.username, client=client_address(request), camera=camera.id,
             detail={"reason": reason},
         )
         raise Forbidden(reason)
-    return json_response(CameraView.of(camera.snapshot()))
+    return camera
 
 
 #: How long a snapshot waits for a keyframe when none is cached (a mask was just added).
