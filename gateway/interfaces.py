@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from gateway.scene import Optics
 
 
-class NoOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+class PluginOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """Base of a plugin's ``Options``: kebab-case keys, unknown keys are errors, frozen.
+
+    An option ``<name>-env`` (declared next to ``<name>``) names an environment variable
+    that supplies ``<name>``, so secrets stay out of committed files."""
+
+
+class NoOptions(PluginOptions):
     """Options of a plugin that takes none."""
 
 
@@ -255,14 +262,18 @@ class MaskFilter:
     """Turns a decoded frame plus mask shapes into a masked frame. Runs in a worker thread.
 
     ``apply`` receives the frame's planes as numpy arrays (YUV420: Y, U, V) and a boolean
-    pixel mask per plane, and must modify the planes in place, vectorised.
+    pixel mask per plane, and must modify the planes in place, vectorised. ``options`` is
+    the mask's ``options`` table validated against ``Options`` (an instance of it); a
+    mask naming options the filter does not declare is refused in config and in the API.
     """
+
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
 
     @staticmethod
     def id() -> str:
         raise NotImplementedError
 
-    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: dict[str, Any]) -> None:
+    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: Any) -> None:
         raise NotImplementedError
 
 
@@ -363,3 +374,34 @@ class Event(msgspec.Struct, kw_only=True, frozen=True):
     camera: str | None = None
     user: str | None = None
     detail: dict[str, Any] = {}
+
+
+class EventSink:
+    """Receives every event (audited actions and notices) and passes it on: a file, a
+    dispatch system, syslog. Configured by ``[events.sinks.<id>]`` in ``gateway.toml``,
+    validated against its ``Options``; one instance per configured sink, used as an async
+    context manager while the gateway runs (``gateway`` is the plugin facade).
+
+    ``handle`` must not block: a sink that writes to disk or the network queues the event
+    and returns, and does the work in a task or a thread.
+    """
+
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+
+    @staticmethod
+    def id() -> str:
+        raise NotImplementedError
+
+    def __init__(self, options: Any, gateway: Any) -> None:
+        self.options = options
+        self.gateway = gateway
+
+    async def __aenter__(self) -> EventSink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def handle(self, event: Event) -> Any:
+        """Take one event; may return an awaitable (awaited in a task of the event bus)."""
+        raise NotImplementedError
