@@ -32,7 +32,7 @@ def _load(config_dir: str):  # -> tuple[Config, Plugins, Policy]
     try:
         config = config_mod.load(
             config_dir, vendors=plugins.camera_vendors(), storage_backends=backends or None, mask_filters=plugins.mask_filters(),
-            export_formats=plugins.export_formats(),
+            export_formats=plugins.export_formats(), analyzers=plugins.analyzers(),
         )
     except ConfigErrors as exc:
         errors += exc.errors

@@ -26,6 +26,7 @@ from gateway.access.guard import public
 from gateway.access.identity import Identity
 from gateway.access.middleware import access_middleware
 from gateway.access.policy import Policy
+from gateway.analytics import analytics_ctx
 from gateway.api import audit as audit_api
 from gateway.api import camera_health as camera_health_api
 from gateway.api import cameras as cameras_api
@@ -180,6 +181,8 @@ def build_app(
     app.cleanup_ctx.append(_cameras_ctx)
     # after the cameras: on shutdown recorders store their last segment before cameras stop
     app.cleanup_ctx.append(recording_ctx)
+    # analyzers read the cameras' public hubs: started after them, stopped before them
+    app.cleanup_ctx.append(analytics_ctx)
     # camera health reads the cameras and the recorders: after both, stopped before them
     app.cleanup_ctx.append(health_ctx)
     # segment reads are audited until it stops, so it stops before the audit log

@@ -8,6 +8,8 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from gateway.access.audit import AuditLog
+    from gateway.analytics.runner import AnalyticsRunner
+    from gateway.analytics.store import AnalyticsStore
     from gateway.access.control import AccessControl
     from gateway.access.policy import Policy
     from gateway.db import Database
@@ -45,3 +47,6 @@ PUSHES = web.AppKey("pushes", "PushService")
 EVENTS_CHANNEL = web.AppKey("events_channel", "EventsChannel")
 #: Camera health: state changes, uptime, history and alarms (gateway.health).
 HEALTH = web.AppKey("health", "HealthMonitor")
+#: Video analytics: the runner of the analyzers (attach/detach cameras) and its count store.
+ANALYTICS = web.AppKey("analytics", "AnalyticsRunner")
+ANALYTICS_STORE = web.AppKey("analytics_store", "AnalyticsStore")

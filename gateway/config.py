@@ -557,6 +557,29 @@ class GatewayFile(Base):
     map: MapConfig = MapConfig()
 
 
+class AnalyticsConfig(Base):
+    """One ``[[camera.analytics]]`` entry: an analyzer plugin and its validated options.
+
+    In ``cameras.toml`` the analyzer's own keys sit beside ``analyzer`` and ``fps``::
+
+        [[camera.analytics]]
+        analyzer = "vehicle-count"
+        fps = 5
+        [[camera.analytics.lines]]
+        ...
+    """
+
+    analyzer: str
+    #: Pictures per second it is given; None: the analyzer's ``default_fps``.
+    fps: Annotated[float, Meta(gt=0, le=60)] | None = None
+    #: The analyzer's ``Options`` instance (the raw table when ``load()`` got no analyzers).
+    options: Any = {}
+
+
+#: The keys of a ``[[camera.analytics]]`` table that are not the analyzer's own options.
+ANALYTICS_COMMON_KEYS = ("analyzer", "fps")
+
+
 class CameraConfig(Base):
     #: Appears in URLs and storage keys, hence the restricted alphabet.
     id: str
@@ -586,6 +609,8 @@ class CameraConfig(Base):
     heading: Annotated[float, Meta(ge=0, lt=360)] | None = None
     #: Horizontal field of view in degrees (the cone's width on the map).
     fov_degrees: Annotated[float, Meta(gt=0, le=360)] | None = None
+    #: Video analytics (``[[camera.analytics]]`` tables); after ``load()``, ``AnalyticsConfig``s.
+    analytics: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if not _CAMERA_ID.match(self.id):
@@ -737,6 +762,7 @@ def load(
     mask_filters: Mapping[str, type] | None = None,
     export_formats: Mapping[str, type] | None = None,
     auth_providers: Mapping[str, type] | None = None,
+    analyzers: Mapping[str, type] | None = None,
 ) -> Config:
     """Load and validate the configuration directory ``root``.
 
@@ -818,7 +844,10 @@ def load(
             errors.append(ConfigError(cam_display, f"{key}.location", problem))
         if mask_filters is not None:
             errors.extend(mask_filter_errors(camera, mask_filters, file=cam_display, key=key))
-        cameras.append(msgspec.structs.replace(camera, options=opts))
+        analytics = analytics_entries(
+            camera.analytics, analyzers, file=cam_display, key=f"{key}.analytics", env=env, errors=errors, camera=camera.id
+        )
+        cameras.append(msgspec.structs.replace(camera, options=opts, analytics=analytics))
 
     if errors:
         raise ConfigErrors(errors)
@@ -889,6 +918,89 @@ def auth_options(
             errors.append(ConfigError(file, f"auth.{pid}", "expected a table"))
         else:
             checked[pid] = _plugin_options(options, provider, file=file, key=f"auth.{pid}", env=env, errors=errors)
+    return checked
+
+
+def analytics_entries(
+    tables: tuple[Any, ...],
+    analyzers: Mapping[str, type] | None,
+    *,
+    file: str,
+    key: str,
+    env: Mapping[str, str],
+    errors: list[ConfigError],
+    camera: str = "",
+) -> tuple[AnalyticsConfig, ...]:
+    """``[[camera.analytics]]`` tables as ``AnalyticsConfig``s, each analyzer's keys checked
+    against its ``Options`` (left as raw tables without ``analyzers``; the analytics runner
+    checks them again when it starts the camera's analyzers). Reasons name the camera."""
+    found: list[ConfigError] = []
+    entries = _analytics_entries(tables, analyzers, file=file, key=key, env=env, errors=found)
+    suffix = f" (camera {camera!r})" if camera else ""
+    errors.extend(ConfigError(e.file, e.key, e.reason + suffix) for e in found)
+    return entries
+
+
+def _analytics_entries(
+    tables: tuple[Any, ...],
+    analyzers: Mapping[str, type] | None,
+    *,
+    file: str,
+    key: str,
+    env: Mapping[str, str],
+    errors: list[ConfigError],
+) -> tuple[AnalyticsConfig, ...]:
+    entries: list[AnalyticsConfig] = []
+    for index, table in enumerate(tables):
+        where = f"{key}[{index}]"
+        if isinstance(table, AnalyticsConfig):
+            table = {"analyzer": table.analyzer, "fps": table.fps, **_raw_options(table.options)}
+        if not isinstance(table, dict):
+            errors.append(ConfigError(file, where, "expected a table ([[camera.analytics]])"))
+            continue
+        common = {k: v for k, v in table.items() if k in ANALYTICS_COMMON_KEYS and v is not None}
+        try:
+            entry = msgspec.convert(common, type=AnalyticsConfig, str_keys=True)
+        except msgspec.ValidationError as exc:
+            errors.append(ConfigError(file, *_split_validation(exc, where)))
+            continue
+        options: Any = {k: v for k, v in table.items() if k not in ANALYTICS_COMMON_KEYS}
+        if analyzers is not None:
+            cls = analyzers.get(entry.analyzer)
+            if cls is None:
+                known = ", ".join(sorted(analyzers)) or "none installed"
+                errors.append(ConfigError(file, f"{where}.analyzer", f"unknown analyzer {entry.analyzer!r} (known: {known})"))
+                continue
+            options = _plugin_options(options, cls, file=file, key=where, env=env, errors=errors)
+            if options is None:
+                continue
+        entries.append(msgspec.structs.replace(entry, options=options))
+    return tuple(entries)
+
+
+def _raw_options(options: Any) -> dict[str, Any]:
+    if isinstance(options, msgspec.Struct):
+        return msgspec.to_builtins(options)
+    return dict(options or {})
+
+
+def event_sink_options(
+    sinks: Mapping[str, Any], registry: Mapping[str, type], *, file: str, env: Mapping[str, str], errors: list[ConfigError]
+) -> dict[str, Any]:
+    """``[events.sinks.<id>]`` tables checked against each event sink's ``Options``."""
+    checked: dict[str, Any] = {}
+    for sid, options in sinks.items():
+        sink = registry.get(sid)
+        options_type = getattr(sink, "Options", None)
+        if sink is None:
+            known = ", ".join(sorted(registry)) or "none installed"
+            errors.append(ConfigError(file, f"events.sinks.{sid}", f"unknown event sink {sid!r} (known: {known})"))
+        elif options_type is not None and isinstance(options, options_type):
+            checked[sid] = options  # validated already
+        elif not isinstance(options, dict):
+            errors.append(ConfigError(file, f"events.sinks.{sid}", "expected a table"))
+        else:
+            checked[sid] = _plugin_options(options, sink, file=file, key=f"events.sinks.{sid}", env=env, errors=errors)
     return checked
 
 

@@ -560,6 +560,41 @@ camera_states = sa.Table(
 )
 
 
+# -- video analytics (migrations 20 and 21) ----------------------------------------------
+
+#: Vehicles counted per camera, counting line, lane and direction, in one-minute buckets
+#: (``bucket``: the minute's start, epoch seconds); hours, days and weeks are summed on read.
+analytics_counts = sa.Table(
+    "analytics_counts",
+    metadata,
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("line", sa.String(64), nullable=False),
+    #: "" when the line has no lanes.
+    sa.Column("lane", sa.String(64), nullable=False),
+    sa.Column("direction", sa.String(64), nullable=False),
+    sa.Column("bucket", sa.Integer, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("camera", "line", "lane", "direction", "bucket", name="pk_analytics_counts"),
+    sa.Index("ix_analytics_counts_camera_bucket", "camera", "bucket"),
+)
+
+#: Every other observation of an analyzer (rule events such as ``wrong-direction``), with
+#: its payload; plate reads keep their own table.
+analytics_observations = sa.Table(
+    "analytics_observations",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("analyzer", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Index("ix_analytics_observations_camera_at", "camera", "at"),
+    sa.Index("ix_analytics_observations_kind_at", "kind", "at"),
+)
+
+
 # --------------------------------------------------------------------------------------
 # migrations
 
@@ -686,6 +721,14 @@ def _v19_walls_and_camera_states(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[walls, camera_states])
 
 
+def _v20_analytics_counts(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[analytics_counts])
+
+
+def _v21_analytics_observations(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[analytics_observations])
+
+
 #: (version, description, function). Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "users, sessions, grants, audit", _v1_initial),
@@ -706,6 +749,8 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (17, "incidents and their log", _v17_incidents),
     (18, "PTZ patrol tours", _v18_ptz_tours),
     (19, "saved walls, camera state changes", _v19_walls_and_camera_states),
+    (20, "video analytics: vehicle counts per minute", _v20_analytics_counts),
+    (21, "video analytics: observations (rule events)", _v21_analytics_observations),
 ]
 
 

@@ -17,7 +17,7 @@ from gateway import PROJECT_NAME
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.interfaces import AuthProvider, CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
+    from gateway.interfaces import Analyzer, AuthProvider, CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
@@ -80,6 +80,17 @@ def gateway_register_mask_filters(register: Callable[[type[MaskFilter]], None]) 
 @hookspec
 def gateway_register_export_formats(register: Callable[[type[ExportFormat]], None]) -> None:
     """Register export formats (evidence package, media release, plain MP4)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Analytics
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_register_analyzers(register: Callable[[type[Analyzer]], None]) -> None:
+    """Register video analyzers (``Analyzer`` subclasses keyed by ``id()``): vehicle counting,
+    plate reading... chosen per camera by ``[[camera.analytics]] analyzer = "<id>"``."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ it, so a mistake is reported with the file and key like any other config error.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -374,6 +375,138 @@ class Event(msgspec.Struct, kw_only=True, frozen=True):
     camera: str | None = None
     user: str | None = None
     detail: dict[str, Any] = {}
+
+
+class EventSink:
+    """Receives every event (audited actions and notices) and passes it on: a file, a
+    dispatch system, syslog. Configured by ``[events.sinks.<id>]`` in ``gateway.toml``,
+    validated against its ``Options``; one instance per configured sink, used as an async
+    context manager while the gateway runs (``gateway`` is the plugin facade).
+
+    ``handle`` must not block: a sink that writes to disk or the network queues the event
+    and returns, and does the work in a task or a thread.
+    """
+
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+
+    @staticmethod
+    def id() -> str:
+        raise NotImplementedError
+
+    def __init__(self, options: Any, gateway: Any) -> None:
+        self.options = options
+        self.gateway = gateway
+
+    async def __aenter__(self) -> EventSink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def handle(self, event: Event) -> Any:
+        """Take one event; may return an awaitable (awaited in a task of the event bus)."""
+        raise NotImplementedError
+
+
+# --- analytics ---------------------------------------------------------------------------
+
+
+class AnalyzerFrame:
+    """One decoded picture of a camera's *public* hub (privacy masks applied), for analyzers.
+
+    Shared by every analyzer of the camera, each in its own thread: treat the arrays as
+    read-only. ``image`` (BGR, ``(height, width, 3)`` uint8, OpenCV's order) and ``gray``
+    (the luma plane, ``(height, width)`` uint8) are converted on first use and kept.
+    """
+
+    __slots__ = ("camera", "pts", "wallclock", "width", "height", "_convert", "_cache", "_lock")
+
+    def __init__(
+        self, camera: str, pts: int, wallclock: float, width: int, height: int, convert: Callable[[str], np.ndarray]
+    ) -> None:
+        self.camera = camera
+        self.pts = pts  #: 90 kHz, increasing over the camera's whole life
+        self.wallclock = wallclock  #: when the gateway received the picture (``time.time()``)
+        self.width = width
+        self.height = height
+        self._convert = convert
+        self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, kind: str) -> np.ndarray:
+        with self._lock:
+            found = self._cache.get(kind)
+            if found is None:
+                found = self._cache[kind] = self._convert(kind)
+            return found
+
+    @property
+    def image(self) -> np.ndarray:
+        return self._get("bgr")
+
+    @property
+    def gray(self) -> np.ndarray:
+        return self._get("gray")
+
+
+class Observation(msgspec.Struct, kw_only=True, frozen=True):
+    """What an analyzer saw: a vehicle counted, a plate read, a rule broken.
+
+    An analyzer fills ``kind``, ``at`` (usually its frame's ``wallclock``), ``confidence``,
+    ``payload`` and perhaps ``crop``; the runner fills ``camera`` and ``analyzer``. Kinds
+    the core knows: ``"count"`` (payload ``line``, ``lane``, ``direction``, optional
+    ``count``; stored as per-minute counts) and ``"wrong-direction"``; any other kind is
+    stored and published as it is. Every observation is published on the event bus as
+    ``analytics.<kind>`` (without the crop's bytes).
+    """
+
+    kind: str
+    at: float
+    camera: str = ""
+    analyzer: str = ""
+    confidence: float = 1.0
+    payload: dict[str, Any] = {}
+    #: A JPEG picture of what was seen (a plate, a vehicle), if the analyzer keeps one.
+    crop: bytes | None = None
+
+
+class Analyzer:
+    """Watches one camera's pictures and emits observations. Registered with
+    ``gateway_register_analyzers``; configured per camera by ``[[camera.analytics]]``
+    (``analyzer = "<id>"``, ``fps``, and the keys of its ``Options``).
+
+    One instance per configured entry, with its own state (tracks, counters), called from
+    one worker thread at a time: ``analyze`` may block and use numpy/OpenCV freely. It
+    gets pictures at ``fps`` (the entry's ``fps``, else ``default_fps``); while it is busy,
+    newer pictures replace the one waiting, so a slow analyzer sees fewer pictures and
+    never holds up the camera. An analyzer that raises, or takes longer than
+    ``max_seconds`` on one picture, is counted as crashed and replaced by a fresh instance
+    after a back-off; the camera, its recording and its other analyzers carry on.
+    """
+
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+    #: Pictures per second when the config does not say.
+    default_fps: ClassVar[float] = 5.0
+    #: Longest time one ``analyze`` call may take before the analyzer is deemed hung.
+    max_seconds: ClassVar[float] = 10.0
+    #: What the web client shows.
+    title: ClassVar[str] = ""
+
+    @staticmethod
+    def id() -> str:
+        raise NotImplementedError
+
+    def __init__(self, camera: str, options: Any) -> None:
+        self.camera = camera
+        self.options = options
+
+    def analyze(self, frame: AnalyzerFrame) -> Sequence[Observation]:
+        """Look at one picture; return what was seen in it (often nothing)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the analyzer holds (called from its worker thread); idempotent."""
+        return None
 
 
 class EventSink:

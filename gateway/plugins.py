@@ -23,7 +23,7 @@ import pluggy
 
 from gateway import PROJECT_NAME, hookspecs
 from gateway.errors import PluginError
-from gateway.interfaces import AuthProvider, CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
+from gateway.interfaces import Analyzer, AuthProvider, CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ _KIND_OF_HOOK = {
     "gateway_register_export_formats": "export format",
     "gateway_authenticate": "auth provider",
     "gateway_register_auth_providers": "sign-in provider",
+    "gateway_register_analyzers": "analyzer",
     "gateway_handle_event": "event sink",
     "gateway_add_routes": "routes",
     "gateway_startup": "lifecycle",
@@ -114,6 +115,7 @@ _REGISTRY_PREFIX = {
     "gateway_register_mask_filters": "filter",
     "gateway_register_export_formats": "export",
     "gateway_register_auth_providers": "auth",
+    "gateway_register_analyzers": "analyzer",
 }
 
 
@@ -169,6 +171,10 @@ class Plugins:
     def auth_providers(self) -> dict[str, type[AuthProvider]]:
         """Sign-in providers (the login hook): LDAP and others, configured in ``[auth.<id>]``."""
         return self._registry("gateway_register_auth_providers", AuthProvider)
+
+    def analyzers(self) -> dict[str, type[Analyzer]]:
+        """Video analyzers, chosen per camera by ``[[camera.analytics]]``."""
+        return self._registry("gateway_register_analyzers", Analyzer)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def startup(self, app: Any) -> None:

@@ -49,6 +49,8 @@ class Action(enum.StrEnum):
     INCIDENT_OPEN = "incident.open"
     #: The incident register of one's areas: read, hand over, extend and close any incident there.
     INCIDENT_MANAGE = "incident.manage"
+    #: Vehicle counts and other traffic statistics of cameras in one's areas (JSON, CSV, charts).
+    ANALYTICS_VIEW = "analytics.view"
 
 
 #: Actions that are about the whole system, not one camera: no area applies. Approving an

@@ -7,6 +7,8 @@ Only signed-in users connect (no session: 401 before the upgrade; a foreign ``Or
   senders receive their pushes, and holders of ``push.send`` every push;
 - events about a camera (``camera.online``, ``camera.offline``, ``ptz.*``,
   ``recording.*``): users who may view that camera;
+- observations of video analytics (``analytics.<kind>``: ``analytics.count``,
+  ``analytics.wrong-direction``...): holders of ``analytics.view`` on that camera;
 - ``webhook.failed``: holders of ``push.send`` and administrators (``users.manage``);
 - anything else (audit entries included) is not sent.
 
@@ -74,8 +76,10 @@ class EventsChannel:
             return _plain(event) if Action.PUSH_SEND in actions or Action.USERS_MANAGE in actions else None
         if event.camera is not None:
             access = self.app[ACCESS]
+            # observations of analyzers (counts, rule events): for holders of analytics.view
+            actions = (Action.ANALYTICS_VIEW,) if kind.startswith("analytics.") else VIEW_ACTIONS
             try:
-                visible = any(access.decide(who, action, event.camera) for action in VIEW_ACTIONS)
+                visible = any(access.decide(who, action, event.camera) for action in actions)
             except NotFound:
                 return None
             return _plain(event) if visible else None
