@@ -67,6 +67,7 @@ from gateway.evidence.signing import gateway_signer
 from gateway.live import hls, rtsp_out, webrtc
 from gateway.masks import attach as attach_masks
 from gateway.onvif_face import server as onvif_face
+from gateway.plugin_facade import GATEWAY_FACADE, Gateway
 from gateway.plugins import Plugins
 from gateway.recording.reads import playback_reads_ctx
 from gateway.recording.service import recording_ctx
@@ -145,9 +146,9 @@ async def _cameras_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _plugins_ctx(app: web.Application) -> AsyncIterator[None]:
-    await app[PLUGINS].startup(app)
-    yield
-    await app[PLUGINS].shutdown(app)
+    # configured event sinks, then gateway_startup; plugins see the facade, not the app
+    async with app[PLUGINS].running(app[GATEWAY_FACADE]):
+        yield
 
 
 FIRST_ADMIN_HOOK = web.AppKey("first_admin_hook", object)
@@ -169,6 +170,7 @@ def build_app(
     app[CONFIG] = config
     app[PLUGINS] = plugins
     app[POLICY] = policy
+    app[GATEWAY_FACADE] = Gateway(app)
     app[FIRST_ADMIN_HOOK] = on_first_admin
     if password_hasher is not None:
         app[PASSWORD_HASHER] = password_hasher
@@ -221,7 +223,7 @@ def build_app(
     app.cleanup_ctx.append(tours_ctx)
     tours_api.setup(app)
     openapi_api.setup(app)  # GET /api/openapi.json, generated from every route's declaration
-    plugins.add_routes(app)
+    plugins.add_routes(app[GATEWAY_FACADE])
     if WEBCLIENT_DIR.is_dir():
         app.router.add_get("/", _index)
         app.router.add_static("/static/", WEBCLIENT_DIR, name="static", follow_symlinks=False)

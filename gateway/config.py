@@ -313,6 +313,9 @@ class AgencyAccessConfig(Base):
 
 class EventsConfig(Base):
     webhooks: tuple[WebhookConfig, ...] = ()
+    #: Event sink plugins by id (``[events.sinks.<id>]``): each table is the sink's own
+    #: options; after ``load()`` with the sink registry, an instance of its ``Options``.
+    sinks: dict[str, Any] = {}
 
 
 class IncidentCategory(Base):
@@ -762,6 +765,7 @@ def load(
     mask_filters: Mapping[str, type] | None = None,
     export_formats: Mapping[str, type] | None = None,
     auth_providers: Mapping[str, type] | None = None,
+    event_sinks: Mapping[str, type] | None = None,
     analyzers: Mapping[str, type] | None = None,
 ) -> Config:
     """Load and validate the configuration directory ``root``.
@@ -824,6 +828,10 @@ def load(
     auth = gateway.auth
     if auth_providers is not None:
         auth = auth_options(gateway.auth, auth_providers, file=gw_display, env=env, errors=errors)
+
+    if event_sinks is not None and events.sinks:
+        sinks = event_sink_options(events.sinks, event_sinks, file=gw_display, env=env, errors=errors)
+        events = msgspec.structs.replace(events, sinks=sinks)
 
     cameras: list[CameraConfig] = []
     seen: dict[str, int] = {}
@@ -1004,11 +1012,35 @@ def event_sink_options(
     return checked
 
 
+def event_sink_options(
+    sinks: Mapping[str, Any], registry: Mapping[str, type], *, file: str, env: Mapping[str, str], errors: list[ConfigError]
+) -> dict[str, Any]:
+    """``[events.sinks.<id>]`` tables checked against each event sink's ``Options``."""
+    checked: dict[str, Any] = {}
+    for sid, options in sinks.items():
+        sink = registry.get(sid)
+        options_type = getattr(sink, "Options", None)
+        if sink is None:
+            known = ", ".join(sorted(registry)) or "none installed"
+            errors.append(ConfigError(file, f"events.sinks.{sid}", f"unknown event sink {sid!r} (known: {known})"))
+        elif options_type is not None and isinstance(options, options_type):
+            checked[sid] = options  # validated already
+        elif not isinstance(options, dict):
+            errors.append(ConfigError(file, f"events.sinks.{sid}", "expected a table"))
+        else:
+            checked[sid] = _plugin_options(options, sink, file=file, key=f"events.sinks.{sid}", env=env, errors=errors)
+    return checked
+
+
 def mask_filter_errors(camera: CameraConfig, filters: Mapping[str, type], *, file: str, key: str) -> list[ConfigError]:
-    """One error per config mask of ``camera`` naming a filter no plugin provides."""
+    """One error per config mask of ``camera`` naming a filter no plugin provides or options
+    its filter does not take (checked against the filter's ``Options``)."""
     known = ", ".join(sorted(filters)) or "none installed"
-    return [
-        ConfigError(file, f"{key}.masks[{i}].filter", f"unknown mask filter {mask.filter!r} (known: {known})")
-        for i, mask in enumerate(camera.masks)
-        if mask.filter not in filters
-    ]
+    errors: list[ConfigError] = []
+    for i, mask in enumerate(camera.masks):
+        flt = filters.get(mask.filter)
+        if flt is None:
+            errors.append(ConfigError(file, f"{key}.masks[{i}].filter", f"unknown mask filter {mask.filter!r} (known: {known})"))
+        else:
+            _plugin_options(mask.options, flt, file=file, key=f"{key}.masks[{i}].options", env={}, errors=errors)
+    return errors

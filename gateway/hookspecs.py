@@ -17,6 +17,10 @@ from gateway import PROJECT_NAME
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from gateway.access.guard import Principal
+    from gateway.interfaces import EventSink
+    from gateway.plugin_facade import Gateway
+
     from gateway.interfaces import Analyzer, AuthProvider, CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -28,18 +32,19 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 
 @hookspec
-def gateway_startup(app: web.Application) -> Awaitable[None] | None:
+def gateway_startup(gateway: Gateway) -> Awaitable[None] | None:
     """The gateway has started its cameras and is about to serve requests."""
 
 
 @hookspec
-def gateway_shutdown(app: web.Application) -> Awaitable[None] | None:
+def gateway_shutdown(gateway: Gateway) -> Awaitable[None] | None:
     """The gateway is shutting down; release what ``gateway_startup`` acquired."""
 
 
 @hookspec
-def gateway_add_routes(app: web.Application) -> None:
-    """Add HTTP routes. Every route added is behind the gateway's authentication."""
+def gateway_add_routes(gateway: Gateway) -> None:
+    """Add HTTP routes with ``gateway.add_route``: each behind the guard, declaring its access
+    (``requires``/``authenticated``/``public``) and its contract (``api``)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -98,11 +103,12 @@ def gateway_register_analyzers(register: Callable[[type[Analyzer]], None]) -> No
 # ---------------------------------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
-def gateway_authenticate(request: web.Request) -> Any | Awaitable[Any] | None:
-    """Return the identity behind ``request``, or None to let the next provider try.
+@hookspec
+def gateway_authenticate(request: web.Request, gateway: Gateway) -> Principal | Awaitable[Principal | None] | None:
+    """Return the principal behind ``request``, or None to let the next provider try.
 
-    Stops at the first non-None result.
+    The core takes the first answer that is not None (awaiting async providers in call
+    order; providers after it are not awaited).
     """
 
 
@@ -118,6 +124,12 @@ def gateway_register_auth_providers(register: Callable[[type[AuthProvider]], Non
 # ---------------------------------------------------------------------------------------
 # Events
 # ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_register_event_sinks(register: Callable[[type[EventSink]], None]) -> None:
+    """Register event sink classes (``EventSink`` subclasses keyed by ``id()``), configured
+    in ``[events.sinks.<id>]`` and validated against their ``Options``."""
 
 
 @hookspec

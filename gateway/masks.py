@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.access.audit import AuditLog
 from gateway.appkeys import AUDIT, CONFIG, DATABASE, PLUGINS, POSITIONS
 from gateway.cameras import Camera, CameraManager, config_shapes
-from gateway.config import CAMERAS_FILE, Config, mask_filter_errors
+from gateway.config import CAMERAS_FILE, Config, _split_validation, mask_filter_errors
 from gateway.db import Database, mask_versions
 from gateway.errors import BadRequest, ConfigErrors, Conflict, Forbidden
 from gateway.interfaces import MaskFilter, MaskShape
@@ -42,8 +42,6 @@ MAX_MASKS = 32
 #: Mask changes remembered per camera, to say which masks a segment was recorded under.
 MASK_HISTORY = 64
 MAX_REASON = 500
-#: Limits of the built-in filters' numeric options (pixels at full resolution).
-_NUMERIC_OPTIONS = {"pixelate": {"block": (4, 256)}, "blur": {"radius": (2, 128)}}
 
 
 class MaskEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -144,10 +142,13 @@ def parse_mask(raw: Any, filters: Mapping[str, Any], *, key: str = "mask") -> Ma
     options = raw.get("options", {})
     if not isinstance(options, dict) or not all(isinstance(v, (int, float, str, bool)) for v in options.values()):
         raise BadRequest(f"{key}: options must be an object of plain values")
-    for option, (low, high) in _NUMERIC_OPTIONS.get(name, {}).items():
-        value = options.get(option)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
-            raise BadRequest(f"{key}: option {option!r} of {name} must be a whole number of pixels from {low} to {high}")
+    options_type = getattr(filters[name], "Options", None)
+    if options_type is not None:  # the filter's own declaration: names, types, limits
+        try:
+            msgspec.convert(options, type=options_type, str_keys=True)
+        except msgspec.ValidationError as exc:
+            option, reason = _split_validation(exc, "")
+            raise BadRequest(f"{key}: option {option!r} of {name}: {reason}" if option else f"{key}: options of {name}: {reason}") from exc
     drawn_at = raw.get("drawn_at")
     if drawn_at is not None:
         if (

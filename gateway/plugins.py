@@ -11,18 +11,27 @@ so they are discovered exactly like third-party ones. Environment variables:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
-from collections.abc import Iterable
+import re
+import sys
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
+from types import CodeType
 from typing import Any, TypeVar
 
+import msgspec
 import pluggy
 
-from gateway import PROJECT_NAME, hookspecs
-from gateway.errors import PluginError
+from gateway import PROJECT_NAME, hookimpl, hookspecs
+from gateway.config import GATEWAY_FILE, event_sink_options
+from gateway.interfaces import EventSink
+from gateway.errors import ConfigError, ConfigErrors, PluginError
+from gateway.plugin_facade import Gateway, facade_of
 from gateway.interfaces import Analyzer, AuthProvider, CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
 
 logger = logging.getLogger(__name__)
@@ -86,6 +95,65 @@ def check(pm: pluggy.PluginManager) -> None:
         raise PluginError(f"{exc}; is the hook name misspelt? (see gateway/hookspecs.py)") from exc
 
 
+#: What a registered id may look like (it is written in config files and URLs).
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_registered(cls: Any, base: type | None, *, plugin: str, kind: str) -> str:
+    """The id of a class a plugin registered, after checking it against its interface."""
+    what = f"plugin {plugin!r} registered {cls!r} as a {kind}"
+    if not isinstance(cls, type):
+        raise PluginError(f"{what}, but that is not a class")
+    if base is not None and not issubclass(cls, base):
+        raise PluginError(f"{what}, but it is not a subclass of gateway.plugin_api.{base.__name__}")
+    try:
+        ident = cls.id()
+    except Exception as exc:
+        raise PluginError(f"{what} without a usable static id(): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ident, str) or not _ID.match(ident):
+        raise PluginError(f"{what} with the id {ident!r}: an id is 1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
+    options = getattr(cls, "Options", None)
+    if options is not None and not (isinstance(options, type) and issubclass(options, msgspec.Struct)):
+        raise PluginError(f"{what} whose Options is not a msgspec Struct (subclass gateway.plugin_api.PluginOptions)")
+    return ident
+
+
+def _impl_owners(impls: Iterable[Any]) -> dict[CodeType, list[Any]]:
+    owners: dict[CodeType, list[Any]] = {}
+    for impl in impls:
+        function = getattr(impl.function, "__func__", impl.function)
+        code = getattr(function, "__code__", None)
+        if code is not None:
+            owners.setdefault(code, []).append(impl)
+    return owners
+
+
+def _calling_plugin(owners: dict[CodeType, list[Any]]) -> str:
+    """The plugin whose hook implementation is (somewhere up the stack) calling ``register``."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        impls = owners.get(frame.f_code)
+        if impls:
+            this = frame.f_locals.get("self")
+            for impl in impls:
+                if len(impls) == 1 or getattr(impl.function, "__self__", None) is this:
+                    return impl.plugin_name
+            return impls[0].plugin_name
+        frame = frame.f_back
+    return "?"
+
+
+class _SinkPlugin:
+    """A running ``EventSink`` as a plugin object: events reach it through the hook."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+
+    @hookimpl
+    def gateway_handle_event(self, event: Event) -> Any:
+        return self.sink.handle(event)
+
+
 @dataclass(frozen=True, slots=True)
 class PluginInfo:
     name: str
@@ -104,6 +172,7 @@ _KIND_OF_HOOK = {
     "gateway_register_auth_providers": "sign-in provider",
     "gateway_register_analyzers": "analyzer",
     "gateway_handle_event": "event sink",
+    "gateway_register_event_sinks": "event sink",
     "gateway_add_routes": "routes",
     "gateway_startup": "lifecycle",
     "gateway_shutdown": "lifecycle",
@@ -115,6 +184,7 @@ _REGISTRY_PREFIX = {
     "gateway_register_mask_filters": "filter",
     "gateway_register_export_formats": "export",
     "gateway_register_auth_providers": "auth",
+    "gateway_register_event_sinks": "sink",
     "gateway_register_analyzers": "analyzer",
 }
 
@@ -135,26 +205,58 @@ class Plugins:
         self.pm.unregister(name=name)
 
     # -- registries ----------------------------------------------------------------------
-    def _registry(self, hook_name: str, base: type[T]) -> dict[str, type[T]]:
-        found: dict[str, type[T]] = {}
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # pluggy's call order: LIFO, trylast last
-            plugin_name = impl.plugin_name
+    def is_builtin(self, name: str) -> bool:
+        """A plugin of Citygate's own distribution (``plugins/``)."""
+        return "(built-in" in self._origins.get(name, "")
 
-            def register(cls: type[T], _plugin: str = plugin_name) -> None:
-                try:
-                    ident = cls.id()  # type: ignore[attr-defined]
-                except Exception as exc:
-                    raise PluginError(f"plugin {_plugin!r} registered {cls!r} without a usable id(): {exc}") from exc
-                if not isinstance(ident, str) or not ident:
-                    raise PluginError(f"plugin {_plugin!r} registered {cls!r} with an empty id")
-                if ident in found:
-                    logger.info("plugin %s: %s %r already provided by an earlier plugin; keeping that one", _plugin, base.__name__, ident)
-                    return
-                found[ident] = cls
+    def _registry(self, hook_name: str, base: type[T] | None) -> dict[str, type[T]]:
+        """Call a registry hook through pluggy (traced like any hook) and check what it registers.
 
-            impl.function(register)
+        A registered class must subclass ``base`` and have a static ``id()`` giving a valid
+        id. Where a third-party plugin and a built-in register the same id, the third-party
+        class wins (an integrator replaces a default); the same id from two third-party
+        plugins, or two built-ins, is an error naming both."""
+        found, _ = self._collect(hook_name, base, strict=True)
         return found
+
+    def _collect(self, hook_name: str, base: type[T] | None, *, strict: bool) -> tuple[dict[str, type[T]], list[tuple[str, str]]]:
+        caller = getattr(self.pm.hook, hook_name)
+        owners = _impl_owners(caller.get_hookimpls())
+        kind = _KIND_OF_HOOK.get(hook_name, hook_name)
+        found: dict[str, type[T]] = {}
+        owner_of: dict[str, str] = {}
+        made: list[tuple[str, str]] = []  # (plugin name, id) of every registration
+
+        def register(cls: type[T]) -> None:
+            plugin = _calling_plugin(owners)
+            try:
+                ident = check_registered(cls, base, plugin=plugin, kind=kind)
+            except PluginError:
+                if strict:
+                    raise
+                return
+            made.append((plugin, ident))
+            first = owner_of.get(ident)
+            if first is None:
+                found[ident], owner_of[ident] = cls, plugin
+            elif self.is_builtin(first) != self.is_builtin(plugin):
+                if self.is_builtin(first):  # the third-party class replaces the built-in one
+                    found[ident], owner_of[ident] = cls, plugin
+                logger.debug("plugins: %s %r of plugin %s replaces the built-in one", kind, ident, owner_of[ident])
+            elif strict and first != plugin:
+                raise PluginError(
+                    f"{kind} id {ident!r} is registered by two plugins, {first!r} and {plugin!r}; "
+                    f"uninstall one, or block one with {DISABLE_ENV}"
+                )
+            elif strict:
+                raise PluginError(f"plugin {plugin!r} registered {kind} id {ident!r} twice")
+
+        for result in caller(register=register):
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise PluginError(f"{hook_name} must be a plain function (it registers classes; nothing to await)")
+        return found, made
 
     def camera_vendors(self) -> dict[str, type[CameraVendor]]:
         return self._registry("gateway_register_camera_vendors", CameraVendor)
@@ -176,30 +278,67 @@ class Plugins:
         """Video analyzers, chosen per camera by ``[[camera.analytics]]``."""
         return self._registry("gateway_register_analyzers", Analyzer)
 
+    def event_sinks(self) -> dict[str, type[EventSink]]:
+        """Event sinks, configured in ``[events.sinks.<id>]``."""
+        return self._registry("gateway_register_event_sinks", EventSink)
+
     # -- lifecycle -----------------------------------------------------------------------
-    async def startup(self, app: Any) -> None:
-        for result in self.pm.hook.gateway_startup(app=app):
+    async def startup(self, gateway: Gateway) -> None:
+        for result in self.pm.hook.gateway_startup(gateway=gateway):
             await await_me_maybe(result)
 
-    async def shutdown(self, app: Any) -> None:
-        for result in self.pm.hook.gateway_shutdown(app=app):
+    async def shutdown(self, gateway: Gateway) -> None:
+        for result in self.pm.hook.gateway_shutdown(gateway=gateway):
             try:
                 await await_me_maybe(result)
             except Exception:
                 logger.exception("a plugin failed during shutdown")
 
-    def add_routes(self, app: Any) -> None:
-        self.pm.hook.gateway_add_routes(app=app)
+    def add_routes(self, gateway: Gateway) -> None:
+        self.pm.hook.gateway_add_routes(gateway=gateway)
+
+    @contextlib.asynccontextmanager
+    async def running(self, gateway: Gateway) -> AsyncIterator[None]:
+        """The plugins' part of a running gateway: the configured event sinks (each an async
+        context manager fed through ``gateway_handle_event``), then ``gateway_startup``;
+        ``gateway_shutdown`` and the sinks' exits in reverse order at the end."""
+        config = gateway.config
+        registry = self.event_sinks() if config.events.sinks else {}
+        errors: list[ConfigError] = []
+        options = event_sink_options(config.events.sinks, registry, file=str(Path(config.root) / GATEWAY_FILE), env=os.environ, errors=errors)
+        if errors:
+            raise ConfigErrors(errors)
+        async with contextlib.AsyncExitStack() as stack:
+            for sink_id, opts in options.items():
+                sink = await stack.enter_async_context(registry[sink_id](opts, gateway))
+                name = f"event-sink.{sink_id}.{id(gateway):x}"
+                self.register(_SinkPlugin(sink), name=name)
+                stack.callback(self.unregister, name)
+            await self.startup(gateway)
+            try:
+                yield
+            finally:
+                await self.shutdown(gateway)
 
     # -- auth and events -----------------------------------------------------------------
     async def authenticate(self, request: Any) -> Any | None:
-        # firstresult with async providers: walk the implementations ourselves so an
-        # awaitable that resolves to None lets the next provider try.
-        for impl in self.pm.hook.gateway_authenticate.get_hookimpls()[::-1]:
-            result = await await_me_maybe(impl.function(request))
-            if result is not None:
-                return result
-        return None
+        """The identity behind ``request``: the first provider's answer that is not None.
+
+        Called through pluggy (so traced); async providers are awaited in call order, and
+        those after the one that answered are never started."""
+        app = getattr(request, "app", None)
+        gateway = facade_of(app) if app is not None else None
+        pending = list(self.pm.hook.gateway_authenticate(request=request, gateway=gateway))
+        try:
+            while pending:
+                result = await await_me_maybe(pending.pop(0))
+                if result is not None:
+                    return result
+            return None
+        finally:
+            for left in pending:
+                if inspect.iscoroutine(left):
+                    left.close()
 
     async def handle_event(self, event: Event) -> None:
         for result in self.pm.hook.gateway_handle_event(event=event):
@@ -221,14 +360,14 @@ class Plugins:
         return rows
 
     def _provides(self, plugin: object, hooks: tuple[str, ...]) -> tuple[str, ...]:
+        name = self.pm.get_name(plugin)
         ids: list[str] = []
         for hook in hooks:
             prefix = _REGISTRY_PREFIX.get(hook)
             if prefix is None:
                 continue
-            for impl in getattr(self.pm.hook, hook).get_hookimpls():
-                if impl.plugin is plugin:
-                    impl.function(lambda cls, _p=prefix: ids.append(f"{_p}:{cls.id()}"))
+            _, made = self._collect(hook, None, strict=False)
+            ids.extend(f"{prefix}:{ident}" for owner, ident in made if owner == name)
         return tuple(ids)
 
     def blocked(self) -> list[str]:

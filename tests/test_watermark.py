@@ -73,7 +73,7 @@ def test_filter_shades_the_band_and_draws_text_only_inside_it() -> None:
     mask = np.zeros((40, 200), bool)
     mask[20:40, 10:190] = True
     cmask = mask[::2, ::2]
-    WatermarkFilter().apply([y, u, v], [mask, cmask, cmask.copy()], {"text": "REQ 7", "shade": 0.5})
+    WatermarkFilter().apply([y, u, v], [mask, cmask, cmask.copy()], WatermarkFilter.Options(text="REQ 7", shade=0.5))
     assert (y[~mask] == 180).all() and (u[~cmask] == 90).all(), "pixels outside the mask changed"
     band = y[mask]
     assert set(np.unique(band)) == {98, 235}, "band pixels are either shaded picture or white text"

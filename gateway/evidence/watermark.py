@@ -104,7 +104,7 @@ class Watermarker:
             shape = band_shape(frame.width, frame.height, self.options.watermark_position, self.options.watermark_shade)
             regions = self._regions[size] = build_regions([shape], self.filters, *size)
         text = "\n".join(self.lines(frame_time))
-        return masked_copy(frame, [dataclasses.replace(r, options={**r.options, "text": text}) for r in regions])
+        return masked_copy(frame, [dataclasses.replace(r, options=msgspec.structs.replace(r.options, text=text)) for r in regions])
 
 
 def watermarked_copy(job: ExportJob, extract: CameraExtract, options: WatermarkOptions, out: str) -> dict[str, Any]:

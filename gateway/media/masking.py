@@ -30,6 +30,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+import msgspec
 import numpy as np
 
 from gateway.config import MaskingConfig
@@ -104,7 +105,7 @@ class _Region:
     """One filter application: a filter over the union of its shapes, cropped to a box."""
 
     filter: MaskFilter
-    options: dict[str, Any]
+    options: Any  #: the filter's ``Options`` instance
     boxes: tuple[tuple[slice, slice], ...]  #: per plane (Y, U, V)
     masks: tuple[np.ndarray, ...]  #: per plane, cropped to its box
 
@@ -128,9 +129,21 @@ class FillFallback(MaskFilter):
     def id() -> str:
         return "fill"
 
-    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: dict[str, Any]) -> None:
+    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: Any) -> None:
         for plane, mask, value in zip(planes, masks, (16, 128, 128)):
             plane[mask] = value
+
+
+def filter_options(flt: MaskFilter, raw: Mapping[str, Any]) -> Any:
+    """A mask's ``options`` as its filter's ``Options`` instance; None when they are not
+    valid for it (a filter without ``Options`` gets the plain dict)."""
+    options_type = getattr(type(flt), "Options", None)
+    if options_type is None:
+        return dict(raw)
+    try:
+        return msgspec.convert(dict(raw), type=options_type, str_keys=True)
+    except msgspec.ValidationError:
+        return None
 
 
 def _raster_piece(points: Sequence[tuple[float, float]], width: int, height: int, grow: int) -> tuple[int, int, np.ndarray] | None:
@@ -162,15 +175,19 @@ def build_regions(
     shapes: Sequence[MaskShape], filters: Mapping[str, MaskFilter], width: int, height: int
 ) -> list[_Region]:
     """Rasterise ``shapes`` for one picture size, grouped by (filter, options)."""
-    groups: dict[tuple[str, str], tuple[MaskFilter, dict[str, Any], list[tuple[int, int, np.ndarray]]]] = {}
+    groups: dict[tuple[str, str], tuple[MaskFilter, Any, list[tuple[int, int, np.ndarray]]]] = {}
     for shape in shapes:
         flt = filters.get(shape.filter)
+        options = filter_options(flt, shape.options) if flt is not None else None
         if flt is None:
             logger.error("mask filter %r is not installed; filling the region black instead", shape.filter)
-            flt, name, options = FillFallback(), "fill", {}
+        elif options is None:
+            logger.error("mask filter %r does not take the options %r; filling the region black instead", shape.filter, shape.options)
+        if options is None:
+            flt, name, options, raw = FillFallback(), "fill", {}, {}
         else:
-            name, options = shape.filter, dict(shape.options)
-        key = (name, repr(sorted(options.items())))
+            name, raw = shape.filter, shape.options
+        key = (name, repr(sorted(raw.items())))
         piece = _raster_piece(shape.points, width, height, shape.grow)
         if key not in groups:
             groups[key] = (flt, options, [])

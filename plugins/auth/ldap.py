@@ -24,9 +24,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
-from gateway import hookimpl
-from gateway.errors import Unavailable
-from gateway.interfaces import AuthProvider, DirectoryAccount
+from gateway.plugin_api import AuthProvider, DirectoryAccount, Unavailable, hookimpl
 
 logger = logging.getLogger(__name__)
 

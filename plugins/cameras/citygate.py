@@ -35,9 +35,21 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 import msgspec
 
-from gateway import hookimpl
-from gateway.errors import BadRequest, CameraUnavailable, Forbidden, GatewayError, NotFound, Unauthorized
-from gateway.interfaces import ACTING_USER, ArchiveAnswer, CameraVendor, PtzCapabilities, PtzPreset, StreamProfile
+from gateway.plugin_api import (
+    ACTING_USER,
+    ArchiveAnswer,
+    BadRequest,
+    CameraUnavailable,
+    CameraVendor,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    PtzCapabilities,
+    PtzPreset,
+    StreamProfile,
+    Unauthorized,
+    hookimpl,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -30,16 +30,28 @@ import msgspec
 import numpy as np
 from av.video.frame import PictureType
 
-from gateway import __version__, hookimpl
-from gateway.errors import NotFound
-from gateway.interfaces import CameraVendor, DeviceInfo, PtzCapabilities, PtzPreset, PtzStatus, StreamProfile
-from gateway.media.bitmapfont import draw_text, text_size
-from gateway.media.h26x import ParameterSetKeeper
-from gateway.media.hub import StreamHub
-from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
-from gateway.media.timecode import STRIP_HEIGHT, draw_timecode
-from gateway.rtsp.server import RtspServer
-from gateway.scene import Optics
+from gateway.plugin_api import (
+    CLOCK_RATE,
+    STRIP_HEIGHT,
+    CameraVendor,
+    DeviceInfo,
+    MediaPacket,
+    NotFound,
+    Optics,
+    ParameterSetKeeper,
+    PtzCapabilities,
+    PtzPreset,
+    PtzStatus,
+    RtspServer,
+    StreamHub,
+    StreamInfo,
+    StreamProfile,
+    __version__,
+    draw_text,
+    draw_timecode,
+    hookimpl,
+    text_size,
+)
 
 from .virtual_ptz import Panorama, PanoramaOptics, VirtualHead
 

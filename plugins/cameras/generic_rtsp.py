@@ -16,8 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
-from gateway import hookimpl
-from gateway.interfaces import CameraVendor, StreamProfile
+from gateway.plugin_api import CameraVendor, StreamProfile, hookimpl
 
 
 class GenericRtspOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):

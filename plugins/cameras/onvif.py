@@ -49,9 +49,17 @@ import aiohttp
 import msgspec
 from msgspec import Meta
 
-from gateway import hookimpl
-from gateway.errors import CameraUnavailable, NotFound
-from gateway.interfaces import CameraVendor, DeviceInfo, PtzCapabilities, PtzPreset, PtzStatus, StreamProfile
+from gateway.plugin_api import (
+    CameraUnavailable,
+    CameraVendor,
+    DeviceInfo,
+    NotFound,
+    PtzCapabilities,
+    PtzPreset,
+    PtzStatus,
+    StreamProfile,
+    hookimpl,
+)
 
 from .generic_rtsp import with_credentials
 

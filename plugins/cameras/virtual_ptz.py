@@ -22,8 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gateway.media.bitmapfont import draw_text
-from gateway.scene import Optics, Pose, wrap_degrees
+from gateway.plugin_api import Optics, Pose, draw_text, wrap_degrees
 
 #: Generic-space units per second at velocity 1.
 PAN_SPEED = 0.25

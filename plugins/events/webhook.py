@@ -58,12 +58,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
-from aiohttp import web
 
-from gateway import hookimpl
-from gateway.appkeys import CONFIG, EVENTS, PLUGINS
-from gateway.config import WebhookConfig
-from gateway.interfaces import Event
+from gateway.plugin_api import Event, Gateway, WebhookConfig, hookimpl
 
 logger = logging.getLogger(__name__)
 
@@ -271,28 +267,29 @@ class WebhookSink:
 # ---------------------------------------------------------------------------------------
 # the plugin: starts a sink per gateway when webhooks are configured
 
-SINK = web.AppKey("webhook_sink", WebhookSink)
 
+class _Closer:
+    """Stops one gateway's sink at that gateway's shutdown (registered beside the sink)."""
 
-def _sink_name(app: web.Application) -> str:
-    return f"webhook_sink.{id(app):x}"
+    def __init__(self, sink: WebhookSink, gateway: Gateway, name: str) -> None:
+        self.sink, self.gateway, self.name = sink, gateway, name
+
+    @hookimpl
+    async def gateway_shutdown(self, gateway: Gateway) -> None:
+        if gateway is not self.gateway:
+            return
+        self.gateway.unregister_plugin(self.name)
+        self.gateway.unregister_plugin(self.name + ".closer")
+        await self.sink.aclose()
 
 
 @hookimpl
-async def gateway_startup(app: web.Application) -> None:
-    webhooks = app[CONFIG].events.webhooks
+async def gateway_startup(gateway: Gateway) -> None:
+    webhooks = gateway.config.events.webhooks
     if not webhooks:
         return
-    sink = WebhookSink(webhooks, publish=app[EVENTS].publish)
+    sink = WebhookSink(webhooks, publish=gateway.publish)
     await sink.start()
-    app[SINK] = sink
-    app[PLUGINS].register(sink, name=_sink_name(app))
-
-
-@hookimpl
-async def gateway_shutdown(app: web.Application) -> None:
-    sink = app.get(SINK)
-    if sink is None:
-        return
-    app[PLUGINS].unregister(_sink_name(app))
-    await sink.aclose()
+    name = f"webhook_sink.{id(gateway):x}"
+    gateway.register_plugin(sink, name=name)
+    gateway.register_plugin(_Closer(sink, gateway, name), name=name + ".closer")

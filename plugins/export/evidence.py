@@ -33,11 +33,19 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from gateway import hookimpl
-from gateway.evidence.package import ExportJob, PackageWriter, camera_description, join_segments
-from gateway.evidence.transcode import encode_into_package
-from gateway.evidence.watermark import COPY_CRF, COPY_PRESET, WatermarkOptions, watermarked_copy
-from gateway.interfaces import ExportFormat
+from gateway.plugin_api import (
+    COPY_CRF,
+    COPY_PRESET,
+    ExportFormat,
+    ExportJob,
+    PackageWriter,
+    WatermarkOptions,
+    camera_description,
+    encode_into_package,
+    hookimpl,
+    join_segments,
+    watermarked_copy,
+)
 
 UNALTERED = "recorded fragments, unaltered"
 WATERMARKED = "watermarked copy: decoded, stamped and re-encoded"

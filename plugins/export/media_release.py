@@ -32,11 +32,20 @@ import msgspec
 import numpy as np
 from msgspec import Meta
 
-from gateway import hookimpl
-from gateway.evidence.package import ExportJob, PackageWriter, camera_description
-from gateway.evidence.transcode import TIME_BASE, Encoder, decoded_frames, encode_into_package, wallclock
-from gateway.evidence.watermark import WatermarkOptions, Watermarker
-from gateway.interfaces import ExportFormat
+from gateway.plugin_api import (
+    TIME_BASE,
+    Encoder,
+    ExportFormat,
+    ExportJob,
+    PackageWriter,
+    WatermarkOptions,
+    Watermarker,
+    camera_description,
+    decoded_frames,
+    encode_into_package,
+    hookimpl,
+    wallclock,
+)
 
 Box = tuple[int, int, int, int]  # x, y, w, h in frame pixels
 REVIEW_NOTE = (

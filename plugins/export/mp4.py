@@ -21,12 +21,21 @@ from typing import Any
 
 import msgspec
 
-from gateway import hookimpl
-from gateway.errors import BadRequest
-from gateway.evidence.package import CameraExtract, ExportJob, HashingWriter, join_segments
-from gateway.evidence.transcode import Encoder, decoded_frames
-from gateway.evidence.watermark import COPY_CRF, COPY_PRESET, WatermarkOptions, watermarked_copy
-from gateway.interfaces import ExportFormat
+from gateway.plugin_api import (
+    COPY_CRF,
+    COPY_PRESET,
+    BadRequest,
+    CameraExtract,
+    Encoder,
+    ExportFormat,
+    ExportJob,
+    HashingWriter,
+    WatermarkOptions,
+    decoded_frames,
+    hookimpl,
+    join_segments,
+    watermarked_copy,
+)
 
 
 def write_mp4(job: ExportJob, output_path: str) -> None:

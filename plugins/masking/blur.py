@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
 import numpy as np
+from msgspec import Meta
 
-from gateway import hookimpl
-from gateway.interfaces import MaskFilter
+from gateway.plugin_api import MaskFilter, PluginOptions, hookimpl
 
 DEFAULT_RADIUS = 12
 PASSES = 3
@@ -32,12 +32,16 @@ def blur(plane: np.ndarray, mask: np.ndarray, radius: int) -> None:
 
 
 class BlurFilter(MaskFilter):
+    class Options(PluginOptions):
+        #: Blur radius in pixels at full resolution.
+        radius: Annotated[int, Meta(ge=2, le=128)] = DEFAULT_RADIUS
+
     @staticmethod
     def id() -> str:
         return "blur"
 
-    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: dict[str, Any]) -> None:
-        radius = max(2, int(options.get("radius", DEFAULT_RADIUS)))
+    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: Options) -> None:
+        radius = options.radius
         for i, (plane, mask) in enumerate(zip(planes, masks)):
             blur(plane, mask, radius if i == 0 else max(radius // 2, 1))
 

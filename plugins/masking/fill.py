@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 import numpy as np
 
-from gateway import hookimpl
-from gateway.interfaces import MaskFilter
+from gateway.plugin_api import MaskFilter, PluginOptions, hookimpl
 
 #: BT.601 limited-range black; ``color = "grey"`` gives mid grey.
 _COLOURS = {"black": (16, 128, 128), "grey": (126, 128, 128), "white": (235, 128, 128)}
 
 
 class FillFilter(MaskFilter):
+    class Options(PluginOptions):
+        color: Literal["black", "grey", "white"] = "black"
+
     @staticmethod
     def id() -> str:
         return "fill"
 
-    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: dict[str, Any]) -> None:
-        values = _COLOURS.get(str(options.get("color", "black")), _COLOURS["black"])
+    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: Options) -> None:
+        values = _COLOURS[options.color]
         for plane, mask, value in zip(planes, masks, values):
             plane[mask] = value
 

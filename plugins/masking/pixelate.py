@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
 import numpy as np
+from msgspec import Meta
 
-from gateway import hookimpl
-from gateway.interfaces import MaskFilter
+from gateway.plugin_api import MaskFilter, PluginOptions, hookimpl
 
 DEFAULT_BLOCK = 16
 MIN_BLOCK = 4
@@ -28,12 +28,16 @@ def pixelate(plane: np.ndarray, mask: np.ndarray, block: int) -> None:
 
 
 class PixelateFilter(MaskFilter):
+    class Options(PluginOptions):
+        #: Cell size in pixels at full resolution (chroma planes use half).
+        block: Annotated[int, Meta(ge=MIN_BLOCK, le=256)] = DEFAULT_BLOCK
+
     @staticmethod
     def id() -> str:
         return "pixelate"
 
-    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: dict[str, Any]) -> None:
-        block = max(MIN_BLOCK, int(options.get("block", DEFAULT_BLOCK)))
+    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: Options) -> None:
+        block = options.block
         for i, (plane, mask) in enumerate(zip(planes, masks)):
             pixelate(plane, mask, block if i == 0 else max(block // 2, 2))
 

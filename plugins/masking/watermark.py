@@ -14,13 +14,12 @@ clipped to the mask, so it never spills outside the region the shape defines.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated
 
 import numpy as np
+from msgspec import Meta
 
-from gateway import hookimpl
-from gateway.interfaces import MaskFilter
-from gateway.media.bitmapfont import ADVANCE, GLYPH_HEIGHT, text_mask
+from gateway.plugin_api import ADVANCE, GLYPH_HEIGHT, MaskFilter, PluginOptions, hookimpl, text_mask
 
 #: Font pixels between lines and around the text.
 LINE_GAP = 2
@@ -42,17 +41,25 @@ def text_layout(lines: list[str], scale: int) -> list[tuple[int, int, str]]:
 
 
 class WatermarkFilter(MaskFilter):
+    class Options(PluginOptions):
+        #: How far the band darkens the picture under it (0: not at all, 1: black).
+        shade: Annotated[float, Meta(ge=0, le=1)] = DEFAULT_SHADE
+        #: The lines to stamp, separated by newlines (the exporter sets it per frame).
+        text: str = ""
+        #: Font scale; 0: the largest that fits the band.
+        scale: Annotated[int, Meta(ge=0, le=64)] = 0
+
     @staticmethod
     def id() -> str:
         return "watermark"
 
-    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: dict[str, Any]) -> None:
-        shade = min(max(float(options.get("shade", DEFAULT_SHADE)), 0.0), 1.0)
+    def apply(self, planes: list[np.ndarray], masks: list[np.ndarray], options: Options) -> None:
+        shade = options.shade
         for i, (plane, mask) in enumerate(zip(planes, masks)):
             target = BLACK if i == 0 else NEUTRAL
             if shade:
                 plane[mask] = (plane[mask] * (1.0 - shade) + target * shade + 0.5).astype(np.uint8)
-        text = str(options.get("text", ""))
+        text = options.text
         if not text:
             return
         luma, mask = planes[0], masks[0]
@@ -63,7 +70,7 @@ class WatermarkFilter(MaskFilter):
         top, left = int(rows[0]), int(cols[0])
         box_h, box_w = int(rows[-1]) + 1 - top, int(cols[-1]) + 1 - left
         lines = text.split("\n")
-        scale = int(options.get("scale") or fitting_scale(lines, box_w, box_h))
+        scale = options.scale or fitting_scale(lines, box_w, box_h)
         canvas = np.zeros(mask.shape, dtype=bool)
         for x, y, line in text_layout(lines, scale):
             glyphs = text_mask(line, scale)

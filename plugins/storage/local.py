@@ -20,9 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import msgspec
 
-from gateway import hookimpl
-from gateway.errors import NotFound
-from gateway.interfaces import StorageBackend, StorageUsage
+from gateway.plugin_api import NotFound, StorageBackend, StorageUsage, hookimpl
 
 logger = logging.getLogger(__name__)
 

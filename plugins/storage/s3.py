@@ -27,9 +27,7 @@ import aioboto3
 import msgspec
 from aiobotocore.config import AioConfig
 
-from gateway import hookimpl
-from gateway.errors import NotFound, Unavailable
-from gateway.interfaces import StorageBackend, StorageUsage
+from gateway.plugin_api import NotFound, StorageBackend, StorageUsage, Unavailable, hookimpl
 
 from .local import private_dirs, remove_partials, safe_relative, stream_file, write_durably
 
