@@ -40,6 +40,7 @@ from gateway.api import masks as masks_api
 from gateway.api import metrics as metrics_api
 from gateway.api import openapi as openapi_api
 from gateway.api.openapi import Media, api
+from gateway.api import plates as plates_api
 from gateway.api import ptz as ptz_api
 from gateway.api import pushes as pushes_api
 from gateway.api import agency as agency_api
@@ -69,6 +70,7 @@ from gateway.masks import attach as attach_masks
 from gateway.onvif_face import server as onvif_face
 from gateway.plugin_facade import GATEWAY_FACADE, Gateway
 from gateway.plugins import Plugins
+from gateway.plates.store import plates_ctx
 from gateway.recording.reads import playback_reads_ctx
 from gateway.recording.service import recording_ctx
 
@@ -185,6 +187,8 @@ def build_app(
     app.cleanup_ctx.append(recording_ctx)
     # analyzers read the cameras' public hubs: started after them, stopped before them
     app.cleanup_ctx.append(analytics_ctx)
+    # plate reads (crops in the recordings' storage): listens to the analyzers, stops before them
+    app.cleanup_ctx.append(plates_ctx)
     # camera health reads the cameras and the recorders: after both, stopped before them
     app.cleanup_ctx.append(health_ctx)
     # segment reads are audited until it stops, so it stops before the audit log
@@ -219,6 +223,7 @@ def build_app(
     # incidents place holds and push: after the recording and push services
     app.cleanup_ctx.append(incidents_ctx)
     incidents_api.setup(app)
+    plates_api.setup(app)
     # patrol tours steer through the PTZ service: started after it, stopped before it
     app.cleanup_ctx.append(tours_ctx)
     tours_api.setup(app)

@@ -560,6 +560,53 @@ camera_states = sa.Table(
 )
 
 
+# -- number plates (migrations 22, 23) ---------------------------------------------------
+
+#: Every plate read by a plate-reading analyzer: the moment, the camera, the text as read and
+#: canonical (``gateway.plates.text``), the OCR-confusion-folded search key, the confidence,
+#: and the crop of the plate in the storage backend (deleted with the camera's recordings).
+plate_reads = sa.Table(
+    "plate_reads",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("plate", sa.String(16), nullable=False),
+    sa.Column("display", sa.String(24), nullable=False),
+    sa.Column("country", sa.String(4)),
+    sa.Column("key", sa.String(16), nullable=False, index=True),
+    #: What the OCR read, lines joined with " / " (a two-line plate).
+    sa.Column("raw", sa.String(100), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("analyzer", sa.String(64), nullable=False),
+    sa.Column("crop_key", sa.String(300)),
+    sa.Column("crop_backend", sa.String(64)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_plate_reads_camera_at", "camera", "at"),
+    sa.Index("ix_plate_reads_at", "at"),
+)
+
+#: Plates watched for: a plate or a pattern (``*``, ``?``), its folded key, why and by whom;
+#: a read matching an active entry on a camera of the entry's areas becomes an event.
+plate_watchlist = sa.Table(
+    "plate_watchlist",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pattern", sa.String(20), nullable=False),
+    sa.Column("key", sa.String(20), nullable=False),
+    sa.Column("label", sa.String(200), nullable=False, server_default=""),
+    sa.Column("purpose", sa.String(500), nullable=False),
+    #: The areas whose cameras are watched (the creator's); ``all_areas`` for every camera.
+    sa.Column("areas", sa.JSON, nullable=False),
+    sa.Column("all_areas", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_by", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
 # -- video analytics (migrations 20 and 21) ----------------------------------------------
 
 #: Vehicles counted per camera, counting line, lane and direction, in one-minute buckets
@@ -721,6 +768,14 @@ def _v19_walls_and_camera_states(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[walls, camera_states])
 
 
+def _v22_plate_reads(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[plate_reads])
+
+
+def _v23_plate_watchlist(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[plate_watchlist])
+
+
 def _v20_analytics_counts(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[analytics_counts])
 
@@ -749,6 +804,8 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (17, "incidents and their log", _v17_incidents),
     (18, "PTZ patrol tours", _v18_ptz_tours),
     (19, "saved walls, camera state changes", _v19_walls_and_camera_states),
+    (22, "number-plate reads", _v22_plate_reads),
+    (23, "number-plate watchlist", _v23_plate_watchlist),
     (20, "video analytics: vehicle counts per minute", _v20_analytics_counts),
     (21, "video analytics: observations (rule events)", _v21_analytics_observations),
 ]

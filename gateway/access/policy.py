@@ -51,6 +51,10 @@ class Action(enum.StrEnum):
     INCIDENT_MANAGE = "incident.manage"
     #: Vehicle counts and other traffic statistics of cameras in one's areas (JSON, CSV, charts).
     ANALYTICS_VIEW = "analytics.view"
+    #: Search the number-plate reads of cameras in one's areas (with a purpose; audited).
+    PLATES_SEARCH = "plates.search"
+    #: Keep the plate watchlist of one's areas (every change audited with its purpose).
+    PLATES_WATCH = "plates.watch"
 
 
 #: Actions that are about the whole system, not one camera: no area applies. Approving an

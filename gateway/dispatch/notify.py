@@ -9,6 +9,9 @@ Only signed-in users connect (no session: 401 before the upgrade; a foreign ``Or
   ``recording.*``): users who may view that camera;
 - observations of video analytics (``analytics.<kind>``: ``analytics.count``,
   ``analytics.wrong-direction``...): holders of ``analytics.view`` on that camera;
+  plate reads (``analytics.plate``: personal data) only to holders of ``plates.search`` there;
+- ``plates.watchlist.hit`` (a read matching the plate watchlist): users who may view that
+  camera, like other camera events (operators, stations it was pushed to);
 - ``webhook.failed``: holders of ``push.send`` and administrators (``users.manage``);
 - anything else (audit entries included) is not sent.
 
@@ -78,6 +81,8 @@ class EventsChannel:
             access = self.app[ACCESS]
             # observations of analyzers (counts, rule events): for holders of analytics.view
             actions = (Action.ANALYTICS_VIEW,) if kind.startswith("analytics.") else VIEW_ACTIONS
+            if kind == "analytics.plate":  # a plate is personal data: for those who may search plates
+                actions = (Action.PLATES_SEARCH,)
             try:
                 visible = any(access.decide(who, action, event.camera) for action in actions)
             except NotFound:

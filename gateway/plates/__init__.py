@@ -1,0 +1,2 @@
+"""Number plates: text rules (``text``), the store of reads with search, watchlists and
+retention (``store``)."""

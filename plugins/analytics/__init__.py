@@ -1,0 +1,1 @@
+"""Built-in video analyzers (``gateway_register_analyzers``)."""
