@@ -15,6 +15,7 @@ import { authenticate, changePasswordForm } from "./login.js";
 import { MapPage } from "./map.js";
 import { MaskEditorPage } from "./mask-editor.js";
 import { PlaybackPage } from "./playback.js";
+import { PlatesPage } from "./plates.js";
 import { PtzPads } from "./ptz-pad.js";
 import { PushDialog } from "./push-dialog.js";
 import { Router } from "./router.js";
@@ -187,6 +188,10 @@ class Workspace {
       pages.incidents = this.incidentsPage = new IncidentsPage(document.getElementById("page-incidents"));
       linked.push("incidents");
     }
+    if (can(user, "plates.search", "plates.watch")) {
+      pages.plates = this.plates = new PlatesPage(document.getElementById("page-plates"), { user });
+      linked.push("plates");
+    }
     if (can(user, "export.request", "export.approve", "export.produce", "audit.read")) {
       pages.exports = this.exports = new ExportsPage(document.getElementById("page-exports"), { user });
       linked.push("exports");
@@ -224,6 +229,7 @@ class Workspace {
     if (this.users) this.users.destroy();
     if (this.audit) this.audit.destroy();
     if (this.masks) this.masks.destroy();
+    if (this.plates) this.plates.destroy();
     this.playback.destroy();
   }
 }
