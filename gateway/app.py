@@ -27,6 +27,7 @@ from gateway.access.identity import Identity
 from gateway.access.middleware import access_middleware
 from gateway.access.policy import Policy
 from gateway.analytics import analytics_ctx
+from gateway.api import analytics as analytics_api
 from gateway.api import audit as audit_api
 from gateway.api import camera_health as camera_health_api
 from gateway.api import cameras as cameras_api
@@ -227,6 +228,7 @@ def build_app(
     # patrol tours steer through the PTZ service: started after it, stopped before it
     app.cleanup_ctx.append(tours_ctx)
     tours_api.setup(app)
+    analytics_api.setup(app)
     openapi_api.setup(app)  # GET /api/openapi.json, generated from every route's declaration
     plugins.add_routes(app[GATEWAY_FACADE])
     if WEBCLIENT_DIR.is_dir():

@@ -30,6 +30,8 @@ from gateway import PROJECT_NAME, __version__, hookimpl
 # --- interfaces and options ------------------------------------------------------------------
 from gateway.interfaces import (
     ACTING_USER,
+    Analyzer,
+    AnalyzerFrame,
     ArchiveAnswer,
     AuthProvider,
     CameraVendor,
@@ -41,6 +43,7 @@ from gateway.interfaces import (
     MaskFilter,
     MaskShape,
     NoOptions,
+    Observation,
     PluginOptions,
     PtzCapabilities,
     PtzPreset,
@@ -105,11 +108,11 @@ __all__ = [
     "PROJECT_NAME", "__version__", "hookimpl",
     # interfaces and options
     "PluginOptions", "NoOptions", "CameraVendor", "StorageBackend", "MaskFilter", "ExportFormat", "AuthProvider",
-    "EventSink",
+    "EventSink", "Analyzer",
     # types hooks receive and return
     "Gateway", "Event", "Principal", "DirectoryAccount", "Config", "CameraConfig", "WebhookConfig", "MaskShape",
     "StreamProfile", "PtzCapabilities", "PtzPreset", "PtzStatus", "DeviceInfo", "ArchiveAnswer", "ACTING_USER",
-    "StorageUsage",
+    "StorageUsage", "AnalyzerFrame", "Observation",
     # routes
     "api", "Media", "JsonObject", "JsonObjects", "requires", "authenticated", "public", "principal", "client_address",
     "session_token", "session_cookie_name", "set_session_cookie", "clear_session_cookie",

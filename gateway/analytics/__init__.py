@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,12 +17,18 @@ from gateway.analytics.runner import AnalyticsRunner
 from gateway.analytics.store import AnalyticsStore
 from gateway.appkeys import ANALYTICS, ANALYTICS_STORE, CAMERAS, DATABASE, EVENTS, PLUGINS
 
+if TYPE_CHECKING:
+    from gateway.cameras import Camera
+
 __all__ = ["AnalyticsRunner", "AnalyticsStore", "analytics_ctx"]
 
 
 async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
-    """After the cameras: the analyzers of every local camera with ``[[camera.analytics]]``.
-    Stopped before the cameras; counts still buffered are written at the end."""
+    """After the cameras: the analyzers of every camera running here with
+    ``[[camera.analytics]]``, and of cameras that start here later (a cluster node taking
+    them over); a camera about to stop here is detached first. Stopped before the cameras;
+    counts still buffered are written at the end."""
+    manager = app[CAMERAS]
     async with (
         AnalyticsStore(app[DATABASE]) as store,
         AnalyticsRunner(app[PLUGINS].analyzers(), app[EVENTS]) as runner,
@@ -28,6 +36,22 @@ async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
         runner.add_listener(store.add)
         app[ANALYTICS_STORE] = store
         app[ANALYTICS] = runner
-        for camera in app[CAMERAS]:
+
+        async def detach(camera: Camera) -> None:
+            await runner.detach(camera.id)
+
+        # a manager that starts and stops cameras at run time says so through its hooks
+        started, stopping = getattr(manager, "on_started", None), getattr(manager, "on_stopping", None)
+        running = manager.running() if hasattr(manager, "running") else list(manager)
+        for camera in running:
             await runner.attach(camera)
-        yield
+        if started is not None and stopping is not None:
+            started.append(runner.attach)
+            stopping.append(detach)
+        try:
+            yield
+        finally:
+            if started is not None and stopping is not None:
+                with contextlib.suppress(ValueError):
+                    started.remove(runner.attach)
+                    stopping.remove(detach)
