@@ -87,18 +87,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.app import build_app, ssl_context
 
+    from gateway.cluster import workers
+
     config, plugins, policy = _load(_config_dir(args.config_dir))
     # Whatever the server writes (recordings, packages, checkpoint file) is never world-readable
     # (any stricter bits of the operator's umask are kept); the data dir itself is 0700.
     os.umask(os.umask(0o027) | 0o027)
     private_dir(Path(config.data_dir))
-    app = build_app(config, plugins, policy, on_first_admin=_print_first_admin)
     host = args.bind or config.server.bind
     port = args.port if args.port is not None else config.server.port
+    if args.workers > 1 and args.worker_index is None:
+        if config.cluster.enabled:
+            raise ConfigError(
+                str(Path(config.root) / "gateway.toml"), "cluster.node-id",
+                "--workers makes its own nodes on this machine; remove [cluster] node-id, or run one process per node",
+            )
+        print(f"Citygate {__version__}: {args.workers} workers on port {port}", flush=True)
+        argv = [sys.executable, "-m", "gateway", *sys.argv[1:]]
+        return workers.supervise(argv, args.workers, Path(config.data_dir))
+    if args.worker_index is not None:
+        config = workers.worker_config(config, args.worker_index, args.worker_port, Path(args.worker_secret))
+    app = build_app(config, plugins, policy, on_first_admin=_print_first_admin)
     ctx = ssl_context(config)
     scheme = "https" if ctx else "http"
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     loop = _new_loop()
+    if args.worker_index is not None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(workers.run_sites(app, host=host, port=port, ssl_context=ctx, internal_port=args.worker_port))
+        return 0
     print(f"Citygate {__version__}: {len(config.cameras)} cameras; open {scheme}://{shown}:{port}/ in a browser", flush=True)
     web.run_app(app, host=host, port=port, ssl_context=ctx, loop=loop, print=None, access_log=None, shutdown_timeout=5)
     return 0
@@ -131,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", dest="config_dir", help="config directory (default: conf, or $CITYGATE_CONFIG)")
     serve.add_argument("--bind", help="override server.bind")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="run N worker processes (one per core) as nodes of a cluster behind one port (default 1)",
+    )
+    # set by --workers for its worker processes
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-port", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-secret", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate the configuration and print a summary")
@@ -142,10 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     plist = plugins_sub.add_parser("list", help="list discovered plugins, their kinds and origin")
     plist.set_defaults(func=cmd_plugins_list)
 
-    from gateway import cli_audit, cli_cameras, cli_export, cli_recordings, cli_users
+    from gateway import cli_audit, cli_cameras, cli_cluster, cli_export, cli_recordings, cli_users
 
     cli_audit.add_parser(sub)
     cli_cameras.add_parser(sub)
+    cli_cluster.add_parser(sub)
     cli_export.add_parser(sub)
     cli_recordings.add_parser(sub)
     cli_users.add_parser(sub)

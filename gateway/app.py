@@ -30,6 +30,7 @@ from gateway.analytics import analytics_ctx
 from gateway.api import analytics as analytics_api
 from gateway.api import audit as audit_api
 from gateway.api import camera_health as camera_health_api
+from gateway.api import cluster as cluster_api
 from gateway.api import cameras as cameras_api
 from gateway.api import error_middleware
 from gateway.api import exports as exports_api
@@ -56,6 +57,8 @@ from gateway.appkeys import (
     ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, POSITIONS, SIGNER, STARTED_AT,
 )
 from gateway.cameras import CameraManager
+from gateway.cluster.forward import CLUSTER_NODE, forward_middleware, inbound_middleware
+from gateway.cluster.wiring import cluster_ctx, cluster_role_ctx
 from gateway.ptz_positions import PositionLog
 from gateway.config import Config
 from gateway.datadir import private_dir
@@ -140,8 +143,13 @@ async def _cameras_ctx(app: web.Application) -> AsyncIterator[None]:
     keep_days = max((c.retention_days for c in config.cameras), default=45)
     async with PositionLog(app[DATABASE], keep_days=keep_days) as positions:
         app[POSITIONS] = positions
-        manager = CameraManager(config, app[PLUGINS].camera_vendors(), app[EVENTS], positions=positions)
+        # a cluster node runs only the cameras it owns (gateway.cluster.node decides)
+        manager = CameraManager(
+            config, app[PLUGINS].camera_vendors(), app[EVENTS], positions=positions, owns_all=not config.cluster.enabled
+        )
         app[CAMERAS] = manager
+        if CLUSTER_NODE in app:
+            app[CLUSTER_NODE].bind(manager)
         await attach_masks(app, manager)  # privacy masks in place before any camera starts
         async with manager:
             logger.info("started %d cameras", len(manager))
@@ -169,7 +177,11 @@ def build_app(
 ) -> web.Application:
     """The whole gateway. ``on_first_admin`` is told the one-time credentials of the
     first account when the gateway starts with no accounts at all."""
-    app = web.Application(middlewares=[error_middleware, access_middleware], client_max_size=1024 * 1024)
+    # a cluster node checks a forwarded request's hop before the guard, and forwards what
+    # runs on another node only after the guard has authorised it here
+    app = web.Application(
+        middlewares=[error_middleware, inbound_middleware, access_middleware, forward_middleware], client_max_size=1024 * 1024
+    )
     app[CONFIG] = config
     app[PLUGINS] = plugins
     app[POLICY] = policy
@@ -181,6 +193,8 @@ def build_app(
     security_headers.setup(app)  # CSP, nosniff, no-store, HSTS on every response
     app.cleanup_ctx.append(_events_ctx)
     app.cleanup_ctx.append(_store_ctx)
+    # node or single node: fencing and cluster-wide jobs, before any service uses them
+    app.cleanup_ctx.append(cluster_role_ctx)
     # agencies' access requests: grants through the access core, expired on time
     app.cleanup_ctx.append(agency_access_ctx)
     app.cleanup_ctx.append(_cameras_ctx)
@@ -229,6 +243,10 @@ def build_app(
     app.cleanup_ctx.append(tours_ctx)
     tours_api.setup(app)
     analytics_api.setup(app)
+    # last: the node takes cameras once every service that follows them listens, and on
+    # shutdown gives them away first, while those services still store what they hold
+    app.cleanup_ctx.append(cluster_ctx)
+    cluster_api.setup(app)
     openapi_api.setup(app)  # GET /api/openapi.json, generated from every route's declaration
     plugins.add_routes(app[GATEWAY_FACADE])
     if WEBCLIENT_DIR.is_dir():

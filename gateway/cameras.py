@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -410,8 +410,21 @@ class Camera:
         return self.hub.open_reader(name, lossless=lossless, on_overflow=on_overflow)
 
 
+#: Called with a camera object before it starts (masks, filters) or after it started.
+CameraHook = Callable[["Camera"], Awaitable[None]]
+
+
 class CameraManager:
-    """Owns every configured camera; started and stopped as one async context."""
+    """Every configured camera, and which of them run in this process.
+
+    A single node runs them all (``owns_all``). In a cluster the ownership loop decides:
+    ``start_camera`` and ``stop_camera`` run one camera here or stop it, and services that
+    attach to running cameras (recorders, health, analytics) follow through the
+    ``on_started`` / ``on_stopping`` hooks. A ``Camera`` runs once: each start makes a
+    fresh object, so nothing of a previous run (hub, readers, mask stage) leaks into the
+    next. A camera that does not run here keeps a dormant object, for its config and for
+    the API's description of it.
+    """
 
     def __init__(
         self,
@@ -421,34 +434,88 @@ class CameraManager:
         *,
         filters: Mapping[str, type[MaskFilter]] | None = None,
         positions: PositionLog | None = None,
+        owns_all: bool = True,
     ) -> None:
-        self._cameras = {
-            c.id: Camera(
+        def make(c: CameraConfig) -> Camera:
+            return Camera(
                 c, vendors[c.vendor], config.ingest, events, masking=config.masking, filters=filters, live=config.live,
                 ptz=config.ptz, positions=positions,
             )
-            for c in config.cameras
-            if c.enabled
-        }
+
+        self._make = make
+        self._configs = {c.id: c for c in config.cameras if c.enabled}
+        self._cameras = {cid: make(c) for cid, c in self._configs.items()}
+        self._running: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {cid: asyncio.Lock() for cid in self._configs}
+        self._owns_all = owns_all
+        #: Before a camera object starts: give it its filters and current masks.
+        self.on_prepare: list[CameraHook] = []
+        #: After a camera started here / before it stops here.
+        self.on_started: list[CameraHook] = []
+        self.on_stopping: list[CameraHook] = []
 
     async def __aenter__(self) -> CameraManager:
-        await asyncio.gather(*(camera.start() for camera in self._cameras.values()))
+        if self._owns_all:
+            await asyncio.gather(*(self.start_camera(cid) for cid in self._configs))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        results = await asyncio.gather(*(camera.stop() for camera in self._cameras.values()), return_exceptions=True)
-        for camera, result in zip(self._cameras.values(), results):
-            if isinstance(result, BaseException):
-                logger.error("camera %s: failed to stop cleanly: %s", camera.id, result)
+        await asyncio.gather(*(self.stop_camera(cid) for cid in list(self._running)))
 
     def __iter__(self) -> Iterator[Camera]:
+        """Every configured camera, running here or not."""
         return iter(self._cameras.values())
 
     def __len__(self) -> int:
         return len(self._cameras)
+
+    def ids(self) -> list[str]:
+        return list(self._configs)
+
+    def running(self) -> list[Camera]:
+        """The cameras running in this process now."""
+        return [self._cameras[cid] for cid in self._configs if cid in self._running]
+
+    def is_running(self, camera_id: str) -> bool:
+        return camera_id in self._running
 
     def get(self, camera_id: str) -> Camera:
         camera = self._cameras.get(camera_id)
         if camera is None:
             raise NotFound(f"no camera {camera_id!r}")
         return camera
+
+    async def start_camera(self, camera_id: str) -> Camera:
+        """Run a camera here (a no-op if it runs already)."""
+        async with self._locks[camera_id]:
+            camera = self._cameras[camera_id]
+            if camera_id in self._running:
+                return camera
+            for prepare in self.on_prepare:
+                await prepare(camera)
+            await camera.start()
+            self._running.add(camera_id)
+            await self._notify(self.on_started, camera, "started")
+            return camera
+
+    async def stop_camera(self, camera_id: str) -> None:
+        """Stop a camera running here; a dormant object takes its place."""
+        async with self._locks[camera_id]:
+            if camera_id not in self._running:
+                return
+            camera = self._cameras[camera_id]
+            await self._notify(self.on_stopping, camera, "stopping")
+            self._running.discard(camera_id)
+            self._cameras[camera_id] = self._make(self._configs[camera_id])
+            try:
+                await camera.stop()
+            except Exception:
+                logger.exception("camera %s: failed to stop cleanly", camera_id)
+
+    @staticmethod
+    async def _notify(hooks: list[CameraHook], camera: Camera, what: str) -> None:
+        for hook in list(hooks):
+            try:
+                await hook(camera)
+            except Exception:  # one service's failure must not keep the camera from the others
+                logger.exception("camera %s: a %s hook failed", camera.id, what)

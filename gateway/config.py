@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -160,6 +161,40 @@ class DatabaseConfig(Base):
     #: ``postgresql+asyncpg://user@host/citygate`` (password through ``url-env``).
     url: str = ""
     url_env: str | None = None
+
+
+class ClusterConfig(Base):
+    """``[cluster]``: this process is one node of several sharing the database.
+
+    Unset ``node-id``: a single node that owns every camera (the default). ``citygate serve
+    --workers N`` fills these in for its worker processes.
+    """
+
+    #: This node's name, unique in the cluster ("cctv-a", "cctv-b"...).
+    node_id: str | None = None
+    #: Where the other nodes reach this one ("http://10.0.0.11:8080"); requests for this
+    #: node's cameras are forwarded there.
+    advertise_url: str | None = None
+    #: The most cameras this node takes, however many nodes are missing.
+    capacity: Annotated[int, Meta(ge=0, le=10000)] = 200
+    #: A node that stops renewing loses its cameras after this long.
+    lease_seconds: Annotated[float, Meta(ge=2, le=300)] = 10.0
+    #: The shared secret that signs node-to-node requests (a file readable only by the
+    #: gateway's user; the same on every node), relative to the conf dir.
+    secret_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.node_id is not None:
+            if not _CAMERA_ID.match(self.node_id):
+                raise ValueError(f"node-id: {self.node_id!r} must be letters, digits, '-', '_' or '.'")
+            if not self.advertise_url:
+                raise ValueError("advertise-url: required with node-id (where the other nodes reach this one)")
+            if not self.secret_file:
+                raise ValueError("secret-file: required with node-id (signs requests between nodes)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.node_id is not None
 
 
 class SecurityConfig(Base):
@@ -541,6 +576,7 @@ class GatewayFile(Base):
     auth: dict[str, Any] = {}
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
+    cluster: ClusterConfig = ClusterConfig()
     security: SecurityConfig = SecurityConfig()
     ingest: IngestConfig = IngestConfig()
     live: LiveConfig = LiveConfig()
@@ -644,6 +680,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     hls: HlsConfig
     storage: StorageConfig
     cameras: tuple[CameraConfig, ...]
+    cluster: ClusterConfig = ClusterConfig()
     security: SecurityConfig = SecurityConfig()
     recording: RecordingConfig = RecordingConfig()
     ptz: PtzConfig = PtzConfig()
@@ -799,6 +836,8 @@ def load(
     database = resolve_env(gateway.database, env, file=gw_display, key="database", errors=errors)
     events = resolve_env(gateway.events, env, file=gw_display, key="events", errors=errors)
 
+    errors.extend(cluster_errors(gateway.cluster, database, gateway.storage, file=gw_display))
+
     storage = gateway.storage
     if storage_backends is not None:
         backend = storage_backends.get(storage.backend)
@@ -868,6 +907,7 @@ def load(
         hls=gateway.hls,
         storage=storage,
         cameras=tuple(cameras),
+        cluster=gateway.cluster,
         security=gateway.security,
         recording=recording,
         ptz=gateway.ptz,
@@ -884,6 +924,31 @@ def load(
         health=gateway.health,
         map=gateway.map,
     )
+
+
+def cluster_errors(cluster: ClusterConfig, database: DatabaseConfig, storage: StorageConfig, *, file: str) -> list[ConfigError]:
+    """Nodes on several machines need a database and a storage every machine reaches:
+    SQLite and local disk serve ``--workers N`` on one machine only."""
+    if not cluster.enabled or cluster.advertise_url is None:
+        return []
+    host = urllib.parse.urlsplit(cluster.advertise_url).hostname or ""
+    if host in ("localhost", "") or _is_loopback(host):
+        return []
+    errors = []
+    if not database.url and not database.url_env:
+        errors.append(ConfigError(file, "database.url", "nodes on several machines (cluster.advertise-url is not loopback) "
+                                                        "need PostgreSQL: SQLite is one machine's file"))
+    if storage.backend == "local":
+        errors.append(ConfigError(file, "storage.backend", "nodes on several machines need storage every node reads "
+                                                           "(an S3 backend); local disk serves one machine only"))
+    return errors
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def location_problem(location: tuple[float, float] | None) -> str | None:

@@ -29,6 +29,8 @@ from gateway.errors import GatewayError
 logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
+#: The PostgreSQL advisory lock nodes take to migrate one at a time.
+MIGRATION_LOCK = 0x43_69_74_79  # "City"
 
 schema_version = sa.Table(
     "schema_version",
@@ -299,6 +301,17 @@ cluster_nodes = sa.Table(
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("cameras", sa.Integer, nullable=False, server_default="0"),
+)
+
+#: Events of every node, for the other nodes' events channels (migration 26): an outbox
+#: each node appends to and polls; rows older than an hour are swept.
+cluster_events = sa.Table(
+    "cluster_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("node", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("event", sa.JSON, nullable=False),
 )
 
 # -- PTZ positions (migration 10) -------------------------------------------------------
@@ -719,6 +732,10 @@ def _v16_cluster(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[leases, cluster_nodes])
 
 
+def _v26_cluster_events(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[cluster_events])
+
+
 def _v10_ptz_positions(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[ptz_positions])
 
@@ -804,10 +821,11 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (17, "incidents and their log", _v17_incidents),
     (18, "PTZ patrol tours", _v18_ptz_tours),
     (19, "saved walls, camera state changes", _v19_walls_and_camera_states),
-    (22, "number-plate reads", _v22_plate_reads),
-    (23, "number-plate watchlist", _v23_plate_watchlist),
     (20, "video analytics: vehicle counts per minute", _v20_analytics_counts),
     (21, "video analytics: observations (rule events)", _v21_analytics_observations),
+    (22, "number-plate reads", _v22_plate_reads),
+    (23, "number-plate watchlist", _v23_plate_watchlist),
+    (26, "cluster: the events outbox", _v26_cluster_events),
 ]
 
 
@@ -826,6 +844,14 @@ def default_url(data_dir: Path) -> str:
 def _private_sqlite_file(path: Path) -> None:
     private_dir(path.parent, tighten=False)  # a directory of the operator's choosing is left as it is
     private_file(path)
+
+
+def _lock_file(path: Path):  # -> an open file holding an exclusive lock
+    import fcntl
+
+    handle = path.open("a")
+    fcntl.flock(handle, fcntl.LOCK_EX)  # blocks (in a worker thread) while another process migrates
+    return handle
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI types
@@ -892,14 +918,34 @@ class Database:
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations; returns the versions applied."""
+        # Several nodes may start at once: one migrates while the others wait on a lock (a
+        # PostgreSQL advisory lock; beside a SQLite file, a file lock), then find each
+        # migration applied already.
+        if self.is_sqlite:
+            path = self.url.split(":///", 1)[1]
+            if not path or path == ":memory:":
+                return await self._migrate()
+            lock_file = await asyncio.to_thread(_lock_file, Path(path + ".migrate-lock"))
+            try:
+                return await self._migrate()
+            finally:
+                lock_file.close()  # closing releases the lock
+        async with self.engine.connect() as lock:
+            await lock.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            try:
+                return await self._migrate()
+            finally:
+                await lock.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+
+    async def _migrate(self) -> list[int]:
         applied: list[int] = []
         async with self.engine.begin() as conn:
             await conn.run_sync(lambda c: metadata.create_all(c, tables=[schema_version]))
-            done = set((await conn.execute(sa.select(schema_version.c.version))).scalars())
         for version, description, fn in MIGRATIONS:
-            if version in done:
-                continue
             async with self.engine.begin() as conn:
+                done = (await conn.execute(sa.select(schema_version.c.version).where(schema_version.c.version == version))).first()
+                if done is not None:
+                    continue
                 await conn.run_sync(fn)
                 await conn.execute(
                     schema_version.insert().values(version=version, description=description, applied_at=time.time())

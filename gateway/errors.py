@@ -100,3 +100,10 @@ class CameraUnavailable(Unavailable):
 
 class StreamClosed(GatewayError):
     """Raised to a hub reader when its hub has been closed for good."""
+
+
+class LeaseLost(GatewayError):
+    """This node no longer holds the lease a write was made under (another node took the
+    camera or the job over): the write is refused, so two nodes never both write."""
+
+    status = 409

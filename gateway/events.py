@@ -22,18 +22,27 @@ class EventBus:
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._queue_size = queue_size
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Where this node's own events go for the other nodes (the cluster's outbox).
+        self.relay: Callable[[Event], None] | None = None
 
     def emit(self, kind: str, *, camera: str | None = None, user: str | None = None, **detail: Any) -> Event:
         event = Event(kind=kind, at=time.time(), camera=camera, user=user, detail=detail)
         self.publish(event)
         return event
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event, *, remote: bool = False) -> None:
+        """Hand an event to every subscriber. A ``remote`` event happened on another node:
+        it reaches this node's subscribers (events channel, access checks) only — its own
+        node already gave it to the sinks (a webhook fires once in the cluster)."""
         for queue in list(self._subscribers):
             if queue.full():
                 logger.warning("events: a subscriber is not keeping up; dropping %s", event.kind)
                 continue
             queue.put_nowait(event)
+        if remote:
+            return
+        if self.relay is not None:
+            self.relay(event)
         if self._sink is not None:
             result = self._sink(event)
             if asyncio.iscoroutine(result):

@@ -193,7 +193,7 @@ class HealthMonitor:
     async def sample(self) -> None:
         now = self.clock()
         changes: list[dict[str, Any]] = []
-        for camera in self.cameras:
+        for camera in self.cameras.running():
             track = self._tracks.setdefault(camera.id, _Track())
             status = camera.status
             state = str(status.state)

@@ -212,6 +212,18 @@ class MaskService:
             await self._apply(camera)
             self._applied(camera, since=0.0)  # before the cameras start: every picture has it
 
+    async def prepare(self, camera: Camera) -> None:
+        """A camera about to start in this process: its filters, and the newest masks in
+        the database — another node may have changed them while it ran there."""
+        camera.set_filters(self.filters)
+        q = sa.select(mask_versions).where(mask_versions.c.camera == camera.id).order_by(mask_versions.c.version.desc()).limit(1)
+        async with self._db.connect() as conn:
+            row = (await conn.execute(q)).mappings().first()
+        if row is not None:
+            self._saved[camera.id] = _row_to_saved(row)
+        await self._apply(camera)
+        self._applied(camera)
+
     def _config_entries(self, camera: Camera) -> tuple[MaskEntry, ...]:
         return tuple(
             MaskEntry(points=s.points, filter=s.filter, options=dict(s.options), drawn_at=s.drawn_at)
@@ -486,5 +498,6 @@ async def attach(app: web.Application, cameras: CameraManager) -> MaskService:
         camera.set_filters(filters)
     service = MaskService(app[DATABASE], app[AUDIT], config, cameras, filters, positions=app.get(POSITIONS))
     await service.load()
+    cameras.on_prepare.append(service.prepare)
     app[MASKS] = service
     return service

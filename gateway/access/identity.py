@@ -1124,6 +1124,12 @@ class Identity:
             return None
         return await self.principal_for_session(hash_token(token), touch=True)
 
+    def forget_cached(self) -> None:
+        """Drop every cached session and account: another node changed some (sessions
+        ended, accounts disabled), so the next check reads the database."""
+        self._sessions.clear()
+        self._users.clear()
+
     async def principal_for_session(self, session_id: str, *, touch: bool = False) -> Principal | None:
         """The current principal of a session by its id (the token's hash), or None."""
         mono = time.monotonic()

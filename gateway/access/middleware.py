@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.access.guard import CSRF_HEADER, PRINCIPAL, SAFE_METHODS, Principal, RouteAccess, route_access
 from gateway.access.relay import ON_BEHALF_HEADER, ON_BEHALF_OF, on_behalf_text
 from gateway.appkeys import ACCESS, CONFIG, PLUGINS
+from gateway.cluster.hop import hop_of
 from gateway.errors import Forbidden, NotFound, Unauthorized
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ def client_address(request: web.Request) -> str:
     Behind trusted proxies it is the right-most ``X-Forwarded-For`` entry that is not itself
     a trusted proxy (entries further left are whatever the client chose to send).
     """
+    hop = hop_of(request)
+    if hop is not None:  # forwarded by another node of the cluster, which saw the client
+        return hop.client
     peer = request.remote or ""
     config = request.app.get(CONFIG)
     if config is None or not config.server.trusted_proxies:

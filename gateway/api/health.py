@@ -17,7 +17,7 @@ from gateway.appkeys import CAMERAS, STARTED_AT
 @api(summary="Uptime and the state of every camera", responses={200: JsonObject})
 @authenticated
 async def health(request: web.Request) -> web.Response:
-    states = Counter(str(c.status.state) for c in request.app[CAMERAS])
+    states = Counter(str(c.status.state) for c in request.app[CAMERAS].running())
     return json_response(
         {
             "status": "ok",

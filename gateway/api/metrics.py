@@ -59,7 +59,7 @@ def _camera_families(app: web.Application) -> list[Metric]:
     sessions, hls_views = app.get(WEBRTC_SESSIONS), app.get(HLS_VIEWERS)
     webrtc = Counter(s.camera_id for s in sessions) if sessions is not None else Counter()
     hls = Counter(camera for _, camera in hls_views.views()) if hls_views is not None else Counter()
-    for camera in app[CAMERAS]:
+    for camera in app[CAMERAS].running():  # this node's cameras: every node is scraped
         cid, status, stats = camera.id, camera.status, camera.hub.stats()
         up.add_metric([cid, camera.config.area, camera.config.vendor], float(status.state == SourceState.ONLINE))
         reconnects.add_metric([cid], status.reconnects)

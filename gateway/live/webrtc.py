@@ -110,6 +110,11 @@ async def read_offer(request: web.Request, max_bytes: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise BadRequest(f"SDP offer too large: {declared} bytes, at most {max_bytes}")
+    if request.content.is_eof():  # read already (a forwarded request's hop was verified over it)
+        body = await request.read()
+        if len(body) > max_bytes:
+            raise BadRequest(f"SDP offer too large: more than {max_bytes} bytes")
+        return body
     body = bytearray()
     async for chunk in request.content.iter_chunked(16384):
         body += chunk

@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.access.audit import AuditLog
-from gateway.db import Database, evidence_holds, recording_gaps, segments, RUN_TOLERANCE, recording_runs
-from gateway.errors import BadRequest, NotFound
+from gateway.cluster.role import Fence
+from gateway.db import Database, evidence_holds, leases, recording_gaps, segments, RUN_TOLERANCE, recording_runs
+from gateway.errors import BadRequest, LeaseLost, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ class Catalogue:
         init_bytes: int = 0,
         mask_version: int = 0,
         mask_digest: str = "",
+        fence: Fence | None = None,
     ) -> Segment:
         values = dict(
             camera=camera, start=start, end=end, duration=end - start, bytes=bytes, sha256=sha256,
@@ -175,6 +177,7 @@ class Catalogue:
             mask_version=mask_version, mask_digest=mask_digest,
         )
         async with self.db.begin() as conn:
+            await _hold_fence(conn, fence)
             result = await conn.execute(segments.insert().values(**values))
             await _extend_run(conn, camera, start, end, bytes)
         return Segment(id=result.inserted_primary_key[0], **values)
@@ -281,8 +284,14 @@ class Catalogue:
         return ReplicationLag(pending=count, oldest_age=max(0.0, self.clock() - oldest) if oldest is not None else 0.0)
 
     # -- gaps --------------------------------------------------------------------------
-    async def add_gap(self, camera: str, start: float, end: float, reason: str) -> Gap:
+    async def check_fence(self, fence: Fence) -> None:
+        """Raise ``LeaseLost`` unless the fence's lease is still held as it names."""
+        async with self.db.connect() as conn:
+            await _hold_fence(conn, fence)
+
+    async def add_gap(self, camera: str, start: float, end: float, reason: str, *, fence: Fence | None = None) -> Gap:
         async with self.db.begin() as conn:
+            await _hold_fence(conn, fence)
             result = await conn.execute(recording_gaps.insert().values(camera=camera, start=start, end=end, reason=reason))
         logger.info("camera %s: recording gap of %.1fs (%s)", camera, end - start, reason)
         return Gap(camera, start, end, reason, id=result.inserted_primary_key[0])
@@ -477,3 +486,19 @@ async def _rebuild_runs(conn: Any, camera: str, lo: float, hi: float) -> None:
             runs.append({"camera": camera, "start": start, "end": end, "segments": 1, "bytes": size})
     if runs:
         await conn.execute(recording_runs.insert(), runs)
+
+
+async def _hold_fence(conn: AsyncConnection, fence: Fence | None) -> None:
+    """In the write's transaction: the lease row still names this holder and epoch, and
+    stays so until the write commits (PostgreSQL: a share lock on the row, which a
+    takeover's UPDATE waits for; SQLite: one writer at a time, the whole database)."""
+    if fence is None:
+        return
+    c = leases.c
+    query = (
+        sa.select(c.name)
+        .where(c.name == fence.name, c.holder == fence.node, c.epoch == fence.epoch)
+        .with_for_update(read=True)
+    )
+    if (await conn.execute(query)).first() is None:
+        raise LeaseLost(f"{fence.name}: no longer held by {fence.node} at epoch {fence.epoch}")

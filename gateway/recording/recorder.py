@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.access.audit import AuditLog
-from gateway.errors import CameraUnavailable, StreamClosed
+from gateway.cluster.role import Fence
+from gateway.errors import CameraUnavailable, LeaseLost, StreamClosed
 from gateway.events import EventBus
 from gateway.interfaces import StorageBackend
 from gateway.live.fmp4 import Fragmenter, InitSegment, Part
@@ -120,6 +121,8 @@ class RecorderStats:
     gaps: int = 0
     overflows: int = 0
     write_failures: int = 0
+    #: Segments and gaps refused because another node had taken the camera over.
+    fenced: int = 0
     last_segment_end: float | None = None
 
 
@@ -138,8 +141,14 @@ class Recorder:
         on_stored: Callable[[Segment], Any] | None = None,
         idle_flush: float = 5.0,
         mask_state: MaskState | None = None,
+        fence: Fence | None = None,
+        resumed_reason: str | None = None,
     ) -> None:
         self.camera = camera
+        #: Catalogue writes are accepted only while this node still owns the camera.
+        self.fence = fence
+        #: The reason of the gap before this run's first segment (a node took the camera over).
+        self.resumed_reason = resumed_reason or GATEWAY_DOWN
         self.storage = storage
         self.catalogue = catalogue
         self.segment_seconds = segment_seconds
@@ -264,7 +273,7 @@ class Recorder:
         start = part.start_time
         reason = None
         if self._first:
-            reason = GATEWAY_DOWN
+            reason = self.resumed_reason
             self._first = False
         elif part.discontinuity:
             reason = self._pending_reason or CAMERA_OFFLINE
@@ -295,14 +304,19 @@ class Recorder:
                 return
             try:
                 if isinstance(item, _GapItem):
-                    await self.catalogue.add_gap(self.camera_id, item.start, item.end, item.reason)
+                    await self.catalogue.add_gap(self.camera_id, item.start, item.end, item.reason, fence=self.fence)
                     self.stats.gaps += 1
                 else:
                     await self._store(item)
+            except LeaseLost:
+                self.stats.fenced += 1
+                logger.warning("camera %s: another node owns the camera now; %s not catalogued", self.camera_id, type(item).__name__)
             except Exception:
                 logger.exception("camera %s: could not catalogue %s", self.camera_id, type(item).__name__)
 
     async def _store(self, item: _Finished) -> None:
+        if self.fence is not None:
+            await self.catalogue.check_fence(self.fence)  # don't even store what we may not catalogue
         data, sha = await asyncio.to_thread(assemble, item.init.data, item.fragments)
         key = segment_key(self.camera_id, item.start)
         delay = WRITE_BACKOFF
@@ -321,7 +335,7 @@ class Recorder:
         segment = await self.catalogue.add_segment(
             camera=self.camera_id, start=item.start, end=item.end, bytes=len(data), sha256=sha,
             storage_key=key, backend=self.storage.id(), codec=info.codec, width=info.width, height=info.height,
-            init_bytes=len(item.init.data), mask_version=item.mask[0], mask_digest=item.mask[1],
+            init_bytes=len(item.init.data), mask_version=item.mask[0], mask_digest=item.mask[1], fence=self.fence,
         )
         self.stats.segments += 1
         self.stats.bytes += len(data)
@@ -339,7 +353,7 @@ class Recorder:
             "recording.alarm", outcome="failed", range_from=item.start, range_to=item.end,
             detail={"reason": STORAGE_FAILED, "error": str(exc)},
         )
-        await self.catalogue.add_gap(self.camera_id, item.start, item.end, STORAGE_FAILED)
+        await self.catalogue.add_gap(self.camera_id, item.start, item.end, STORAGE_FAILED, fence=self.fence)
         self.stats.gaps += 1
 
     async def _audit(self, action: str, **fields: Any) -> None:

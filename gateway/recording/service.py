@@ -22,7 +22,8 @@ import msgspec
 
 from gateway.access.audit import AuditLog
 from gateway.appkeys import AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, PLUGINS, RECORDING
-from gateway.cameras import CameraManager
+from gateway.cameras import Camera, CameraManager
+from gateway.cluster.role import CLUSTER_ROLE, SINGLE_NODE, ClusterRole
 from gateway.config import Config
 from gateway.db import Database
 from gateway.errors import ConfigError, NotFound
@@ -82,8 +83,11 @@ class RecordingService:
         clock: Callable[[], float] = time.time,
         idle_flush: float = 5.0,
         masks: MaskService | None = None,
+        cluster: ClusterRole = SINGLE_NODE,
     ) -> None:
         self.config = config
+        #: Fencing of catalogue writes and cluster-wide jobs (one node: no fencing, every job).
+        self.cluster = cluster
         #: The privacy masks in force (None: tests without masks); segments record them.
         self.masks = masks
         self.events = events
@@ -137,29 +141,49 @@ class RecordingService:
             await self._stack.enter_async_context(self.storage)
             if self.replica is not None:
                 await self._stack.enter_async_context(self.replica)
-            for camera in self.cameras:
-                if not camera.config.record:
-                    continue
-                recorder = Recorder(
-                    camera, self.storage, self.catalogue,
-                    segment_seconds=self.config.recording.segment_seconds,
-                    events=self.events, audit=self.audit, on_stored=self._on_stored, idle_flush=self._idle_flush,
-                    mask_state=self._mask_state(camera.id),
-                )
-                await self._stack.enter_async_context(recorder)
-                self.recorders[camera.id] = recorder
-            self._tasks.append(asyncio.create_task(self.sweeper.run_forever(self.config.recording.sweep_interval), name="retention"))
+            for camera in self.cameras.running():
+                await self._attach(camera)
+            self.cameras.on_started.append(self._attach)
+            self.cameras.on_stopping.append(self._detach)
+            # once in the cluster: on whichever node holds the job's lease
+            jobs = self.cluster.jobs
+            sweep = self.config.recording.sweep_interval
+            self._tasks.append(asyncio.create_task(jobs.run("retention", lambda: self.sweeper.run_forever(sweep)), name="retention"))
             if self.replica is not None:
-                self._tasks.append(asyncio.create_task(self._replicate_forever(), name="replication"))
-            if self.verifier is not None and self.verifier.interval_hours > 0:
-                self._tasks.append(asyncio.create_task(self.verifier.run_forever(), name="replica-verify"))
+                self._tasks.append(asyncio.create_task(jobs.run("replication", self._replicate_forever), name="replication"))
+            verifier = self.verifier
+            if verifier is not None and verifier.interval_hours > 0:
+                self._tasks.append(asyncio.create_task(jobs.run("replica-verify", verifier.run_forever), name="replica-verify"))
         except BaseException:
             await self._stack.aclose()
             raise
         logger.info("recording: %d cameras to %s", len(self.recorders), self.storage.id())
         return self
 
+    async def _attach(self, camera: Camera) -> None:
+        """Record a camera that (now) runs here."""
+        if not camera.config.record or camera.id in self.recorders:
+            return
+        recorder = Recorder(
+            camera, self.storage, self.catalogue,
+            segment_seconds=self.config.recording.segment_seconds,
+            events=self.events, audit=self.audit, on_stored=self._on_stored, idle_flush=self._idle_flush,
+            mask_state=self._mask_state(camera.id), fence=self.cluster.fence(camera.id),
+            resumed_reason=self.cluster.gap_reason(camera.id),
+        )
+        await recorder.__aenter__()
+        self.recorders[camera.id] = recorder
+
+    async def _detach(self, camera: Camera) -> None:
+        """Store the last segment of a camera about to stop here."""
+        recorder = self.recorders.pop(camera.id, None)
+        if recorder is not None:
+            await recorder.stop()
+
     async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(ValueError):
+            self.cameras.on_started.remove(self._attach)
+            self.cameras.on_stopping.remove(self._detach)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -168,8 +192,14 @@ class RecordingService:
         self._tasks.clear()
         if self.verifier is not None:
             await self.verifier.aclose()
-        await self._stack.aclose()  # recorders first (they store their last segment), then backends
+        recorders = list(self.recorders.values())
         self.recorders.clear()
+        # recorders first (they store their last segment), then backends
+        results = await asyncio.gather(*(r.stop() for r in recorders), return_exceptions=True)
+        for recorder, result in zip(recorders, results):
+            if isinstance(result, BaseException):
+                logger.error("camera %s: the recorder failed to stop cleanly: %s", recorder.camera_id, result)
+        await self._stack.aclose()
 
     # -- what playback needs -----------------------------------------------------------
     async def timeline(self, camera: str, start: float, end: float) -> list[Segment | Gap]:
@@ -300,7 +330,8 @@ async def recording_ctx(app: Any) -> AsyncIterator[None]:
     """aiohttp cleanup context: ``app.cleanup_ctx.append(recording_ctx)`` after the cameras'."""
     from gateway.masks import MASKS  # not at the top: gateway.masks imports this package
     service = RecordingService(
-        app[CONFIG], app[PLUGINS], app[DATABASE], app[AUDIT], app[EVENTS], app[CAMERAS], masks=app.get(MASKS)
+        app[CONFIG], app[PLUGINS], app[DATABASE], app[AUDIT], app[EVENTS], app[CAMERAS], masks=app.get(MASKS),
+        cluster=app.get(CLUSTER_ROLE, SINGLE_NODE),
     )
     async with service:
         app[RECORDING] = service

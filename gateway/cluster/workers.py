@@ -1,0 +1,137 @@
+"""``citygate serve --workers N``: one node per core behind one HTTP port, on one machine.
+
+The parent process supervises; each worker is a whole gateway process and a node of a
+cluster on the shared SQLite database (or PostgreSQL, if configured). Every worker listens
+on the public port with ``SO_REUSEPORT`` — the kernel spreads connections over them — and
+on a loopback port of its own, its ``advertise-url``, where the others forward what runs
+on it. The cluster secret is a file in the data dir, made at the first start.
+
+Worker 0 starts first and alone (it migrates the database and creates the first
+administrator); the others start once it listens. A worker that dies is started again
+after a second; its cameras have moved to the others meanwhile and some come back when it
+rejoins. SIGTERM or SIGINT to the parent stops every worker, each giving its cameras away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.config import ClusterConfig, Config
+from gateway.datadir import private_file
+
+SECRET_FILE = "cluster.key"
+RESTART_DELAY = 1.0
+READY_TIMEOUT = 120.0
+
+
+def worker_node(index: int) -> str:
+    return f"{socket.gethostname().split('.')[0] or 'node'}-w{index}"
+
+
+def ensure_secret(data_dir: Path) -> Path:
+    path = data_dir / SECRET_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    private_file(path)
+    return path
+
+
+def worker_config(config: Config, index: int, port: int, secret: Path) -> Config:
+    """The config of worker ``index``: a node of its own, reached on ``port`` on loopback."""
+    import msgspec
+
+    cluster = ClusterConfig(
+        node_id=worker_node(index), advertise_url=f"http://127.0.0.1:{port}",
+        capacity=config.cluster.capacity, lease_seconds=config.cluster.lease_seconds, secret_file=str(secret),
+    )
+    return msgspec.structs.replace(config, cluster=cluster)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def supervise(argv: list[str], workers: int, data_dir: Path) -> int:
+    """Run ``workers`` worker processes (``argv`` + their flags) until told to stop."""
+    secret = ensure_secret(data_dir)
+    ports = [_free_port() for _ in range(workers)]
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        cmd = [*argv, "--worker-index", str(i), "--worker-port", str(ports[i]), "--worker-secret", str(secret)]
+        return subprocess.Popen(cmd)
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    procs[0] = spawn(0)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not stopping and not _listening(ports[0]):
+        if procs[0].poll() is not None:
+            print(f"citygate: worker 0 exited with {procs[0].returncode} before it was ready", file=sys.stderr, flush=True)
+            return procs[0].returncode or 1
+        if time.monotonic() > deadline:
+            stop(signal.SIGTERM, None)
+            break
+        time.sleep(0.2)
+    for i in range(1, workers):
+        if not stopping:
+            procs[i] = spawn(i)
+    while True:
+        for i, proc in list(procs.items()):
+            code = proc.poll()
+            if code is None or stopping:
+                continue
+            print(f"citygate: worker {i} exited with {code}; starting it again", file=sys.stderr, flush=True)
+            time.sleep(RESTART_DELAY)
+            procs[i] = spawn(i)
+        if stopping and all(p.poll() is not None for p in procs.values()):
+            return 0
+        time.sleep(0.2)
+
+
+async def run_sites(
+    app: web.Application, *, host: str, port: int, ssl_context: object, internal_port: int | None
+) -> None:
+    """Serve ``app`` on the public port (shared by the workers) and its own loopback port,
+    until SIGTERM or SIGINT."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=True).start()  # type: ignore[arg-type]
+        if internal_port is not None:
+            await web.TCPSite(runner, "127.0.0.1", internal_port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
