@@ -14,40 +14,9 @@ from gateway.datadir import private_dir
 from gateway.db import DatabaseUnavailable
 from gateway.errors import ConfigError, ConfigErrors, PluginError
 
-DEFAULT_CONFIG_DIR = "conf"
-
-
-def _config_dir(value: str | None) -> str:
-    return value or os.environ.get("CITYGATE_CONFIG", DEFAULT_CONFIG_DIR)
-
-
-def _load(config_dir: str):  # -> tuple[Config, Plugins, Policy]
-    from gateway import config as config_mod
-    from gateway.access.policy import load_roles
-    from gateway.plugins import load_plugins
-
-    plugins = load_plugins()
-    backends = plugins.storage_backends()
-    errors = []
-    try:
-        config = config_mod.load(
-            config_dir, vendors=plugins.camera_vendors(), storage_backends=backends or None, mask_filters=plugins.mask_filters(),
-            export_formats=plugins.export_formats(), analyzers=plugins.analyzers(),
-        )
-    except ConfigErrors as exc:
-        errors += exc.errors
-    try:
-        policy = load_roles(config_dir)
-    except ConfigErrors as exc:
-        errors += exc.errors
-    if errors:
-        raise ConfigErrors(errors)
-    return config, plugins, policy
-
-
-def load_config_only(config_dir: str | None):  # -> Config
-    """For CLI commands that need the config (database URL) but not a running gateway."""
-    return _load(_config_dir(config_dir))[0]
+from gateway.loading import DEFAULT_CONFIG_DIR, load_config_only  # noqa: F401 - the CLI's names
+from gateway.loading import config_dir as _config_dir
+from gateway.loading import load_all as _load
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

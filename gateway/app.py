@@ -50,6 +50,7 @@ from gateway.api import recordings as recordings_api
 from gateway.api import archive as archive_api
 from gateway.api import replication as replication_api
 from gateway.api import session as session_api
+from gateway.api import sign_in_redirect as sign_in_redirect_api
 from gateway.api import users as users_api
 from gateway.api import walls as walls_api
 from gateway.api import map as map_api
@@ -108,13 +109,16 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             checkpointer(config, db, signer, app[EVENTS].publish),
         ):
             app[AUDIT] = audit
-            # sign-in providers of [auth.*] (LDAP): checked against roles.toml before serving
-            directory = Directory.from_config(config, app[PLUGINS].auth_providers(), frozenset(app[POLICY].roles))
+            # sign-in providers of [auth.*] (LDAP, OIDC): checked against roles.toml before serving
+            # (in a thread: a provider's check may read a file, the OIDC client secret)
+            directory = await asyncio.to_thread(
+                Directory.from_config, config, app[PLUGINS].auth_providers(), frozenset(app[POLICY].roles)
+            )
             identity = Identity(db, audit, config.security, app[POLICY], hasher=app.get(PASSWORD_HASHER), directory=directory)
             app[IDENTITY] = identity
             async with (
                 AccessControl(db=db, policy=app[POLICY], audit=audit, config=config, sessions=identity) as access,
-                directory.rechecking(identity) if directory is not None else contextlib.nullcontext(),
+                directory.running(identity) if directory is not None else contextlib.nullcontext(),
             ):
                 app[ACCESS] = access
                 first = await identity.ensure_first_admin()
@@ -212,6 +216,7 @@ def build_app(
     app.cleanup_ctx.append(rtsp_out.rtsp_out_ctx)
     app.cleanup_ctx.append(_plugins_ctx)
     session_api.setup(app)
+    sign_in_redirect_api.setup(app)  # OIDC: /api/session/providers, /api/session/redirect/...
     users_api.setup(app)
     audit_api.setup(app)
     health_api.setup(app)

@@ -44,7 +44,7 @@ def _trusted_keys(config, key_files: list[str]) -> dict:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from gateway.__main__ import load_config_only
+    from gateway.loading import load_config_only
     from gateway.access.checkpoints import read_anchor_file
 
     config = load_config_only(args.config_dir)
@@ -91,7 +91,7 @@ async def _verify(url: str, trusted: dict, anchors: list, problems: list[str], e
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    from gateway.__main__ import load_config_only
+    from gateway.loading import load_config_only
 
     config = load_config_only(args.config_dir)
     return asyncio.run(_checkpoint(config))
@@ -99,7 +99,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 async def _checkpoint(config) -> int:
     from gateway.access.checkpoints import AuditCheckpointer, checkpoint_file
-    from gateway.app import WEBCLIENT_DIR
+    from gateway.webroot import WEBCLIENT_DIR
     from gateway.db import Database
     from gateway.evidence.signing import gateway_signer
 

@@ -40,7 +40,7 @@ def _trusted_key(args: argparse.Namespace):  # -> tuple[Ed25519PublicKey | None,
     if args.key:
         return load_public_key(Path(args.key).read_bytes()), args.key
     if args.config_dir:
-        from gateway.__main__ import load_config_only
+        from gateway.loading import load_config_only
 
         config = load_config_only(args.config_dir)
         return gateway_public_key(config), f"the gateway's key {gateway_key_path(config)}"

@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from gateway.__main__ import load_config_only
+    from gateway.loading import load_config_only
     from gateway.api.audit import parse_time
 
     config = load_config_only(args.config_dir)

@@ -92,7 +92,7 @@ def _areas(value: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace, func: Command) -> int:
-    from gateway.__main__ import load_config_only
+    from gateway.loading import load_config_only
     from gateway.access.policy import load_roles
 
     config = load_config_only(args.config_dir)

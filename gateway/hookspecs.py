@@ -116,8 +116,10 @@ def gateway_authenticate(request: web.Request, gateway: Gateway) -> Principal | 
 def gateway_register_auth_providers(register: Callable[[type[AuthProvider]], None]) -> None:
     """Register sign-in providers (``AuthProvider`` subclasses keyed by ``id()``): the login hook.
 
-    A provider configured in ``[auth.<id>]`` checks password sign-ins of names without a
-    local password (LDAP, Active Directory) before local accounts are tried.
+    A provider configured in ``[auth.<id>]`` either checks password sign-ins of names
+    without a local password (LDAP, Active Directory) before local accounts are tried, or
+    signs people in by sending the browser to it and back (``sign_in = {"redirect"}``:
+    OpenID Connect; see ``AuthProvider.redirect_start``).
     """
 
 

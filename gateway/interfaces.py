@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -326,16 +326,57 @@ class DirectoryAccount:
     groups: tuple[str, ...] = ()  #: the mapped groups the person is in (for the audit log)
 
 
+#: The gateway's route the provider sends the browser back to after a redirect sign-in
+#: (``{provider}`` is the provider's ``id()``); a provider's configured callback URL ends so.
+REDIRECT_CALLBACK_PATH = "/api/session/redirect/{provider}/callback"
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectStart:
+    """A redirect sign-in begun: where to send the browser, and what to keep until it returns."""
+
+    url: str  #: the provider's sign-in page (an OpenID authorization request)
+    #: Opaque to the core, kept in a short-lived HttpOnly cookie of this browser only and
+    #: handed back to ``redirect_finish``. The provider makes it tamper-proof and keeps its
+    #: secrets (PKCE verifier, nonce) unreadable (the OIDC plugin encrypts it).
+    pending: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectSignIn:
+    """A redirect sign-in the provider vouched for."""
+
+    account: DirectoryAccount
+    #: Opaque, kept with the browser's session (HttpOnly cookie) and handed to
+    #: ``logout_url`` at sign-out (the OIDC plugin keeps the ID token for ``id_token_hint``).
+    logout_state: str = ""
+
+
 class AuthProvider:
     """Signs people in against a directory; configured by ``[auth.<id>]`` (its ``Options``).
 
-    The core asks each configured provider, in the order of ``[auth]``, to check a password
-    sign-in of a name that has no local password, then creates or updates the local account
-    from the answer (role and areas follow the directory). Every ``recheck_seconds`` it asks
-    ``lookup`` about the accounts with open sessions; an account the directory no longer
-    has, or that lost every mapped group, loses its sessions. Blocking clients run in a
-    thread (``asyncio.to_thread``). A directory that cannot be reached raises
-    ``gateway.errors.Unavailable``.
+    Two ways to sign in, chosen by ``sign_in``:
+
+    ``"password"`` (LDAP, Active Directory): the core asks each configured provider, in the
+    order of ``[auth]``, to check a password sign-in of a name that has no local password.
+
+    ``"redirect"`` (OpenID Connect): the sign-in page offers "Sign in with <title()>"; the
+    core sends the browser to ``redirect_start().url``, and when the provider sends it back
+    to ``REDIRECT_CALLBACK_PATH`` hands the query and the kept ``pending`` to
+    ``redirect_finish``, which checks them and answers who signed in or raises
+    ``gateway.errors.Unauthorized`` naming the reason (audited). At sign-out the core ends
+    the session and sends the browser to ``logout_url`` (the provider's own sign-out).
+
+    Either way the core then creates or updates the local account from the answer (role
+    and areas follow the directory). Every ``recheck_seconds`` it asks ``lookup`` about the
+    accounts with open sessions; an account the directory no longer has, or that lost every
+    mapped group, loses its sessions. A provider that cannot look people up (OIDC: only the
+    person's own sign-in tells) sets ``recheck_seconds = None``; its accounts' role and areas
+    are updated at each sign-in. Blocking clients run in a thread (``asyncio.to_thread``). A
+    directory that cannot be reached raises ``gateway.errors.Unavailable``.
+
+    The core enters the provider (``async with``) before serving and leaves it at shutdown:
+    the place to open HTTP clients and fetch what the provider publishes (OIDC discovery).
     """
 
     @staticmethod
@@ -343,12 +384,24 @@ class AuthProvider:
         raise NotImplementedError
 
     Options: ClassVar[type[msgspec.Struct]] = NoOptions
+    #: How people sign in through it: ``"password"`` and/or ``"redirect"``.
+    sign_in: ClassVar[frozenset[str]] = frozenset({"password"})
     #: How often accounts with open sessions are looked up again (their role, areas, and
-    #: whether the directory still has them enabled).
-    recheck_seconds: float = 60.0
+    #: whether the directory still has them enabled); None: never (see above).
+    recheck_seconds: float | None = 60.0
 
     def __init__(self, options: Any) -> None:
         self.options = options
+
+    async def __aenter__(self) -> AuthProvider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def title(self) -> str:
+        """The provider's name on the sign-in page ("Sign in with <title>")."""
+        return self.id()
 
     def problems(self, roles: frozenset[str]) -> list[tuple[str, str]]:
         """Mistakes in the options that need the roles of ``roles.toml``: (key, reason)."""
@@ -362,6 +415,21 @@ class AuthProvider:
     async def lookup(self, username: str) -> DirectoryAccount | None:
         """The account as the directory has it now; None if removed or disabled there."""
         raise NotImplementedError
+
+    async def redirect_start(self) -> RedirectStart:
+        """Begin a redirect sign-in (``sign_in`` has ``"redirect"``)."""
+        raise NotImplementedError
+
+    async def redirect_finish(self, params: Mapping[str, str], pending: str) -> RedirectSignIn:
+        """The browser came back with the query ``params``; ``pending`` is what
+        ``redirect_start`` kept ("" if this browser kept nothing). Raises ``Unauthorized``
+        with the reason when the answer is refused."""
+        raise NotImplementedError
+
+    async def logout_url(self, logout_state: str) -> str | None:
+        """Where to send the browser after its session ended (the provider's own sign-out),
+        or None when the provider has none."""
+        return None
 
 
 # --- events ------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ from gateway.interfaces import (
     PtzCapabilities,
     PtzPreset,
     PtzStatus,
+    REDIRECT_CALLBACK_PATH,
+    RedirectSignIn,
+    RedirectStart,
     StorageBackend,
     StorageUsage,
     StreamProfile,
@@ -113,6 +116,7 @@ __all__ = [
     "Gateway", "Event", "Principal", "DirectoryAccount", "Config", "CameraConfig", "WebhookConfig", "MaskShape",
     "StreamProfile", "PtzCapabilities", "PtzPreset", "PtzStatus", "DeviceInfo", "ArchiveAnswer", "ACTING_USER",
     "StorageUsage", "AnalyzerFrame", "Observation",
+    "RedirectStart", "RedirectSignIn", "REDIRECT_CALLBACK_PATH",  # redirect sign-in (OIDC)
     # routes
     "api", "Media", "JsonObject", "JsonObjects", "requires", "authenticated", "public", "principal", "client_address",
     "session_token", "session_cookie_name", "set_session_cookie", "clear_session_cookie",

@@ -6,10 +6,15 @@ creates keep no local password: their ``password_hash`` is the marker ``!directo
 which no password matches, so such an account signs in only through its directory. An
 administrator's password reset turns it back into a local account (the rescue path).
 
-``Directory.rechecking(identity)`` runs one loop per provider: every ``recheck_seconds``
-each of its accounts with open sessions is looked up again; role and areas follow the
-directory, and an account removed or disabled there (or in no mapped group any more) loses
-its sessions. While the directory cannot be reached, sessions are kept and a warning logged.
+``Directory.running(identity)`` enters every provider (``async with``: the OIDC plugin
+fetches its provider's discovery document there) and runs one loop per provider that can
+look people up: every ``recheck_seconds`` each of its accounts with open sessions is looked
+up again; role and areas follow the directory, and an account removed or disabled there (or
+in no mapped group any more) loses its sessions. While the directory cannot be reached,
+sessions are kept and a warning logged.
+
+Password sign-ins go to the providers whose ``sign_in`` has ``"password"`` (LDAP); redirect
+sign-ins (OIDC) are begun and finished by ``gateway.api.sign_in_redirect``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,15 @@ class Directory:
     def __init__(self, providers: Mapping[str, AuthProvider]) -> None:
         self.providers = dict(providers)
 
+    @property
+    def takes_passwords(self) -> bool:
+        """True when a provider checks passwords (else password sign-ins are local only)."""
+        return any("password" in p.sign_in for p in self.providers.values())
+
+    def redirect_providers(self) -> dict[str, AuthProvider]:
+        """The providers people sign in with by a redirect, in the order of ``[auth]``."""
+        return {pid: p for pid, p in self.providers.items() if "redirect" in p.sign_in}
+
     @classmethod
     def from_config(
         cls, config: config_mod.Config, registry: Mapping[str, type[AuthProvider]], roles: frozenset[str]
@@ -88,6 +102,8 @@ class Directory:
         Raises ``Unavailable`` when a provider cannot be reached and none accepted."""
         unavailable: Unavailable | None = None
         for pid, provider in self.providers.items():
+            if "password" not in provider.sign_in:
+                continue
             try:
                 account = await provider.login(username, password)
             except Unavailable as exc:
@@ -101,11 +117,21 @@ class Directory:
         return None
 
     @contextlib.asynccontextmanager
+    async def running(self, identity: Identity) -> AsyncIterator[None]:
+        """Every provider entered, and rechecking its accounts, while inside."""
+        async with contextlib.AsyncExitStack() as stack:
+            for provider in self.providers.values():
+                await stack.enter_async_context(provider)
+            async with self.rechecking(identity):
+                yield
+
+    @contextlib.asynccontextmanager
     async def rechecking(self, identity: Identity) -> AsyncIterator[None]:
         """Recheck every provider's accounts with open sessions while inside."""
         tasks = [
-            asyncio.create_task(self._recheck_loop(identity, pid, p), name=f"directory-recheck-{pid}")
+            asyncio.create_task(self._recheck_loop(identity, pid, p, p.recheck_seconds), name=f"directory-recheck-{pid}")
             for pid, p in self.providers.items()
+            if p.recheck_seconds is not None
         ]
         try:
             yield
@@ -114,9 +140,9 @@ class Directory:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _recheck_loop(self, identity: Identity, pid: str, provider: AuthProvider) -> None:
+    async def _recheck_loop(self, identity: Identity, pid: str, provider: AuthProvider, every: float) -> None:
         while True:
-            await asyncio.sleep(provider.recheck_seconds)
+            await asyncio.sleep(every)
             try:
                 await self.recheck(identity, pid)
             except Exception:

@@ -911,7 +911,7 @@ class Identity:
         # The password first, for every name: the work and the answer never tell whether
         # the account exists or is locked.
         found: tuple[str, DirectoryAccount] | None = None
-        if self.directory is not None and (row is None or directory_source(row["password_hash"]) is not None):
+        if self._directory_checks(row):
             try:  # no local password: the directory checks it (local accounts never reach it)
                 found = await self.directory.login(shown, password)
             except Unavailable as exc:
@@ -941,8 +941,7 @@ class Identity:
             )
             raise Locked(lock_message(locked_until))
         if not right:
-            directory_checked = self.directory is not None and (row is None or directory_source(row["password_hash"]) is not None)
-            reason = "wrong password or unknown in the directory" if directory_checked else None
+            reason = "wrong password or unknown in the directory" if self._directory_checks(row) else None
             await self._failed(shown, row, client, client_key, now, reason=reason)  # raises
         if found is not None:
             row = await self._directory_sign_in(found, row, client)
@@ -964,6 +963,54 @@ class Identity:
         elif here is not None and here["locked_until"] is not None:
             await self.audit.record("account.unlocked", user=shown, client=client, detail={"reason": "lock expired"})
 
+        return await self._open_session(user, kind=kind, token_name=token_name, client=client, user_agent=user_agent, now=now)
+
+    def _directory_checks(self, row: Any) -> bool:
+        """Whether a password sign-in of this account (None: unknown name) goes to the
+        directory: it has no local password and a configured provider checks passwords."""
+        return (
+            self.directory is not None and self.directory.takes_passwords
+            and (row is None or directory_source(row["password_hash"]) is not None)
+        )
+
+    async def redirect_login(
+        self, pid: str, account: DirectoryAccount, *, client: str | None = None, user_agent: str = ""
+    ) -> tuple[Principal, str]:
+        """Open a browser session for a person a redirect provider (OIDC) vouched for.
+
+        The local account is created or updated from ``account`` (role and areas follow the
+        provider). Refused (``Forbidden``, audited as ``login.failed``): a name that is not a
+        valid username, a name held by a local account or another directory's account (never
+        taken over), a person in no mapped group, an account disabled here.
+        """
+        now = self._clock()
+        shown = account.username.strip().lower()[:64]
+
+        async def refuse(reason: str, message: str) -> None:
+            await self.audit.record("login.failed", outcome="refused", user=shown, client=client, detail={"reason": reason, "source": pid})
+            raise Forbidden(message)
+
+        if not USERNAME_RE.match(shown):
+            await refuse(f"the provider's username {account.username!r} is not a valid Citygate username", f"{USERNAME_RULE}; ask your administrator")
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(users).where(users.c.username == shown))).mappings().first()
+        if row is not None and directory_source(row["password_hash"]) != pid:
+            source = directory_source(row["password_hash"])
+            holder = "a local account" if source is None else f"an account of directory {source!r}"
+            await refuse(f"{holder} has this name", f"the name {shown!r} belongs to {holder} here; ask your administrator")
+        if shown != account.username:
+            account = DirectoryAccount(shown, account.role, account.areas, account.all_areas, account.display_name, account.groups)
+        row = await self._directory_sign_in((pid, account), row, client)
+        user = _user(row)
+        if user.disabled:
+            await refuse("account disabled", "this account is disabled; ask an administrator")
+        async with self.db.begin() as conn:
+            await conn.execute(users.update().where(users.c.id == user.id).values(last_login_at=now))
+        return await self._open_session(user, kind="cookie", client=client, user_agent=user_agent, now=now, source=pid)
+
+    async def _open_session(
+        self, user: User, *, kind: str, token_name: str = "", client: str | None, user_agent: str, now: float, source: str | None = None
+    ) -> tuple[Principal, str]:
         token = secrets.token_urlsafe(32)
         sid = hash_token(token)
         csrf = secrets.token_urlsafe(24)
@@ -982,8 +1029,9 @@ class Identity:
                 )
             )
         await self.audit.record(
-            "login.ok", user=shown, client=client,
-            detail={"kind": kind, **({"name": token_name[:200]} if token_name else {}), "session": sid[:12]},
+            "login.ok", user=user.username, client=client,
+            detail={"kind": kind, **({"name": token_name[:200]} if token_name else {}), "session": sid[:12],
+                    **({"source": source} if source else {})},
         )
         self._sessions[sid] = _CachedSession(
             sid, user.id, kind, token_name, csrf, expires_at, idle, now, now, time.monotonic()

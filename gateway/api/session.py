@@ -2,7 +2,8 @@
 
 ``POST /api/session``           sign in; ``kind`` "cookie" (browsers) or "token" (API clients)
 ``GET /api/session``            the signed-in user, their role's actions and the CSRF token
-``DELETE /api/session``         sign out (this session only)
+``DELETE /api/session``         sign out (this session only; after a redirect sign-in the
+                                answer names the provider's sign-out page to go to)
 ``POST /api/session/password``  change one's own password (ends the user's other sessions)
 
 Sign-in answers: 401 for a wrong username or password (the same for unknown users), 423
@@ -22,7 +23,7 @@ from gateway.api.openapi import JsonObject, api
 from gateway.access.headers import clear_session_cookie, set_session_cookie
 from gateway.access.identity import User
 from gateway.access.middleware import client_address
-from gateway.api import json_response
+from gateway.api import json_response, sign_in_redirect
 from gateway.appkeys import ACCESS, CONFIG, IDENTITY
 from gateway.config import PushConfig
 from gateway.errors import BadRequest
@@ -113,7 +114,13 @@ async def whoami(request: web.Request) -> web.Response:
     )
 
 
-@api(summary="Sign out: the session ends", responses={204: None}, tag="session")
+class LogoutAnswer(msgspec.Struct, kw_only=True):
+    #: The provider's own sign-out page, for a session opened by a redirect sign-in (OIDC).
+    logout_url: str
+
+
+@api(summary="Sign out: the session ends (200 with the provider's sign-out URL after an OIDC sign-in)",
+     responses={204: None, 200: LogoutAnswer}, tag="session")
 @authenticated(pending_password_ok=True)
 async def logout(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
@@ -121,6 +128,11 @@ async def logout(request: web.Request) -> web.Response:
     resp = web.Response(status=204)
     if principal.kind == "cookie":
         clear_session_cookie(resp, request)
+        url = await sign_in_redirect.logout_redirect(request, resp, principal)
+        if url is not None:
+            resp.set_status(200)
+            resp.content_type = "application/json"
+            resp.body = msgspec.json.encode(LogoutAnswer(logout_url=url))
     return resp
 
 

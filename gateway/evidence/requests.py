@@ -740,7 +740,7 @@ def register_csv(rows: list[tuple[RegisterEntry, ExportRequest]]) -> str:
 
 async def exports_ctx(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context, after the recording service's."""
-    from gateway.app import WEBCLIENT_DIR
+    from gateway.webroot import WEBCLIENT_DIR
     from gateway.appkeys import ACCESS, AUDIT, CONFIG, DATABASE, PLUGINS, RECORDING, SIGNER
 
     service = ExportService(
