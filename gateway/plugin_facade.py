@@ -17,13 +17,14 @@ from aiohttp import web
 
 from gateway.access.guard import route_access
 from gateway.api.openapi import api_spec
-from gateway.appkeys import AUDIT, CONFIG, EVENTS, IDENTITY, PLUGINS
+from gateway.appkeys import ACCESS, AUDIT, CONFIG, EVENTS, IDENTITY, PLUGINS
 from gateway.errors import PluginError
 from gateway.interfaces import Event
 
 if TYPE_CHECKING:
     from gateway.access.guard import Principal
     from gateway.config import Config
+    from gateway.interfaces import EventSink
 
 #: The one facade of an application (made by ``build_app``, shared by every hook call).
 GATEWAY_FACADE = web.AppKey("plugin_gateway", "Gateway")
@@ -121,6 +122,19 @@ class Gateway:
     def unregister_plugin(self, name: str) -> None:
         self._app[PLUGINS].unregister(name)
 
+    def event_sink(self, sink_id: str) -> EventSink | None:
+        """The running event sink configured as ``[events.sinks.<sink_id>]``, if any (so a
+        plugin's routes can reach the sink it provides)."""
+        found = self._app[PLUGINS].pm.get_plugin(sink_plugin_name(sink_id, self))
+        return getattr(found, "sink", None)
+
+    # -- access ----------------------------------------------------------------------------
+    def may(self, who: Principal, action: str, camera: str | None = None) -> bool:
+        """Whether ``who`` may do ``action`` (on ``camera``): roles, areas and grants, as the
+        guard decides for the core's routes. Refusals are the caller's to audit."""
+        control = self._app.get(ACCESS)
+        return bool(control is not None and control.decide(who, action, camera))
+
     # -- sessions (auth providers) -------------------------------------------------------
     async def session_principal(self, token: str) -> Principal | None:
         """The signed-in user of a session or API token, or None (unknown, ended, expired)."""
@@ -128,6 +142,11 @@ class Gateway:
         if identity is None:
             return None
         return await identity.authenticate(token)
+
+
+def sink_plugin_name(sink_id: str, gateway: Gateway) -> str:
+    """The name a running event sink is registered under with the plugin manager."""
+    return f"event-sink.{sink_id}.{id(gateway):x}"
 
 
 def facade_of(app: web.Application) -> Gateway:
