@@ -104,14 +104,29 @@ export async function getSession() {
   }
 }
 
-/** End this browser's session. Never throws: a session that already ended is signed out too. */
+/**
+ * End this browser's session. Never throws: a session that already ended is signed out too.
+ * Resolves to the identity provider's sign-out page to go to after an OpenID Connect
+ * sign-in (the provider's session ends there too), else null.
+ */
 export async function signOut() {
   try {
-    await request("/api/session", { method: "DELETE" });
+    const response = await request("/api/session", { method: "DELETE" });
+    if (response.status === 200) return (await response.json()).logout_url || null;
   } catch {
     // already ended (401) or the gateway is unreachable: the cookie is useless either way
   } finally {
     resetSession(null);
+  }
+  return null;
+}
+
+/** The "Sign in with ..." providers ([{id, title, url}]); none when the gateway cannot say. */
+export async function signInProviders() {
+  try {
+    return await (await request("/api/session/providers")).json();
+  } catch {
+    return [];
   }
 }
 

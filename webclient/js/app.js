@@ -289,7 +289,11 @@ async function main() {
     stop(); // players DELETE their WHEP sessions while the session is still valid ...
     signingIn = true;
     await releasesSettled(); // ... and they finish before it ends
-    await signOut();
+    const providerSignOut = await signOut();
+    if (providerSignOut) {
+      window.location.assign(providerSignOut); // OpenID Connect: end the provider's session too
+      return;
+    }
     signInAgain();
   });
   menu.addEventListener("change-password", async () => {

@@ -4,7 +4,7 @@
 // still holds a one-time password, the change form before anything else. The change form
 // is also what the user menu opens ("Change password"), then with a Cancel button.
 
-import { changePassword, signIn, signOut } from "./api.js";
+import { changePassword, signIn, signInProviders, signOut } from "./api.js";
 
 /** A modal dialog the user cannot dismiss with Escape (the sign-in screen, a forced change). */
 function keepOpen(dialog, isPending) {
@@ -22,6 +22,35 @@ function setText(node, text) {
   node.hidden = !text;
 }
 
+/** The buttons of redirect sign-in (OpenID Connect): plain links, the browser leaves for the provider. */
+async function showProviders(dialog) {
+  const box = dialog.querySelector(".sign-in-providers");
+  if (box.dataset.loaded) return;
+  box.dataset.loaded = "1";
+  const providers = await signInProviders();
+  box.replaceChildren(
+    ...providers.map((p) => {
+      const link = document.createElement("a");
+      link.className = "sign-in-provider";
+      link.href = p.url;
+      link.dataset.provider = p.id;
+      link.textContent = `Sign in with ${p.title}`;
+      return link;
+    }),
+  );
+  box.hidden = providers.length === 0;
+}
+
+/** Why a redirect sign-in was refused (the gateway sends the browser back with ?sign-in-error=), once. */
+function redirectError() {
+  const url = new URL(window.location.href);
+  const error = url.searchParams.get("sign-in-error");
+  if (error === null) return "";
+  url.searchParams.delete("sign-in-error");
+  window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+  return error;
+}
+
 /** Ask for a user name and password; resolves to the gateway's answer ({user, must_change_password, ...}). */
 function askCredentials(notice, username = "") {
   const dialog = document.getElementById("sign-in");
@@ -29,7 +58,8 @@ function askCredentials(notice, username = "") {
   const message = dialog.querySelector(".sign-in-message");
   const button = form.querySelector("button[type=submit]");
   setText(dialog.querySelector(".sign-in-notice"), notice);
-  message.textContent = "";
+  message.textContent = redirectError();
+  showProviders(dialog);
   if (username) form.elements.username.value = username;
   return new Promise((resolve) => {
     let pending = true;
