@@ -74,6 +74,7 @@ from gateway.live import hls, rtsp_out, webrtc
 from gateway.masks import attach as attach_masks
 from gateway.onvif_face import server as onvif_face
 from gateway.plugin_facade import GATEWAY_FACADE, Gateway
+from gateway.webroot import WEBCLIENT_DIR
 from gateway.plugins import Plugins
 from gateway.plates.store import plates_ctx
 from gateway.recording.reads import playback_reads_ctx
@@ -81,7 +82,7 @@ from gateway.recording.service import recording_ctx
 
 logger = logging.getLogger(__name__)
 
-WEBCLIENT_DIR = Path(__file__).resolve().parent.parent / "webclient"
+__all__ = ["WEBCLIENT_DIR", "build_app", "ssl_context"]
 
 
 async def _events_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -31,7 +31,7 @@ from gateway import PROJECT_NAME, hookimpl, hookspecs
 from gateway.config import GATEWAY_FILE, event_sink_options
 from gateway.interfaces import EventSink
 from gateway.errors import ConfigError, ConfigErrors, PluginError
-from gateway.plugin_facade import Gateway, facade_of
+from gateway.plugin_facade import Gateway, facade_of, sink_plugin_name
 from gateway.interfaces import Analyzer, AuthProvider, CameraVendor, Event, ExportFormat, MaskFilter, StorageBackend
 
 logger = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ class Plugins:
         async with contextlib.AsyncExitStack() as stack:
             for sink_id, opts in options.items():
                 sink = await stack.enter_async_context(registry[sink_id](opts, gateway))
-                name = f"event-sink.{sink_id}.{id(gateway):x}"
+                name = sink_plugin_name(sink_id, gateway)
                 self.register(_SinkPlugin(sink), name=name)
                 stack.callback(self.unregister, name)
             await self.startup(gateway)
