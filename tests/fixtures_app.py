@@ -155,10 +155,11 @@ async def database_url(tmp_path: Path) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def make_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[GatewayFactory]:
-    """``await make_gateway(cameras_toml, gateway_toml="", plugins=None)`` → a running gateway."""
+    """``await make_gateway(cameras_toml, gateway_toml="", plugins=None, port=None)`` → a running
+    gateway (on ``port`` when given: a callback URL registered at an OpenID provider names it)."""
     running: list[RunningGateway] = []
 
-    async def factory(cameras: str, gateway_toml: str = "", plugins: Plugins | None = None) -> RunningGateway:
+    async def factory(cameras: str, gateway_toml: str = "", plugins: Plugins | None = None, port: int | None = None) -> RunningGateway:
         conf = tmp_path / f"conf{len(running)}"
         conf.mkdir()
         (conf / "cameras.toml").write_text(textwrap.dedent(cameras))
@@ -171,7 +172,7 @@ async def make_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[Gatew
         backends = plugins.storage_backends()
         config = config_mod.load(conf, vendors=plugins.camera_vendors(), storage_backends=backends or None)
         app = build_app(config, plugins, load_roles(conf), on_first_admin=lambda *_: None, password_hasher=FAST_HASHER)
-        server = TestServer(app, host="127.0.0.1")
+        server = TestServer(app, host="127.0.0.1", port=port)
         await server.start_server()
         anonymous = aiohttp.ClientSession()
         gw = RunningGateway(app, server, anonymous, conf, anonymous, [anonymous])
