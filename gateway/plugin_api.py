@@ -89,6 +89,9 @@ from gateway.media.h26x import ParameterSetKeeper
 from gateway.media.hub import StreamHub
 from gateway.rtsp.server import RtspServer
 
+# --- toolkit: number plates (plate-reading analyzers) ------------------------------------------
+from gateway.plates.text import Plate, fold, normalise, similar
+
 # --- toolkit: export formats --------------------------------------------------------------------
 from gateway.evidence.package import CameraExtract, ExportJob, HashingWriter, PackageWriter, camera_description, join_segments
 from gateway.evidence.transcode import TIME_BASE, Encoder, decoded_frames, encode_into_package, wallclock
@@ -127,6 +130,8 @@ __all__ = [
     "Optics", "Pose", "wrap_degrees", "ADVANCE", "GLYPH_HEIGHT", "draw_text", "text_mask", "text_size", "STRIP_HEIGHT",
     "draw_timecode", "read_timecode", "CLOCK_RATE", "MediaPacket", "StreamInfo", "ParameterSetKeeper", "StreamHub",
     "RtspServer",
+    # toolkit: number plates
+    "Plate", "normalise", "fold", "similar",
     # toolkit: export formats
     "ExportJob", "CameraExtract", "PackageWriter", "HashingWriter", "join_segments", "camera_description",
     "encode_into_package", "Encoder", "decoded_frames", "wallclock", "TIME_BASE", "WatermarkOptions", "Watermarker",

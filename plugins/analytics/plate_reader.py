@@ -34,13 +34,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import cv2
-import msgspec
 import numpy as np
 from msgspec import Meta
 
-from gateway import hookimpl
-from gateway.interfaces import Analyzer, AnalyzerFrame, Observation
-from gateway.plates.text import normalise, similar
+from gateway.plugin_api import Analyzer, AnalyzerFrame, Observation, PluginOptions, hookimpl, normalise, similar
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +49,7 @@ REC_MODEL = "PP-OCRv6_rec_small.onnx"
 MIN_ASPECT, MAX_ASPECT = 0.9, 7.0
 
 
-class PlateReaderOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+class PlateReaderOptions(PluginOptions):
     #: The part of the picture to search: [x0, y0, x1, y1], normalised (0..1).
     region: tuple[Fraction01, Fraction01, Fraction01, Fraction01] = (0.0, 0.0, 1.0, 1.0)
     #: The lowest OCR confidence (0..1) of a line for a read to count.
@@ -92,11 +89,18 @@ class Box:
         return abs(cx - ox) <= max(self.w, other.w) / 2 and abs(cy - oy) <= max(self.h, other.h) / 2 \
             and 0.6 <= self.w / other.w <= 1.6
 
-    def iou(self, other: Box) -> float:
+    def _overlap(self, other: Box) -> int:
         ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
         iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
-        inter = ix * iy
+        return ix * iy
+
+    def iou(self, other: Box) -> float:
+        inter = self._overlap(other)
         return inter / float(self.w * self.h + other.w * other.h - inter or 1)
+
+    def within(self, other: Box) -> float:
+        """How much of this box lies inside ``other`` (0..1)."""
+        return self._overlap(other) / float(self.w * self.h or 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +202,11 @@ class CascadeLocator:
 
 
 def merge(boxes: list[Box], limit: int) -> list[Box]:
-    """Best first; a box overlapping a better one is dropped."""
+    """Best first; a box overlapping a better one, or lying mostly inside or around it (the
+    text of a plate found as a blob too), is dropped."""
     kept: list[Box] = []
     for box in sorted(boxes, key=lambda b: -b.score):
-        if all(box.iou(k) < 0.4 for k in kept):
+        if all(box.iou(k) < 0.4 and box.within(k) < 0.6 and k.within(box) < 0.6 for k in kept):
             kept.append(box)
         if len(kept) == limit:
             break
