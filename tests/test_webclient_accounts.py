@@ -370,7 +370,7 @@ async def test_operator_sees_no_users_or_audit_navigation(make_gateway, new_page
     await signed_in(page, gw, "tester")
     await page.wait_for_selector('#camera-list li[data-camera-id="d1"]')
     # operators may request exports, open incidents and start tours
-    assert await nav_links(page) == ["Live", "Playback", "Map", "Health", "Exports", "Incidents", "Tours"]
+    assert await nav_links(page) == ["Live", "Playback", "Map", "Health", "Exports", "Incidents", "Traffic", "Tours"]
     assert await page.locator('#nav a[data-route="users"]').is_hidden()
     assert await page.locator('#nav a[data-route="audit"]').is_hidden()
     # Typing the address does not open them either: the live view stays.

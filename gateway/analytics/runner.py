@@ -98,7 +98,7 @@ class CameraStats:
     analyzers: list[AnalyzerStats] = field(default_factory=list)
 
 
-def _converter(frame: av.VideoFrame) -> Callable[[str], np.ndarray]:
+def frame_converter(frame: av.VideoFrame) -> Callable[[str], np.ndarray]:
     def convert(kind: str) -> np.ndarray:
         if kind == "gray":
             if frame.format.name in ("yuv420p", "yuvj420p", "nv12", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"):
@@ -432,7 +432,7 @@ class CameraAnalytics:
             wanted = [slot for slot in self.slots if slot.due(pts)]
             if not wanted:
                 continue
-            picture = AnalyzerFrame(self.id, pts, wallclock, frame.width, frame.height, _converter(frame))
+            picture = AnalyzerFrame(self.id, pts, wallclock, frame.width, frame.height, frame_converter(frame))
             for slot in wanted:
                 slot.offer(picture)
         if len(self._wallclocks) > 64:

@@ -21,6 +21,7 @@ import { PushDialog } from "./push-dialog.js";
 import { Router } from "./router.js";
 import { StationPage } from "./station.js";
 import { ToursPage } from "./tours.js";
+import { TrafficPage } from "./traffic.js";
 import { UserMenu, can } from "./session.js";
 import { UsersPage } from "./users-admin.js";
 import { WallsPanel, memoryStorage, popoutParams } from "./walls.js";
@@ -191,6 +192,10 @@ class Workspace {
     if (can(user, "plates.search", "plates.watch")) {
       pages.plates = this.plates = new PlatesPage(document.getElementById("page-plates"), { user });
       linked.push("plates");
+    }
+    if (can(user, "analytics.view")) {
+      pages.traffic = this.trafficPage = new TrafficPage(document.getElementById("page-traffic"));
+      linked.push("traffic");
     }
     if (can(user, "export.request", "export.approve", "export.produce", "audit.read")) {
       pages.exports = this.exports = new ExportsPage(document.getElementById("page-exports"), { user });
