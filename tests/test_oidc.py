@@ -196,6 +196,16 @@ async def test_bad_answers_and_tokens_refused_and_audited(make_gateway, oidc_pro
     assert (await sign_in(gw, session, "alice")).landed == gw.url + "/"
     assert (await whoami(gw, session))[0] == 200
 
+    # A flood of forged callbacks meets the address's sign-in budget, audited once.
+    forger = browser(gw)
+    for _ in range(40):
+        async with forger.get(gw.url + CALLBACK + "?code=abc&state=xyz", allow_redirects=False) as resp:
+            if "too many sign-in attempts" in refusal(resp.headers["Location"]):
+                break
+    else:
+        raise AssertionError("40 forged callbacks in a row were never throttled")
+    assert len(await audit_entries(gw, "login.throttled")) == 1
+
 
 async def test_unreachable_provider_is_a_clear_error_and_local_sign_in_goes_on(
     make_gateway, tmp_path: Path, caplog: pytest.LogCaptureFixture

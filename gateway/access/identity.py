@@ -897,13 +897,7 @@ class Identity:
         now = self._clock()
         client_key = (client or "?")[:100]
         shown = username.strip().lower()[:64]
-        if self._throttled(client_key, now):
-            entry = self._throttle[client_key]
-            if not entry.reported:  # one entry per burst, so a flood cannot flood the log
-                entry.reported = True
-                await self.audit.record("login.throttled", outcome="refused", user=shown, client=client)
-            retry = max(1, int(entry.attempts[0] + THROTTLE_WINDOW - now) + 1)
-            raise TooManyRequests(f"too many sign-in attempts from your address; try again in {retry} s")
+        await self.count_attempt(client, shown)
         async with self.db.connect() as conn:
             row = (
                 await conn.execute(sa.select(users).where(users.c.username == shown))
@@ -964,6 +958,19 @@ class Identity:
             await self.audit.record("account.unlocked", user=shown, client=client, detail={"reason": "lock expired"})
 
         return await self._open_session(user, kind=kind, token_name=token_name, client=client, user_agent=user_agent, now=now)
+
+    async def count_attempt(self, client: str | None, username: str | None = None) -> None:
+        """Count a sign-in attempt against the address's per-minute budget (password and
+        redirect sign-ins alike); ``TooManyRequests`` (audited once per burst) over it."""
+        now = self._clock()
+        client_key = (client or "?")[:100]
+        if self._throttled(client_key, now):
+            entry = self._throttle[client_key]
+            if not entry.reported:  # one entry per burst, so a flood cannot flood the log
+                entry.reported = True
+                await self.audit.record("login.throttled", outcome="refused", user=username, client=client)
+            retry = max(1, int(entry.attempts[0] + THROTTLE_WINDOW - now) + 1)
+            raise TooManyRequests(f"too many sign-in attempts from your address; try again in {retry} s")
 
     def _directory_checks(self, row: Any) -> bool:
         """Whether a password sign-in of this account (None: unknown name) goes to the

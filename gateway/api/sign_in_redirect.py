@@ -8,9 +8,10 @@ The provider's ``pending`` value waits in an HttpOnly cookie of this browser, li
 callback's path, ``SameSite=Lax`` (it must come along on the provider's top-level redirect
 back) and deleted when the browser returns. A sign-in the provider vouched for opens a
 browser session (cookie, as a password sign-in does) and sends the browser to the web
-client; a refusal sends it there with ``?sign-in-error=<reason>``. Every refusal is audited
-as ``login.failed`` (outcome "refused", the reason and the provider), every success as
-``login.ok`` with the provider as ``source``.
+client; a refusal sends it there with ``?sign-in-error=<reason>``. Callbacks count against
+the address's sign-in budget like password sign-ins (``login.throttled`` past it). Every
+refusal is audited as ``login.failed`` (outcome "refused", the reason and the provider),
+every success as ``login.ok`` with the provider as ``source``.
 
 At sign-out (``DELETE /api/session``) ``logout_redirect`` ends the provider's session too:
 the provider's ``logout_state`` (kept at sign-in in a second HttpOnly cookie) gives the URL
@@ -113,6 +114,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     params = {k: v for k, v in request.query.items()}
     identity = request.app[IDENTITY]
     try:
+        await identity.count_attempt(client)  # a flood of forged callbacks meets the sign-in budget
         try:
             signed = await provider.redirect_finish(params, pending)
         except (Unauthorized, Unavailable) as exc:
