@@ -20,7 +20,7 @@ from gateway.api.audit import parse_time
 from gateway.api.openapi import Id, Media, Text, Time, api, whole
 from gateway.api.session import read_json
 from gateway.errors import BadRequest
-from gateway.plates.store import MAX_SEARCH_LIMIT, PLATES, SEARCH_LIMIT, PlateRead, SearchFilters, WatchEntry
+from gateway.plates.store import MAX_PURPOSE, MAX_SEARCH_LIMIT, PLATES, SEARCH_LIMIT, PlateRead, SearchFilters, WatchEntry
 from gateway.plates.text import parse_query
 
 Pattern = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -87,6 +87,11 @@ class WatchChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     clear_expiry: bool = False
 
 
+def _check_purpose(purpose: str | None) -> None:
+    if purpose is not None and len(purpose) > MAX_PURPOSE:
+        raise BadRequest(f"purpose has at most {MAX_PURPOSE} characters")
+
+
 def _read_view(read: PlateRead) -> dict:
     return read.view()
 
@@ -109,6 +114,7 @@ async def search(request: web.Request) -> web.Response:
     if since is not None and until is not None and until < since:
         raise BadRequest("'to' is before 'from'")
     limit = whole_number("limit", q["limit"], low=1, high=MAX_SEARCH_LIMIT) if q.get("limit") else SEARCH_LIMIT
+    _check_purpose(q.get("purpose"))
     filters = SearchFilters(
         query=q.get("q", ""), purpose=q.get("purpose", ""), camera=q.get("camera") or None, since=since, until=until, limit=limit,
     )
@@ -129,6 +135,7 @@ async def search(request: web.Request) -> web.Response:
 @requires("plates.search", camera_param=None)
 async def crop(request: web.Request) -> web.Response:
     read_id = path_id(request, "read_id")
+    _check_purpose(request.query.get("purpose"))
     data = await request.app[PLATES].crop(
         principal(request), read_id, client_address(request), purpose=request.query.get("purpose") or None
     )

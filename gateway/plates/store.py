@@ -37,6 +37,7 @@ from aiohttp import web
 from gateway.access.control import AccessControl
 from gateway.access.guard import Principal
 from gateway.access.policy import Action
+from gateway.cluster.role import SINGLE_NODE, Jobs
 from gateway.db import Database, plate_reads, plate_watchlist, segments
 from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.events import EventBus
@@ -164,6 +165,7 @@ class PlateStore:
         retention_days: Callable[[str], float],
         catalogue: Any = None,
         sweep_interval: float = 300.0,
+        jobs: Jobs = SINGLE_NODE.jobs,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
@@ -175,18 +177,18 @@ class PlateStore:
         #: The recordings' catalogue: its removals wake the sweep, its holds keep reads.
         self.catalogue = catalogue
         self.sweep_interval = sweep_interval
+        #: Retention is a cluster-wide job: it runs on one node (every job on a single node).
+        self.jobs = jobs
         self.clock = clock
-        self._watch: list[WatchEntry] = []
         self._audits = TaskSet("plates")
         self._wake = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> PlateStore:
-        await self._reload_watchlist()
         if self.catalogue is not None:
             self.catalogue.on_removed.append(self._segments_removed)
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="plates-retention")
+        self._sweeper = asyncio.create_task(self.jobs.run("plates-retention", self._sweep_forever), name="plates-retention")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -223,7 +225,8 @@ class PlateStore:
             raw=values["raw"], confidence=values["confidence"], analyzer=values["analyzer"], has_crop=key is not None,
         )
         now = self.clock()
-        hits = [e for e in self._watch if e.active(now) and e.covers(area) and Query(e.pattern, e.key).matches(plate.key)]
+        # read from the database each time: an entry added through any node counts at once
+        hits = [e for e in await self._entries() if e.active(now) and e.covers(area) and Query(e.pattern, e.key).matches(plate.key)]
         for entry in hits:  # first, so the hit leaves within the second; the crop follows
             self.events.emit(
                 HIT_EVENT, camera=camera, read=read.view(), watch={"id": entry.id, "pattern": entry.pattern, "label": entry.label},
@@ -337,9 +340,16 @@ class PlateStore:
         return data
 
     # -- watchlist -------------------------------------------------------------------------
-    async def _reload_watchlist(self) -> None:
+    async def _entries(self) -> list[WatchEntry]:
         async with self.db.connect() as conn:
-            self._watch = [_entry(r) for r in await conn.execute(sa.select(plate_watchlist).order_by(plate_watchlist.c.id))]
+            return [_entry(r) for r in await conn.execute(sa.select(plate_watchlist).order_by(plate_watchlist.c.id))]
+
+    async def _entry(self, entry_id: int) -> WatchEntry:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(plate_watchlist).where(plate_watchlist.c.id == entry_id))).first()
+        if row is None:
+            raise NotFound(f"no watchlist entry {entry_id}")
+        return _entry(row)
 
     def may_watch(self, who: Principal) -> bool:
         return Action.PLATES_WATCH in self.access.actions_for(who)
@@ -359,12 +369,10 @@ class PlateStore:
 
     async def watchlist(self, who: Principal, client: str | None) -> list[WatchEntry]:
         await self._require_watch(who, "plates.watch.list", client)
-        return [e for e in self._watch if self.within(who, e)]
+        return [e for e in await self._entries() if self.within(who, e)]
 
     async def _entry_for(self, who: Principal, entry_id: int, action: str, client: str | None, purpose: str | None) -> WatchEntry:
-        entry = next((e for e in self._watch if e.id == entry_id), None)
-        if entry is None:
-            raise NotFound(f"no watchlist entry {entry_id}")
+        entry = await self._entry(entry_id)
         if not self.within(who, entry):
             await self._refuse(who, action, f"watchlist entry {entry_id} covers areas outside {who.username}'s", client,
                                purpose=purpose, detail={"watch": entry_id})
@@ -390,10 +398,9 @@ class PlateStore:
         )
         async with self.db.begin() as conn:
             entry_id = (await conn.execute(plate_watchlist.insert().values(**values))).inserted_primary_key[0]
-        await self._reload_watchlist()
         await self.audit.record("plates.watch.add", user=who.username, client=client, purpose=why,
                                 detail={"watch": entry_id, "pattern": query.text, "label": values["label"], "expires_at": expires_at})
-        return next(e for e in self._watch if e.id == entry_id)
+        return await self._entry(entry_id)
 
     async def update_watch(self, who: Principal, entry_id: int, *, pattern: str | None, label: str | None,
                            purpose: str | None, expires_at: float | None, clear_expiry: bool, client: str | None) -> WatchEntry:
@@ -410,11 +417,10 @@ class PlateStore:
             values["expires_at"] = expires_at
         async with self.db.begin() as conn:
             await conn.execute(plate_watchlist.update().where(plate_watchlist.c.id == entry.id).values(**values))
-        await self._reload_watchlist()
         changed = {k: v for k, v in values.items() if k in ("pattern", "label", "expires_at")}
         await self.audit.record("plates.watch.update", user=who.username, client=client, purpose=why,
                                 detail={"watch": entry.id, "before": {k: getattr(entry, k) for k in changed}, "after": changed})
-        return next(e for e in self._watch if e.id == entry.id)
+        return await self._entry(entry.id)
 
     async def delete_watch(self, who: Principal, entry_id: int, *, purpose: str | None, client: str | None) -> None:
         await self._require_watch(who, "plates.watch.delete", client, purpose, {"watch": entry_id})
@@ -422,7 +428,6 @@ class PlateStore:
         entry = await self._entry_for(who, entry_id, "plates.watch.delete", client, why)
         async with self.db.begin() as conn:
             await conn.execute(plate_watchlist.delete().where(plate_watchlist.c.id == entry.id))
-        await self._reload_watchlist()
         await self.audit.record("plates.watch.delete", user=who.username, client=client, purpose=why,
                                 detail={"watch": entry.id, "pattern": entry.pattern, "label": entry.label})
 
@@ -486,6 +491,7 @@ async def plates_ctx(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context: after the recording service's (crops go to its storage, its
     catalogue's removals and holds steer retention), before the analyzers'."""
     from gateway.appkeys import ACCESS, ANALYTICS, CONFIG, DATABASE, EVENTS, RECORDING
+    from gateway.cluster.role import CLUSTER_ROLE
 
     config = app[CONFIG]
     recording = app[RECORDING]
@@ -497,6 +503,7 @@ async def plates_ctx(app: web.Application) -> AsyncIterator[None]:
     store = PlateStore(
         db=app[DATABASE], access=app[ACCESS], events=app[EVENTS], storage=recording.storage, retention_days=retention_days,
         catalogue=recording.catalogue, sweep_interval=config.recording.sweep_interval,
+        jobs=app.get(CLUSTER_ROLE, SINGLE_NODE).jobs,
     )
     async with store:
         app[PLATES] = store
