@@ -81,10 +81,21 @@ def _load_entry_points(pm: pluggy.PluginManager, origins: dict[str, str]) -> Non
                     f"plugin {ep.name!r} from {dist.metadata['name']} {dist.version} failed to load "
                     f"({ep.value}): {type(exc).__name__}: {exc}; set {DISABLE_ENV}={ep.name} to start without it"
                 ) from exc
-            pm.register(plugin, name=ep.name)
+            _register(pm, plugin, ep.name)
             dist_name = dist.metadata["name"]
             where = "built-in" if dist_name == OWN_DISTRIBUTION else "entry point"
             origins[ep.name] = f"{dist_name} {dist.version} ({where}, {ep.value})"
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
+    """Register a plugin; a hook implementation whose arguments the spec lacks is named."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(
+            f"plugin {name!r} does not match the hook specifications: {exc}; lifecycle hooks take "
+            "`gateway` (gateway.plugin_api.Gateway), not the aiohttp app (see gateway/hookspecs.py)"
+        ) from exc
 
 
 def check(pm: pluggy.PluginManager) -> None:
@@ -198,7 +209,7 @@ class Plugins:
 
     def register(self, plugin: object, name: str) -> None:
         """Register a plugin object directly (tests, embedding); checked like any other."""
-        self.pm.register(plugin, name=name)
+        _register(self.pm, plugin, name)
         check(self.pm)
 
     def unregister(self, name: str) -> None:

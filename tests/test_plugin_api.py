@@ -408,3 +408,14 @@ async def test_example_plugin_end_to_end(make_gateway):
 
     async with gw.session.get(gw.url + "/api/openapi.json") as resp:
         assert "/api/plugins/example/incidents" in (await resp.json())["paths"]
+
+
+def test_an_old_style_lifecycle_hook_is_named_with_the_way_forward():
+    class OldStyle:
+        @hookimpl
+        def gateway_startup(self, app):
+            pass
+
+    plugins = load_plugins(entry_points=False)
+    with pytest.raises(PluginError, match=r"(?s)plugin .old-style. does not match the hook specifications: .*take `gateway`"):
+        plugins.register(OldStyle(), name="old-style")
