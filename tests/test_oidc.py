@@ -257,8 +257,10 @@ async def test_oidc_sign_in_and_out_in_chromium(make_gateway, oidc_provider: Ope
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await page.goto(gw.url + "/")
-        await page.wait_for_selector("#sign-in[open]")
+        # A refused redirect sign-in comes back with its reason, shown on the sign-in screen once.
+        await page.goto(gw.url + "/?sign-in-error=Sign-in%20through%20City%20SSO%20refused%3A%20test")
+        await page.wait_for_selector("#sign-in .sign-in-message:has-text('Sign-in through City SSO refused: test')")
+        assert "sign-in-error" not in page.url
         await page.click("#sign-in a.sign-in-provider:has-text('Sign in with City SSO')")
         await page.wait_for_selector('input[name="login"]')  # the provider's own page
         await page.fill('input[name="login"]', "alice")
