@@ -57,6 +57,23 @@ def test_queries_fold_confusions_and_take_wildcards() -> None:
             parse_query(bad)
 
 
+def test_the_reader_uses_the_model_inside_the_wheel_and_downloads_nothing(monkeypatch) -> None:
+    from rapidocr.utils.download_file import DownloadFile
+
+    import citygate_plugins.analytics.plate_reader as plate_reader
+    from tests.plate_fixtures import plate_image
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a download was attempted: {args} {kwargs}")
+
+    monkeypatch.setattr(DownloadFile, "run", refuse)
+    monkeypatch.setattr("socket.create_connection", refuse)
+    path = plate_reader.rec_model_path()
+    assert path.is_file() and "site-packages" in str(path) and path.parent.parent.name == "rapidocr"
+    text, score = plate_reader.LineReader().read(plate_image(["WA 12345"], 200))
+    assert normalise(text).text == "WA12345" and score > 0.8
+
+
 # -- end to end --------------------------------------------------------------------------
 
 CAMERAS = """
