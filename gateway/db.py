@@ -314,6 +314,17 @@ cluster_events = sa.Table(
     sa.Column("event", sa.JSON, nullable=False),
 )
 
+#: What each camera's owner reports of it (state, stream, rates) for the other nodes' camera
+#: lists; rewritten every tick of the owner (migration 28).
+camera_views = sa.Table(
+    "camera_views",
+    metadata,
+    sa.Column("camera", sa.String(64), primary_key=True),
+    sa.Column("node", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("view", sa.JSON, nullable=False),
+)
+
 # -- PTZ positions (migration 10) -------------------------------------------------------
 
 #: Where PTZ cameras pointed: readings of their position (on change, and every few seconds
@@ -395,6 +406,9 @@ export_requests = sa.Table(
     sa.Column("release_proposed_at", sa.Float),
     sa.Column("release_proposal_reason", sa.String(1000)),
     sa.Column("holds_released_by", sa.String(64)),
+    #: The cluster node producing the package (migration 27): if it dies, the others fail
+    #: the request so it can be produced again; a single node leaves it empty.
+    sa.Column("producer_node", sa.String(64)),
 )
 
 #: The release register: every step of every request; each row is also in the audit chain.
@@ -732,6 +746,16 @@ def _v16_cluster(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[leases, cluster_nodes])
 
 
+def _v27_export_producer_node(conn: sa.Connection) -> None:
+    present = {c["name"] for c in sa.inspect(conn).get_columns("export_requests")}
+    if "producer_node" not in present:
+        conn.execute(sa.text("ALTER TABLE export_requests ADD COLUMN producer_node VARCHAR(64)"))
+
+
+def _v28_camera_views(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[camera_views])
+
+
 def _v26_cluster_events(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[cluster_events])
 
@@ -826,6 +850,8 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (22, "number-plate reads", _v22_plate_reads),
     (23, "number-plate watchlist", _v23_plate_watchlist),
     (26, "cluster: the events outbox", _v26_cluster_events),
+    (27, "cluster: which node produces an export", _v27_export_producer_node),
+    (28, "cluster: what each camera's node reports of it", _v28_camera_views),
 ]
 
 

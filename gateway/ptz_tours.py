@@ -124,9 +124,29 @@ class TourService:
             for row in await conn.execute(sa.select(ptz_tours).order_by(ptz_tours.c.id)):
                 self._tours[row.id] = self._view(row)
         self._scheduler = asyncio.create_task(self._schedule_forever(), name="ptz-tour-scheduler")
+        self.cameras.on_started.append(self._camera_started)
+        self.cameras.on_stopping.append(self._camera_stopping)
         return self
 
+    async def _camera_started(self, camera: Any) -> None:
+        """A camera now runs here: its tours as the database has them (another node may
+        have edited them while it ran there)."""
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(sa.select(ptz_tours).where(ptz_tours.c.camera == camera.id))).all()
+        for tour_id in [t.id for t in self._tours.values() if t.camera == camera.id]:
+            del self._tours[tour_id]
+        for row in rows:
+            self._tours[row.id] = self._view(row)
+
+    async def _camera_stopping(self, camera: Any) -> None:
+        run = self._runs.get(camera.id)
+        if run is not None:
+            await self._stop_run(run, "system", "the camera moved to another node")
+
     async def __aexit__(self, *exc: object) -> None:
+        for hooks, hook in ((self.cameras.on_started, self._camera_started), (self.cameras.on_stopping, self._camera_stopping)):
+            if hook in hooks:
+                hooks.remove(hook)
         await cancel_and_wait(self._scheduler)
         for run in list(self._runs.values()):
             await self._stop_run(run, "system", "gateway stopping")
@@ -319,8 +339,8 @@ class TourService:
         now = time.localtime(self.clock())
         minute = now.tm_hour * 60 + now.tm_min
         for tour in list(self._tours.values()):
-            if not tour.schedule:
-                continue
+            if not tour.schedule or not self.cameras.is_running(tour.camera):
+                continue  # a tour runs where its camera runs (the camera's node in a cluster)
             inside = tour.enabled and any(w.contains(minute) for w in tour.schedule)
             if not inside:
                 self._held_off.discard(tour.id)

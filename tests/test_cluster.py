@@ -1,9 +1,11 @@
-"""Three Citygate nodes as separate processes on one machine (own ports; one database and one
-recording store, as a city's PostgreSQL and S3 would be): cameras spread over the nodes; a
-WHEP viewer signed in on node A watches a camera node B runs and gets frames; ending the
-session on node C ends that view; a forged node-to-node request is refused and audited;
-kill -9 of a node moves its cameras to the survivors, whose recordings resume with the gap
-catalogued once, as a failover, and no two segments of a camera overlapping (fencing)."""
+"""Three Citygate nodes as separate processes on one machine (own ports, own data dirs; one
+database — PostgreSQL in CI's second pass, else a SQLite file — and one S3 bucket on a real
+S3-compatible server, the cluster's signing key shared): cameras spread over the nodes; node
+A's camera list shows the cameras B runs as B sees them; a WHEP viewer and an LL-HLS client
+signed in on node A watch a camera node B runs and get frames; ending the session on node C
+ends that view; a forged node-to-node request is refused and audited; kill -9 of a node
+moves its cameras to the survivors, whose recordings resume with the gap catalogued once,
+as a failover, and no two segments of a camera overlapping (fencing)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import sys
 import textwrap
 import time
@@ -22,8 +23,12 @@ import aiohttp
 import pytest
 from aiortc import RTCSessionDescription
 
+import sqlalchemy as sa
+
+from gateway.db import Database, audit, recording_gaps, segments
 from tests.fixtures_app import ROOT, camera_toml
 from tests.fixtures_cameras import free_port
+from tests.fixtures_s3 import MotoServer
 from tests.test_webrtc import client_offer_pc
 
 PASSWORD = "Three-nodes-pass-1"
@@ -33,7 +38,7 @@ CAMERAS = ("cam0", "cam1", "cam2", "cam3", "cam4", "cam5")
 
 
 class Node:
-    def __init__(self, name: str, root: Path, data: Path, secret: Path) -> None:
+    def __init__(self, name: str, root: Path, shared: str, secret: Path) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -46,9 +51,10 @@ class Node:
         self.conf.joinpath("gateway.toml").write_text(textwrap.dedent(f"""
             [server]
             port = {self.port}
-            data-dir = "{data}"
+            data-dir = "{root / (name + '-data')}"
             [recording]
             segment-seconds = 1
+            {shared}
             [cluster]
             node-id = "{name}"
             advertise-url = "{self.url}"
@@ -118,32 +124,44 @@ async def signed_in(url: str, password: str) -> aiohttp.ClientSession:
     return http
 
 
-def segments(db: Path, camera: str) -> list[tuple[float, float]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT start, \"end\" FROM segments WHERE camera = ? ORDER BY start", (camera,)).fetchall()
+async def recorded(db: Database, camera: str) -> list[tuple[float, float]]:
+    async with db.connect() as conn:
+        q = sa.select(segments.c.start, segments.c.end).where(segments.c.camera == camera).order_by(segments.c.start)
+        return [tuple(r) for r in (await conn.execute(q)).all()]
 
 
-def failover_gaps(db: Path, camera: str) -> list[str]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT reason FROM recording_gaps WHERE camera = ?", (camera,)).fetchall()
-    return [r[0] for r in rows if r[0].startswith("node failover")]
+async def failover_gaps(db: Database, camera: str) -> list[str]:
+    async with db.connect() as conn:
+        rows = (await conn.execute(sa.select(recording_gaps.c.reason).where(recording_gaps.c.camera == camera))).scalars()
+        return [r for r in rows if r.startswith("node failover")]
 
 
-def audited(db: Path, action: str) -> list[dict]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT outcome, detail FROM audit WHERE action = ?", (action,)).fetchall()
+async def audited(db: Database, action: str) -> list[dict]:
+    async with db.connect() as conn:
+        rows = (await conn.execute(sa.select(audit.c.outcome, audit.c.detail).where(audit.c.action == action))).all()
     return [{"outcome": o, **json.loads(d)} for o, d in rows]
 
 
-async def test_three_nodes_share_cameras_forward_views_and_fail_over(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
+async def test_three_nodes_share_cameras_forward_views_and_fail_over(
+    tmp_path: Path, database_url: str, moto_server: MotoServer, s3_bucket: str
+) -> None:
     secret = tmp_path / "cluster.key"
     secret.write_text("x" * 64)
     secret.chmod(0o600)
-    nodes = {name: Node(name, tmp_path, data, secret) for name in NODES}
-    db = data / "citygate.db"
+    s3 = moto_server.storage_options(s3_bucket)
+    shared = textwrap.dedent(f"""
+        [evidence]
+        key-path = "{tmp_path / 'cluster-signing-key.pem'}"
+        [database]
+        url = "{database_url}"
+        [storage]
+        backend = "s3"
+        [storage.options]
+    """) + "".join(f'{k} = "{v}"\n' for k, v in s3.items())
+    nodes = {name: Node(name, tmp_path, shared, secret) for name in NODES}
     a, b, c = nodes.values()
+    db = Database(database_url)
+    await db.__aenter__()
     sessions: list[aiohttp.ClientSession] = []
     pc = None
     try:
@@ -173,6 +191,27 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(tmp_path: P
         report = await poll(spread, 60, "six cameras spread two per node over three nodes")
         owned_by_b = [cid for cid, node in report["cameras"].items() if node == "node-b"]
 
+        # -- node A's camera list shows B's cameras as B sees them -------------------------
+        async def listed_online():
+            async with on_a.get(a.url + "/api/cameras") as resp:
+                listed = {v["id"]: v for v in await resp.json()}
+            return listed if all(listed[cid]["state"] == "online" for cid in owned_by_b) else None
+        listed = await poll(listed_online, 20, "node B's cameras listed online on node A")
+        assert set(listed) == set(CAMERAS)
+        assert all(listed[cid]["width"] == 160 and listed[cid]["codec"] == "h264" for cid in owned_by_b)
+
+        # -- LL-HLS of B's camera through A: a playlist and a fragment of the picture -------
+        hls_camera = owned_by_b[1]
+        async def playlist():
+            async with on_a.get(a.url + f"/api/cameras/{hls_camera}/hls/stream.m3u8") as resp:
+                return await resp.text() if resp.status == 200 else None
+        text = await poll(playlist, 20, f"an LL-HLS playlist of {hls_camera} through node A")
+        assert text.startswith("#EXTM3U") and "#EXT-X-PART" in text
+        part = next(line for line in text.splitlines() if line.startswith("#EXT-X-PART:"))
+        uri = re.search(r'URI="([^"]+)"', part).group(1)
+        async with on_a.get(a.url + f"/api/cameras/{hls_camera}/hls/" + uri) as resp:
+            assert resp.status == 200 and b"moof" in await resp.read()
+
         # -- a viewer signed in on A watches a camera B runs: frames arrive ----------------
         camera = owned_by_b[0]
         pc = client_offer_pc()
@@ -189,7 +228,8 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(tmp_path: P
         frame = await asyncio.wait_for(track.recv(), 20)
         assert frame.width == 160 and frame.height == 120
         # the owner audited the view once (node A only forwarded it)
-        assert len([e for e in audited(db, "live.start") if e["outcome"] == "ok"]) == 1
+        starts = [e for e in await audited(db, "live.start") if e["outcome"] == "ok"]
+        assert [e["kind"] for e in starts].count("webrtc") == 1 and [e["kind"] for e in starts].count("hls") == 1
 
         # -- the session ends on node C: the view on B ends within a few seconds ----------
         on_c = aiohttp.ClientSession(cookie_jar=on_a.cookie_jar, headers=dict(on_a.headers))
@@ -209,7 +249,7 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(tmp_path: P
                       "X-Citygate-Client": "10.0.0.1", "X-Citygate-Signature": "0" * 64}
             async with outsider.get(b.url + f"/api/cameras/{camera}/snapshot.jpg", headers=forged) as resp:
                 assert resp.status == 403
-        assert any(e["outcome"] == "refused" and e["reason"] == "bad signature" for e in audited(db, "cluster.forged"))
+        assert any(e["outcome"] == "refused" and e["reason"] == "bad signature" for e in await audited(db, "cluster.forged"))
 
         # -- kill -9 of node B: its cameras record again on A and C -------------------------
         on_a2 = await signed_in(a.url, PASSWORD)
@@ -226,15 +266,14 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(tmp_path: P
             return report if all(owners[cid] in ("node-a", "node-c") for cid in owned_by_b) else None
         await poll(moved, LEASE + 10, "node B's cameras taken over by A and C")
 
-        def resumed() -> bool:
-            return all(any(start > killed_at for start, _ in segments(db, cid)) for cid in owned_by_b)
-
         async def recording_again():
-            return await asyncio.to_thread(resumed)
+            return all([any(start > killed_at for start, _ in await recorded(db, cid)) for cid in owned_by_b])
         await poll(recording_again, LEASE + 15, "recording resumed on the survivors")
         for cid in owned_by_b:
-            assert len(failover_gaps(db, cid)) == 1, f"{cid}: the failover gap is catalogued once"
-            spans = segments(db, cid)
+            assert len(await failover_gaps(db, cid)) == 1, f"{cid}: the failover gap is catalogued once"
+            spans = await recorded(db, cid)
+            keys = moto_server.list_keys(s3_bucket)
+            assert sum(1 for k in keys if k.startswith(f"{cid}/")) >= len(spans) > 0, "segments in S3"
             for (s1, e1), (s2, _) in zip(spans, spans[1:]):
                 assert s2 >= e1 - 0.05, f"{cid}: segments overlap ({s1}-{e1} and {s2}): two writers"
     finally:
@@ -243,3 +282,4 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(tmp_path: P
         for http in sessions:
             await http.close()
         await asyncio.gather(*(n.stop() for n in nodes.values()))
+        await db.__aexit__(None, None, None)

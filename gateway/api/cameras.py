@@ -11,6 +11,7 @@ from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.appkeys import ACCESS, CAMERAS
 from gateway.cameras import Camera, CameraSnapshot
+from gateway.cluster.forward import CLUSTER_NODE
 from gateway.errors import BadRequest, CameraUnavailable, Forbidden
 from gateway.media.snapshot import snapshot_jpeg
 
@@ -81,7 +82,18 @@ class CameraView(msgspec.Struct, kw_only=True):
 async def list_cameras(request: web.Request) -> web.Response:
     """Only the cameras the user may watch (live, recorded or as a still)."""
     visible = request.app[ACCESS].cameras_for(principal(request))
-    return json_response([CameraView.of(c.snapshot()) for c in request.app[CAMERAS] if c.id in visible])
+    cameras = request.app[CAMERAS]
+    node = request.app.get(CLUSTER_NODE)
+    remote = node.remote_views if node is not None else {}
+    return json_response([
+        remote[c.id] if c.id in remote and not cameras.is_running(c.id) else view(c)
+        for c in cameras if c.id in visible
+    ])
+
+
+def view(camera: Camera) -> dict:
+    """A camera as the API describes it (also what a cluster node tells the others)."""
+    return msgspec.to_builtins(CameraView.of(camera.snapshot()))
 
 
 @api(summary="One camera", responses={200: CameraView})

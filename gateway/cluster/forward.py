@@ -50,7 +50,8 @@ OWNER_ROUTES = frozenset({
     "hls-index", "hls-stream", "hls-init", "hls-init-n", "hls-segment", "hls-part",
     "snapshot", "camera", "camera_health_one",
     "ptz-move", "ptz-stop", "ptz-absolute", "ptz-relative", "ptz-home", "ptz-presets", "ptz-preset-set",
-    "ptz-preset-go", "ptz-lock", "ptz-lock-take", "ptz-lock-release", "ptz-tour-start", "ptz-tour-stop",
+    "ptz-preset-go", "ptz-lock", "ptz-lock-take", "ptz-lock-release",
+    "ptz-tours", "ptz-tour-create", "ptz-tour-update", "ptz-tour-delete", "ptz-tour-start", "ptz-tour-stop",
     "masks-put", "masks-add", "mask-delete",
 })
 #: Hop-by-hop headers (RFC 9110 7.6.1) and what the proxy sets itself.

@@ -26,14 +26,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.cameras import CameraManager
+from gateway.cameras import Camera, CameraManager
 from gateway.cluster.leases import Lease, LeaseStore
 from gateway.cluster.role import Fence, JobFactory
 from gateway.config import ClusterConfig
-from gateway.db import Database, cluster_nodes, leases
+from gateway.db import Database, camera_views, cluster_nodes, leases
 from gateway.events import EventBus
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,10 @@ class ClusterNode:
         self._starting: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ticked = asyncio.Event()
+        #: How this node describes a running camera for the others' camera lists.
+        self.describe: Callable[[Camera], dict[str, Any]] | None = None
+        #: Camera id -> what its owner (another node) reported of it at the last tick.
+        self.remote_views: dict[str, dict[str, Any]] = {}
         self.started_at = clock()
 
     def bind(self, cameras: CameraManager) -> None:
@@ -234,6 +239,7 @@ class ClusterNode:
         await self._beat(now)
         await self._renew(now)
         await self._read_cluster(now)
+        await self._publish_views(now)
         share = self.share(now)
         if len(self._owned) > share:
             surplus = sorted(self._owned, key=lambda cid: _rank(cid, self.node))[: min(len(self._owned) - share, RELEASE_PER_TICK)]
@@ -296,6 +302,7 @@ class ClusterNode:
         async with self._db.connect() as conn:
             nodes = (await conn.execute(sa.select(cluster_nodes))).mappings().all()
             rows = (await conn.execute(sa.select(leases.c.name, leases.c.holder, leases.c.expires_at).where(leases.c.name.startswith(CAMERA)))).all()
+            views = (await conn.execute(sa.select(camera_views.c.camera, camera_views.c.node, camera_views.c.view))).all()
         self._nodes = {
             r["node"]: NodeInfo(r["node"], r["url"], r["capacity"], r["started_at"], r["heartbeat_at"], bool(r["draining"]), r["cameras"])
             for r in nodes
@@ -309,6 +316,19 @@ class ClusterNode:
             if info is not None and expires_at >= now and holder != self.node:
                 owners[cid] = Owner(holder, info.url)
         self._owners = owners
+        self.remote_views = {cid: view for cid, node, view in views if cid in owners and owners[cid].node == node}
+
+    async def _publish_views(self, now: float) -> None:
+        """Tell the other nodes how this node's cameras are (state, stream, rates)."""
+        if self.describe is None:
+            return
+        running = [cam for cam in self.cameras.running() if cam.id in self._owned]
+        rows = [{"camera": cam.id, "node": self.node, "at": now, "view": self.describe(cam)} for cam in running]
+        ids = [r["camera"] for r in rows]
+        async with self._db.begin() as conn:
+            await conn.execute(camera_views.delete().where(sa.or_(camera_views.c.node == self.node, camera_views.c.camera.in_(ids))))
+            if rows:
+                await conn.execute(camera_views.insert(), rows)
 
     async def _take(self, now: float, wanted: int) -> None:
         free = [
@@ -329,6 +349,8 @@ class ClusterNode:
                 # its holder stopped renewing without releasing: it died or was cut off
                 self._resumed_from[cid] = f"node failover ({previous})"
                 self._events.emit("cluster.failover", camera=cid, node=self.node, previous=previous)
+            elif lease.epoch > 1:
+                self._resumed_from[cid] = "camera moved between nodes"
             else:
                 self._resumed_from.pop(cid, None)
             logger.info("cluster: node %s takes camera %s (epoch %d)", self.node, cid, lease.epoch)

@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.access.identity import Identity
+from gateway.api.cameras import view
 from gateway.appkeys import ACCESS, CONFIG, DATABASE, EVENTS, IDENTITY
 from gateway.cluster.forward import CLUSTER_HTTP, CLUSTER_NODE, CLUSTER_SECRET
 from gateway.cluster.node import ClusterNode
@@ -54,6 +55,7 @@ async def cluster_role_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     app[CLUSTER_SECRET] = read_secret(config)
     node = ClusterNode(app[DATABASE], config.cluster, app[EVENTS])
+    node.describe = view  # what the other nodes' camera lists show of the cameras running here
     app[CLUSTER_NODE] = node
     app[CLUSTER_ROLE] = node
     yield

@@ -113,6 +113,7 @@ class PushService:
         events: EventBus,
         config: PushConfig,
         clock: Callable[[], float] = time.time,
+        clustered: bool = False,
     ) -> None:
         self.db = db
         self.access = access
@@ -124,11 +125,16 @@ class PushService:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
+        #: One of several nodes: pushes come and go on the others too.
+        self.clustered = clustered
 
-    async def __aenter__(self) -> PushService:
+    async def _reload_active(self) -> None:
         async with self.db.connect() as conn:
             rows = (await conn.execute(sa.select(pushes).where(pushes.c.ended_at.is_(None)))).mappings().all()
         self._active = {p.id: p for p in map(_push, rows)}
+
+    async def __aenter__(self) -> PushService:
+        await self._reload_active()
         self._watcher = asyncio.create_task(self._watch_expiry(), name="push-expiry")
         return self
 
@@ -350,12 +356,14 @@ class PushService:
     async def _end(self, push: Push, reason: str, *, by: str | None, client: str | None = None) -> None:
         now = self._clock()
         async with self.db.begin() as conn:
-            await conn.execute(
+            ended = await conn.execute(
                 pushes.update().where(pushes.c.id == push.id, pushes.c.ended_at.is_(None))
                 .values(ended_at=now, end_reason=reason, ended_by=by)
             )
-        push.ended_at, push.end_reason, push.ended_by = now, reason, by
         self._active.pop(push.id, None)
+        if ended.rowcount != 1:
+            return  # another node of the cluster ended it first, and audited it
+        push.ended_at, push.end_reason, push.ended_by = now, reason, by
         if reason == "revoked":
             for grant_id in push.grants.values():
                 await self.access.revoke_grant(grant_id, by=by or "system")
@@ -373,6 +381,8 @@ class PushService:
         while True:
             self._wake.clear()
             try:
+                if self.clustered:  # pushes made on other nodes: every node expires them; one UPDATE wins
+                    await self._reload_active()
                 now = self._clock()
                 due = [p for p in self._active.values() if p.expires_at <= now]
                 for push in due:
@@ -392,7 +402,8 @@ class PushService:
 
 async def _push_ctx(app: web.Application) -> AsyncIterator[None]:
     service = PushService(
-        db=app[DATABASE], access=app[ACCESS], identity=app[IDENTITY], events=app[EVENTS], config=app[CONFIG].push
+        db=app[DATABASE], access=app[ACCESS], identity=app[IDENTITY], events=app[EVENTS], config=app[CONFIG].push,
+        clustered=app[CONFIG].cluster.enabled,
     )
     async with service:
         app[PUSHES] = service

@@ -45,7 +45,8 @@ from gateway.access.control import AccessControl
 from gateway.access.guard import Principal
 from gateway.access.policy import Action, Decision
 from gateway.config import Config, EvidenceConfig, format_option_errors
-from gateway.db import Database, export_register, export_requests
+from gateway.cluster.role import SINGLE_NODE, ClusterRole
+from gateway.db import Database, cluster_nodes, export_register, export_requests
 from gateway.errors import BadRequest, ConfigErrors, Conflict, Forbidden, Gone, NotFound, Tampered
 from gateway.evidence.package import CameraExtract, ExportJob, iso, package_file
 from gateway.evidence.signing import Signer, gateway_signer, outside_web_root
@@ -164,8 +165,12 @@ class ExportService:
         web_root: Path | None = None,
         signer: Signer | None = None,
         clock: Callable[[], float] = time.time,
+        cluster: ClusterRole = SINGLE_NODE,
     ) -> None:
         self.config = config
+        #: This cluster node's id (None: a single node), and who runs the cluster-wide expiry.
+        self.node = config.cluster.node_id
+        self.jobs = cluster.jobs
         self.settings: EvidenceConfig = config.evidence
         self.db = db
         self.audit = audit
@@ -191,12 +196,13 @@ class ExportService:
         if self.signer is None:
             self.signer = await asyncio.to_thread(gateway_signer, self.config, self._web_root)
         await asyncio.to_thread(self.package_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
-        async with self.db.begin() as conn:  # a restart interrupted these
+        async with self.db.begin() as conn:  # a restart interrupted these (in a cluster: this node's only)
             await conn.execute(
-                export_requests.update().where(export_requests.c.status == PRODUCING)
+                export_requests.update()
+                .where(export_requests.c.status == PRODUCING, *([export_requests.c.producer_node == self.node] if self.node else []))
                 .values(status=FAILED, error="interrupted by a gateway restart; produce again")
             )
-        self._expiry = asyncio.create_task(self._expire_forever(), name="export-expiry")
+        self._expiry = asyncio.create_task(self.jobs.run("export-expiry", self._expire_forever), name="export-expiry")
         logger.info("evidence: %d export formats (%s); signing key %s", len(self.formats), ", ".join(sorted(self.formats)), self.signer.fingerprint)
         return self
 
@@ -208,9 +214,28 @@ class ExportService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def fail_orphans(self) -> int:
+        """Fail the exports whose producing node is no longer alive (it died mid-package):
+        they can be produced again on any node."""
+        if self.node is None:
+            return 0
+        stale = self.clock() - self.config.cluster.lease_seconds * 2
+        alive = sa.select(cluster_nodes.c.node).where(cluster_nodes.c.heartbeat_at >= stale)
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                export_requests.update()
+                .where(export_requests.c.status == PRODUCING, export_requests.c.producer_node.is_not(None),
+                       export_requests.c.producer_node.not_in(alive))
+                .values(status=FAILED, error="the node producing it stopped; produce again")
+            )
+        if result.rowcount:
+            logger.warning("evidence: %d exports failed: their producing node stopped", result.rowcount)
+        return result.rowcount or 0
+
     async def _expire_forever(self) -> None:
         while True:
             try:
+                await self.fail_orphans()
                 await self.expire_due()
                 await self.delete_old_packages()
             except Exception:
@@ -517,7 +542,7 @@ class ExportService:
             done = (await conn.execute(
                 export_requests.update()
                 .where(export_requests.c.id == request_id, producible)
-                .values(status=PRODUCING, produced_by=by, error=None)
+                .values(status=PRODUCING, produced_by=by, error=None, producer_node=self.node)
             )).rowcount
         req = await self.get(request_id)
         if not done:
@@ -743,9 +768,11 @@ async def exports_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.webroot import WEBCLIENT_DIR
     from gateway.appkeys import ACCESS, AUDIT, CONFIG, DATABASE, PLUGINS, RECORDING, SIGNER
 
+    from gateway.cluster.role import CLUSTER_ROLE
+
     service = ExportService(
         app[CONFIG], app[DATABASE], app[AUDIT], app[ACCESS], app[RECORDING], app[PLUGINS],
-        web_root=WEBCLIENT_DIR, signer=app.get(SIGNER),
+        web_root=WEBCLIENT_DIR, signer=app.get(SIGNER), cluster=app.get(CLUSTER_ROLE, SINGLE_NODE),
     )
     async with service:
         app[EXPORTS] = service
