@@ -214,12 +214,16 @@ async def test_plates_read_watched_searched_and_kept_with_the_recordings(make_ga
         assert changes["plates.watch.add"] == "case 2026/117" and changes["plates.watch.delete"] == "found"
         assert changes["plates.watch.update"] == "case 2026/117 update"
 
-        # 7. retention: reads and crops go with the camera's recordings
+        # 7. retention: reads and crops go with the camera's recordings, except under a hold
         store = gw.app[PLATES]
-        storage = gw.app[RECORDING].storage
-        crop_files = list(Path(storage.root).rglob("plates/*.jpg"))
+        recording = gw.app[RECORDING]
+        crop_files = list(Path(recording.storage.root).rglob("plates/*.jpg"))
         assert len(crop_files) >= 2
-        assert await store.sweep(now=time.time() + 46 * 86400) >= 2
-        assert not list(Path(storage.root).rglob("plates/*.jpg"))
-        status, body = await search(officer, q="*1234*", purpose="after retention")
+        await recording.place_hold("gate-1", read["at"] - 1, read["at"] + 1, "case 2026/117", "officer")
+        assert await store.sweep(now=time.time() + 46 * 86400) >= 1
+        status, body = await search(officer, q="29B1*", purpose="after retention")
         assert status == 200 and body["reads"] == []
+        status, body = await search(officer, q="AA1234BB", purpose="after retention")
+        assert status == 200 and [r["id"] for r in body["reads"]] == [read["id"]]
+        kept = [p.name for p in Path(recording.storage.root).rglob("plates/*.jpg")]
+        assert len(kept) == 1 and kept[0].startswith(f"gate-1-{round(read['at'] * 1000)}-")
