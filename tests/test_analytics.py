@@ -23,7 +23,7 @@ import pytest
 
 from gateway import config as config_mod
 from gateway import hookimpl
-from gateway.appkeys import ANALYTICS, AUDIT
+from gateway.appkeys import ANALYTICS, ANALYTICS_STORE, AUDIT
 from gateway.errors import ConfigErrors
 from gateway.interfaces import Analyzer, AnalyzerFrame, Observation
 from gateway.plugins import load_plugins
@@ -73,9 +73,10 @@ class Raises(Analyzer):
 
 
 class Hangs(Analyzer):
-    """Never returns from its second picture (a deadlocked native library, say)."""
+    """Once, never returns from its second picture (a deadlocked native library, say)."""
 
     max_seconds = 1.0
+    hung = False
 
     @staticmethod
     def id() -> str:
@@ -87,7 +88,8 @@ class Hangs(Analyzer):
 
     def analyze(self, frame: AnalyzerFrame) -> list[Observation]:
         self.seen += 1
-        if self.seen == 2:
+        if self.seen == 2 and not Hangs.hung:
+            Hangs.hung = True
             HANG.wait(30)
         return []
 
@@ -160,6 +162,7 @@ async def _until(condition, timeout: float, what: str):
 
 async def test_vehicles_are_counted_per_lane_and_direction_beside_failing_analyzers(make_gateway) -> None:
     HANG.clear()
+    Hangs.hung = False
     async with TrafficCamera() as street:
         cameras = f"""
 [[camera]]
@@ -211,6 +214,8 @@ async def _run(gw, street: TrafficCamera) -> None:
         "line": LINE, "lane": "south", "direction": "eastbound", "allowed": "westbound", "track": 0,
     }
     await ws.close()
+    stored = await gw.app[ANALYTICS_STORE].observations(["traffic"], start=started - 60, end=time.time() + 60)
+    assert [(o["kind"], o["payload"]["lane"], o["analyzer"]) for o in stored] == [("wrong-direction", "south", "vehicle-count")]
 
     # the failing analyzers were counted and restarted; counting and recording carried on
     assert raises.crashes >= 1 and raises.restarts >= 1 and raises.frames >= 2
@@ -245,3 +250,16 @@ async def _run(gw, street: TrafficCamera) -> None:
     assert {(r["user"], r["camera"]) for r in refused} >= {("north-operator", "traffic"), ("inv", None)}
     granted = await gw.app[AUDIT].query(action="analytics.view", outcome="ok", user="tester")
     assert granted and granted[0]["camera"] == "traffic"
+
+    # the camera stops here (a cluster node hands it over) and starts again: analytics follow
+    await gw.cameras.stop_camera("traffic")
+    assert "traffic" not in runner.cameras
+    await gw.cameras.start_camera("traffic")
+    assert runner.cameras == ["traffic"]
+    fresh = runner.stats("traffic")[0].analyzers[0]
+    assert fresh is not counter
+
+    async def analysing():
+        return fresh.frames > 0
+
+    await _until(analysing, 15, "analysis of the restarted camera")

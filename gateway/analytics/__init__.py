@@ -40,18 +40,13 @@ async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
         async def detach(camera: Camera) -> None:
             await runner.detach(camera.id)
 
-        # a manager that starts and stops cameras at run time says so through its hooks
-        started, stopping = getattr(manager, "on_started", None), getattr(manager, "on_stopping", None)
-        running = manager.running() if hasattr(manager, "running") else list(manager)
-        for camera in running:
+        for camera in manager.running():
             await runner.attach(camera)
-        if started is not None and stopping is not None:
-            started.append(runner.attach)
-            stopping.append(detach)
+        manager.on_started.append(runner.attach)
+        manager.on_stopping.append(detach)
         try:
             yield
         finally:
-            if started is not None and stopping is not None:
-                with contextlib.suppress(ValueError):
-                    started.remove(runner.attach)
-                    stopping.remove(detach)
+            with contextlib.suppress(ValueError):
+                manager.on_started.remove(runner.attach)
+                manager.on_stopping.remove(detach)

@@ -62,6 +62,8 @@ BACKOFF_MAX = 60.0
 BACKOFF_RESET = 60.0
 #: How often hung analyzers are looked for.
 WATCHDOG_INTERVAL = 0.5
+#: How long a camera's stop waits for its analyzers to finish the picture in hand.
+STOP_WAIT = 2.0
 _STOP = object()
 
 Listener = Callable[[Observation], Any]
@@ -340,9 +342,11 @@ class CameraAnalytics:
                     pass
         self._drain()
         self._inbox.put(_STOP)
-        threads = [self._thread] + [t for t in (slot.stop() for slot in self.slots) if t is not None]
-        # A hung analyzer's thread is abandoned (daemon); the others end promptly.
-        await asyncio.to_thread(_join_all, threads, 5.0)
+        analyzers = [t for t in (slot.stop() for slot in self.slots) if t is not None]
+        # The decode thread ends at once; an analyzer gets a moment to finish its picture,
+        # and one that does not (hung) is left behind: its thread is a daemon.
+        await asyncio.to_thread(_join_all, [self._thread], 5.0)
+        await asyncio.to_thread(_join_all, analyzers, STOP_WAIT)
 
     def _drain(self) -> None:
         while True:
