@@ -100,7 +100,10 @@ export class PlatesPage {
     this.#crops.forEach((url) => URL.revokeObjectURL(url));
     this.#crops = [];
     const reads = answer.reads || [];
-    if (answer.query !== undefined) this.message.textContent = reads.length ? `${reads.length} reads of ${answer.query}` : `No reads of ${answer.query}`;
+    if (answer.query !== undefined) {
+      const count = reads.length === 1 ? "1 read" : `${reads.length || "No"} reads`;
+      this.message.textContent = `${count} of ${answer.query}`;
+    }
     this.results.replaceChildren(...reads.map((r) => this.#item(r, purpose)));
   }
 
