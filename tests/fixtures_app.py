@@ -163,7 +163,9 @@ async def make_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[Gatew
         conf = tmp_path / f"conf{len(running)}"
         conf.mkdir()
         (conf / "cameras.toml").write_text(textwrap.dedent(cameras))
-        base = '[server]\ndata-dir = "data"\n[ingest]\nbackoff-initial = 0.2\nbackoff-max = 2.0\nread-timeout = 3.0\n'
+        base = '[server]\ndata-dir = "data"\n'
+        if "[ingest]" not in gateway_toml:  # a test may set its own ingest timeouts
+            base += '[ingest]\nbackoff-initial = 0.2\nbackoff-max = 2.0\nread-timeout = 3.0\n'
         if not running and os.environ.get(PG_ENV):
             base += f'[database]\nurl = "{database_url}"\n'
         (conf / "gateway.toml").write_text(base + textwrap.dedent(gateway_toml))

@@ -26,6 +26,7 @@ from gateway.media.hub import StreamHub
 from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
 from gateway.media.timestamps import TimestampSanitizer
 from gateway.rtsp.client import RtspClient, RtspClientError
+from gateway.rtsp.depacketizer import MAX_ACCESS_UNIT
 from gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,21 @@ class _Connection:
             # Socket-level timeout (microseconds) as a second line of defence.
             "timeout": str(int(cfg.read_timeout * 1_000_000)),
         }
-        container = av.open(self.url, options=options, timeout=(cfg.open_timeout, cfg.read_timeout))
+        opened = time.monotonic()
+        try:
+            container = av.open(self.url, options=options, timeout=(cfg.open_timeout, cfg.read_timeout))
+        except av.FFmpegError as exc:
+            if time.monotonic() - opened >= 0.95 * cfg.open_timeout:
+                # Interrupted at the open timeout, FFmpeg's RTSP layer reports whatever it made
+                # of the half-read answer ("Invalid data found ..."): a camera answering byte by
+                # byte, announcing a body it never sends, or redirecting for ever. Say so.
+                raise TimeoutError(
+                    f"the camera did not complete the RTSP handshake within the open timeout ({cfg.open_timeout:g} s; "
+                    f"FFmpeg: {_ffmpeg_reason(exc)})"
+                ) from None
+            if isinstance(exc, av.error.InvalidDataError):
+                raise IngestError(f"the camera's RTSP answers are malformed (FFmpeg: {_ffmpeg_reason(exc)})") from None
+            raise
         try:
             if not container.streams.video:
                 raise IngestError("the stream has no video track")
@@ -127,9 +142,15 @@ class _Connection:
         info: StreamInfo | None = None
         first = True
         asked = False  # for a keyframe, on this connection
+        waiting_since: float | None = None  # the first picture before any keyframe
+        noted = False
+        jumps = src._sanitizer.jumps
 
         def emit(data: bytes, raw: int | None, key: bool) -> None:
-            nonlocal info, first, asked
+            nonlocal info, first, asked, waiting_since, noted, jumps
+            if len(data) > MAX_ACCESS_UNIT:
+                # No hub, recorder or viewer queue is sized for this; a broken camera.
+                raise IngestError(f"the camera sent a picture of {len(data)} bytes (at most {MAX_ACCESS_UNIT} accepted)")
             data, key = keeper.process(data)
             if not has_picture(codec, data):
                 return  # a lone delimiter or SEI (seen around reconnects): no frame for anyone
@@ -138,12 +159,31 @@ class _Connection:
                     if not asked:  # pictures flow, none decodable: ask rather than wait out the GOP
                         asked = True
                         self._call(src._ask_for_keyframe)
+                    # Pictures that never include a keyframe (damaged or garbage data) would
+                    # leave the camera "connecting" without a word: say so, without giving up
+                    # (a long-GOP camera gets there in the end).
+                    now = time.monotonic()
+                    waiting_since = waiting_since or now
+                    if not noted and now - waiting_since > 2 * src.ingest.read_timeout:
+                        noted = True
+                        self._call(
+                            src._note_while_connecting,
+                            f"pictures from the camera but no keyframe for {now - waiting_since:.0f} s "
+                            "(damaged data, or a very long GOP)",
+                        )
                     return  # nothing is decodable before the first keyframe
                 info = self._probe_info(codec, data, keeper.parameter_sets, declared, stream)
                 self._call(src._went_online, info)
             elif key and keeper.parameter_sets != info.parameter_sets:
                 info = self._probe_info(codec, data, keeper.parameter_sets, declared, stream)
-            ts = src._sanitize(raw)
+            ts = src._sanitize(raw, time.monotonic())
+            if src._sanitizer.jumps != jumps:
+                jumps = src._sanitizer.jumps
+                logger.log(
+                    logging.WARNING if jumps == 1 or jumps % 100 == 0 else logging.DEBUG,
+                    "camera %s: its clock jumped %+.1fs against the arrival time (%d jumps); timestamps re-based",
+                    src.name, src._sanitizer.last_jump / CLOCK_RATE, jumps,
+                )
             packet = MediaPacket(
                 data=data, pts=ts, dts=ts, keyframe=key, wallclock=time.time(), info=info, discontinuity=first
             )
@@ -192,6 +232,8 @@ class _Connection:
         width, height, pix_fmt, profile = 0, 0, None, None
         if stream is not None:
             width, height, profile = stream.codec_context.width, stream.codec_context.height, stream.codec_context.profile
+        frames: list[av.VideoFrame] = []
+        reason = "no picture came out"
         try:
             ctx = av.CodecContext.create(codec, "r")
             frames = ctx.decode(av.Packet(keyframe)) + ctx.decode(None)
@@ -200,7 +242,11 @@ class _Connection:
             if frames:
                 width, height, pix_fmt = frames[0].width, frames[0].height, frames[0].format.name
         except av.FFmpegError as exc:
-            logger.warning("camera %s: cannot decode the first keyframe: %s", self.source.name, exc)
+            reason = _ffmpeg_reason(exc)
+        if not frames:
+            # Garbage or corrupted data that merely looks like a keyframe: going online with it
+            # would serve viewers and the recorder nothing decodable, under a 0x0 size.
+            raise IngestError(f"the camera's keyframe does not decode ({reason})")
         epoch = self.source._epoch
         return StreamInfo(
             codec=codec,
@@ -267,6 +313,11 @@ class RtspSource:
         self._set_status(replace(self._status, state=SourceState.ONLINE, since=time.time(), last_error=None))
         logger.info("camera %s: %s %dx%d", self.name, info.codec, info.width, info.height)
 
+    def _note_while_connecting(self, text: str) -> None:
+        """Show why a connection does not come online yet, without ending it."""
+        if self._status.state == SourceState.CONNECTING:
+            self._set_status(replace(self._status, last_error=text))
+
     def _ask_for_keyframe(self) -> None:
         if self._request_keyframe is None or self._stop.is_set():
             return
@@ -287,8 +338,8 @@ class RtspSource:
             self.keyframe_requests += 1
             logger.info("camera %s: no keyframe yet on the new connection; asked the camera for one", self.name)
 
-    def _sanitize(self, raw: int | None) -> int:
-        return self._sanitizer(raw)
+    def _sanitize(self, raw: int | None, arrival: float | None = None) -> int:
+        return self._sanitizer(raw, arrival)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> RtspSource:
@@ -356,6 +407,9 @@ class RtspSource:
     async def _pull(self, url: str) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        # Stopped while connecting, nobody awaits the thread's outcome: retrieve it anyway, or
+        # asyncio logs "Future exception was never retrieved" at every such stop.
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
         gap = time.time() - self._offline_since if self._offline_since else 0.0
         self._epoch += 1
         self._sanitizer.new_epoch(gap)
@@ -393,8 +447,15 @@ def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
         fut.set_exception(exc)
 
 
+def _ffmpeg_reason(exc: av.FFmpegError) -> str:
+    """FFmpeg's reason without the file name: for a camera that is the URL, credentials included."""
+    return str(getattr(exc, "strerror", None) or type(exc).__name__)
+
+
 def _describe_ffmpeg_error(exc: av.FFmpegError) -> str:
-    text = str(exc)
+    # Never str(exc): it ends with the URL, user and password included, and this text is
+    # shown to every viewer of the camera (``last_error``).
+    text = _ffmpeg_reason(exc)
     if "Immediate exit requested" in text or "Exit requested" in text:
         return "no data from the camera within the read timeout"
     if "Connection refused" in text:

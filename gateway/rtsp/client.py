@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import re
 import secrets
 import select
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from gateway.media.h26x import START_CODE
-from gateway.rtsp.depacketizer import AccessUnit, Depacketizer
+from gateway.rtsp.depacketizer import AccessUnit, Depacketizer, OversizedAccessUnit
 from gateway.rtsp.digest import DigestCredentials, expected_response
 from gateway.rtsp.rtp import RTP_VERSION
 
@@ -44,6 +45,9 @@ RTCP_SR = 200
 RTCP_RR = 201
 RTCP_SDES = 202
 _ENCODINGS = {"H264": "h264", "H265": "hevc", "HEVC": "hevc"}
+#: The largest RTSP message body we accept. An SDP is a few KB; a hostile camera announcing
+#: gigabytes must not make us buffer them.
+MAX_BODY = 256 * 1024
 _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
 
 
@@ -144,16 +148,29 @@ def parse_sdp(sdp: str, base: str) -> VideoTrack:
                 candidate[name] = value.strip()
     if section == "video":
         tracks.append(candidate)
+    problems: list[str] = []  # why an H.264/H.265 section could not be used
     for track in tracks:
         for pt in track["pts"].split():
             enc = track.get(f"rtpmap:{pt}", "")
             name, _, rate = enc.partition("/")
-            if name.upper() in _ENCODINGS:
-                found = track
-                codec = _ENCODINGS[name.upper()]
-                break
+            if name.upper() not in _ENCODINGS:
+                continue
+            # A hostile or broken camera: a payload type that is no number (int() would
+            # raise ValueError out of the ingest thread) or a clock rate of 0 (a division).
+            rate = rate.split("/")[0].strip()
+            if not (pt.isascii() and pt.isdigit() and int(pt) <= 127):
+                problems.append(f"payload type {pt[:16]!r} is not a number from 0 to 127")
+                continue
+            if rate and not (rate.isascii() and rate.isdigit() and 0 < int(rate) <= 1_000_000):
+                problems.append(f"clock rate {rate[:16]!r} of payload type {pt} is not a positive number")
+                continue
+            found = track
+            codec = _ENCODINGS[name.upper()]
+            break
         if found is not None:
             break
+    if found is None and problems:
+        raise RtspClientError("malformed SDP from the camera: " + "; ".join(problems))
     if found is None:
         encodings = sorted({v for t in tracks for k, v in t.items() if k.startswith("rtpmap:")})
         raise RtspClientError(
@@ -177,12 +194,14 @@ def parse_sdp(sdp: str, base: str) -> VideoTrack:
         framerate = float(found["framerate"]) if "framerate" in found else None
     except ValueError:
         framerate = None
+    if framerate is not None and not (math.isfinite(framerate) and 0 < framerate <= 1000):
+        framerate = None  # "NaN", "inf", "-25": not a frame rate (NaN would reach the API and playlists)
     return VideoTrack(
         codec=codec,
         payload_type=int(pt),
         control=_resolve(base, found.get("control", "")),
         session_control=session_control,
-        clock_rate=int(rate.split("/")[0]) if rate.split("/")[0].isdigit() else 90_000,
+        clock_rate=int(rate) if rate else 90_000,
         parameter_sets=parameter_sets,
         framerate=framerate,
     )
@@ -304,6 +323,8 @@ class RtspClient:
         self._udp: tuple[socket.socket, socket.socket] | None = None
         self._server_ports: tuple[int, int] | None = None
         self._channels = (0, 1)
+        #: Interleaved frames on channels SETUP did not ask for, by channel (for the error).
+        self._stray: dict[int, int] = {}
         self._buf = bytearray()
         self._cseq = 0
         self._session: str | None = None
@@ -417,7 +438,14 @@ class RtspClient:
         challenged = False
         for _ in range(3):
             cseq = self._send_request(method, uri, headers)
-            response = self._wait_response(cseq, deadline)
+            try:
+                response = self._wait_response(cseq, deadline)
+            except TimeoutError:
+                # Say which answer never completed (a camera dribbling bytes, or announcing
+                # a body it never sends, looks the same as a silent one otherwise).
+                raise TimeoutError(
+                    f"no complete answer to {method} from the camera within the open timeout ({self.open_timeout:g} s)"
+                ) from None
             if response.status == 401 and self.username is not None:
                 challenge = self._pick_challenge(response.all("WWW-Authenticate"))
                 stale = challenge is not None and challenge[1].get("stale", "").lower() == "true"
@@ -428,6 +456,14 @@ class RtspClient:
                 return response
             if not required and response.status in (404, 405, 501):
                 return None
+            if 300 <= response.status < 400:
+                # Not followed (a redirect loop cannot trap us); say where it pointed,
+                # without any credentials the Location may carry.
+                location = _without_userinfo(response.header("Location") or "")
+                raise RtspClientError(
+                    f"the camera redirects {method} ({response.status} {response.reason}) to {location or 'nowhere'}; "
+                    "redirects are not followed: configure the camera's final URL"
+                )
             raise RtspStatusError(method, response.status, response.reason)
         raise RtspStatusError(method, 401, "Unauthorized")
 
@@ -528,7 +564,7 @@ class RtspClient:
                 if end >= 0:
                     head = bytes(buf[:end]).decode("utf-8", "replace").split("\r\n")
                     headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in head[1:])]
-                    length = next((int(v) for k, v in headers if k.lower() == "content-length" and v.isdigit()), 0)
+                    length = _content_length(v for k, v in headers if k.lower() == "content-length")
                     if len(buf) >= end + 4 + length:
                         body = bytes(buf[end + 4 : end + 4 + length])
                         del buf[: end + 4 + length]
@@ -551,11 +587,28 @@ class RtspClient:
         """Access units as they complete, until the camera ends the stream or ``stop`` is set."""
         assert self.track is not None and self._sock is not None
         depacketizer = Depacketizer(self.track.codec, self.track.payload_type)
+        # Junk keeps the connection busy without carrying a picture: only packets of our
+        # payload type count as data for the read timeout, or a camera sending nothing but
+        # malformed RTP would stay "connecting" for ever without an error.
+        last_valid = time.monotonic()
+        malformed = 0
         for packet in self._rtp_packets():
+            counted = depacketizer.packets
             try:
                 units = depacketizer.push(packet)
             except ValueError:
-                continue  # not RTP: some cameras send junk on the port
+                malformed += 1  # not RTP: some cameras send junk on the port
+                units = []
+            except OversizedAccessUnit as exc:
+                raise RtspClientError(str(exc)) from None
+            if depacketizer.packets > counted:
+                last_valid = time.monotonic()
+            elif time.monotonic() - last_valid > self.read_timeout:
+                others = depacketizer.ignored
+                raise TimeoutError(
+                    "no valid RTP packet from the camera within the read timeout"
+                    f" ({malformed} malformed, {others} of another payload type than {self.track.payload_type})"
+                )
             yield from units
 
     def _rtp_packets(self) -> Iterator[bytes]:
@@ -575,6 +628,12 @@ class RtspClient:
                 self._send_request(method, self.track.session_control if method == "GET_PARAMETER" else self.url)
                 next_keepalive = now + keepalive_every
             if now - last_data > self.read_timeout:
+                if self._stray:
+                    channels = ", ".join(f"{n} on channel {c}" for c, n in sorted(self._stray.items()))
+                    raise TimeoutError(
+                        f"no RTP on interleaved channel {self._channels[0]} within the read timeout; the camera sent "
+                        f"frames on channels SETUP did not ask for ({channels})"
+                    )
                 raise TimeoutError("no data from the camera within the read timeout")
             for channel, data in self._receive():
                 if channel == 0:
@@ -597,6 +656,8 @@ class RtspClient:
                     return [(0, data)]
                 if channel == self._channels[1]:
                     return [(1, data)]
+                if len(self._stray) < 16 or channel in self._stray:
+                    self._stray[channel] = self._stray.get(channel, 0) + 1
             return []  # a keepalive's answer, or another track's data
         assert self._sock is not None
         rtp, rtcp = self._udp
@@ -627,11 +688,9 @@ class RtspClient:
             if end < 0:
                 return
             head = bytes(self._buf[:end]).decode("utf-8", "replace").split("\r\n")
-            length = 0
-            for line in head[1:]:
-                key, _, value = line.partition(":")
-                if key.strip().lower() == "content-length" and value.strip().isdigit():
-                    length = int(value.strip())
+            length = _content_length(
+                value.strip() for key, _, value in (line.partition(":") for line in head[1:]) if key.strip().lower() == "content-length"
+            )
             if len(self._buf) < end + 4 + length:
                 return
             del self._buf[: end + 4 + length]
@@ -671,6 +730,32 @@ class RtspClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _content_length(values: Iterator[str]) -> int:
+    """The Content-Length of an RTSP message (0 without one); ``RtspClientError`` when it is
+    malformed or beyond ``MAX_BODY``, so a hostile camera cannot make us buffer gigabytes."""
+    text = next(iter(values), "")
+    if not text:
+        return 0
+    if not (text.isascii() and text.isdigit()):
+        raise RtspClientError(f"the camera sent a malformed Content-Length: {text[:24]!r}")
+    length = int(text)
+    if length > MAX_BODY:
+        raise RtspClientError(f"the camera announced an RTSP message body of {length} bytes (at most {MAX_BODY} accepted)")
+    return length
+
+
+def _without_userinfo(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url[:200]
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return "an invalid URL"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))[:200]
 
 
 def _quote(text: str) -> str:

@@ -24,6 +24,13 @@ logger = logging.getLogger(__name__)
 
 _WRAP = 1 << 32
 _HALF = 1 << 31
+#: The largest access unit we assemble. A 4K keyframe is a few MB; a camera that never ends a
+#: picture (no marker, one timestamp, fragments for ever) must not grow our memory without end.
+MAX_ACCESS_UNIT = 16 * 1024 * 1024
+
+
+class OversizedAccessUnit(Exception):
+    """A picture grew beyond ``MAX_ACCESS_UNIT`` bytes before it ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +77,10 @@ class Depacketizer:
         self._timestamp: int | None = None
         self._fragment: bytearray | None = None
         self._damaged = False
+        self._bytes = 0  #: of the access unit in progress (an upper bound)
         self._next_seq: int | None = None
         self.packets = 0
+        self.ignored = 0  #: packets of another payload type
         self.lost = 0
         self.late = 0
         self._warned: set[int] = set()
@@ -80,6 +89,7 @@ class Depacketizer:
         """Feed one RTP packet; returns the access units it completed (zero, one or two)."""
         payload_type, marker, seq, timestamp, _ssrc, payload = parse_rtp(packet)
         if self.payload_type is not None and payload_type != self.payload_type:
+            self.ignored += 1
             return []
         self.packets += 1
         if self._next_seq is not None:
@@ -100,6 +110,12 @@ class Depacketizer:
                 done.append(unit)
         self._timestamp = timestamp
         self._add(payload)
+        self._bytes += len(payload)
+        if self._bytes > MAX_ACCESS_UNIT:
+            raise OversizedAccessUnit(
+                f"the camera sent a picture larger than {MAX_ACCESS_UNIT // (1024 * 1024)} MiB without ending it "
+                "(no RTP marker bit, no new timestamp)"
+            )
         if marker:
             unit = self._complete(marked=True)
             if unit is not None:
@@ -112,6 +128,7 @@ class Depacketizer:
 
     def _complete(self, *, marked: bool) -> AccessUnit | None:
         nals, self._nals = self._nals, []
+        self._bytes = 0
         damaged = self._damaged or self._fragment is not None
         self._fragment = None
         self._damaged = False
