@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.access.guard import principal, requires
-from gateway.api.openapi import Media, api, whole
+from gateway.api.openapi import Media, api, enum_of, whole
 from gateway.access.middleware import client_address
 from gateway.appkeys import ACCESS, CAMERAS, CONFIG
 from gateway.cameras import Camera
@@ -304,6 +304,16 @@ class HlsMuxer:
             preload_hint=hint,
         )
 
+    def parts_ahead(self, msn: int, index: int) -> int | None:
+        """How many parts part ``index`` of segment ``msn`` lies beyond the newest one made (at
+        least that many, for a segment not started yet); None for a part of the past."""
+        open_msn = self._fragmenter.open_msn
+        if open_msn is None or msn < open_msn:
+            return None
+        if msn == open_msn:
+            return index - (self._fragmenter.open_parts - 1)
+        return index + 1
+
     def is_upcoming(self, msn: int, index: int) -> bool:
         """Is the part not made yet but due soon (the preload hint, or just after it)?"""
         open_msn = self._fragmenter.open_msn
@@ -371,20 +381,34 @@ HLS_VIEWERS = web.AppKey("hls_viewers", HlsViewers)
 
 
 #: Media sequence and part numbers: what a 64-bit counter can hold.
-HlsNumber = whole(0, 2**63 - 1)
+HLS_MAX = 2**63 - 1
+HlsNumber = whole(0, HLS_MAX)
+#: ``_HLS_skip`` values of the LL-HLS spec. We offer no delta updates (no CAN-SKIP-UNTIL), so
+#: either gets the whole playlist, as the spec allows; anything else is a client's mistake.
+HLS_SKIP = ("YES", "v2")
+
+
+def _number(name: str, raw: str) -> int:
+    """An ASCII decimal from 0 to ``HLS_MAX``; ``BadRequest`` otherwise. Not ``int()`` alone,
+    which takes '+1', ' 1', '1_0' and other scripts' digits, and raises ValueError (a 500 in a
+    path parameter) on more than 4300 digits."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw.lstrip("0")) > 19 or int(raw) > HLS_MAX:
+        raise BadRequest(f"{name} must be an integer from 0 to {HLS_MAX}, got {raw[:40]!r}{'...' if len(raw) > 40 else ''}")
+    return int(raw)
 
 
 def _query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a non-negative integer, got {raw!r}") from None
-    if value < 0:
-        raise BadRequest(f"{name} must be a non-negative integer, got {raw!r}")
-    return value
+    return None if raw is None else _number(name, raw)
+
+
+def _path_int(request: web.Request, name: str) -> int:
+    return _number(name, request.match_info[name])
+
+
+def _advance_part_limit(part_target: float) -> int:
+    """How far beyond the last listed part a blocking request may ask (RFC 8216bis 6.2.5.2)."""
+    return max(3, int(3 / part_target)) if part_target < 1 else 3
 
 
 @contextlib.asynccontextmanager
@@ -438,13 +462,16 @@ async def multivariant(request: web.Request) -> web.Response:
     return _playlist_response(text)
 
 
-@api(summary="LL-HLS media playlist (blocking reload with _HLS_msn/_HLS_part)", query={"_HLS_msn": HlsNumber, "_HLS_part": HlsNumber}, responses={200: Media(playlist.MEDIA_TYPE)}, extra_errors=(503,), tag="live")
+@api(summary="LL-HLS media playlist (blocking reload with _HLS_msn/_HLS_part)", query={"_HLS_msn": HlsNumber, "_HLS_part": HlsNumber, "_HLS_skip": enum_of(*HLS_SKIP)}, responses={200: Media(playlist.MEDIA_TYPE)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def media_playlist(request: web.Request) -> web.Response:
     msn = _query_int(request, "_HLS_msn")
     part = _query_int(request, "_HLS_part")
     if part is not None and msn is None:
         raise BadRequest("_HLS_part needs _HLS_msn")
+    skip = request.query.get("_HLS_skip")
+    if skip is not None and skip not in HLS_SKIP:
+        raise BadRequest(f"_HLS_skip must be YES or v2, got {skip[:40]!r}")
     async with _muxer(request, start=True) as muxer:
         await _wait_first_segment(muxer)
         if msn is not None:
@@ -452,6 +479,12 @@ async def media_playlist(request: web.Request) -> web.Response:
             assert last is not None
             if msn > last + MAX_MSN_AHEAD:
                 raise BadRequest(f"_HLS_msn={msn} is too far ahead of the last segment {last}")
+            # A part far beyond the live edge would be waited for until the timeout and then
+            # answered 503; the spec says 400 at once.
+            limit = _advance_part_limit(muxer.part_target)
+            ahead = muxer.parts_ahead(msn, part) if part is not None else None
+            if ahead is not None and ahead > limit:
+                raise BadRequest(f"_HLS_part={part} of segment {msn} is too far ahead of the last part (at most {limit} parts ahead)")
             timeout = 3 * muxer.target_duration
             if not await muxer.wait_until(lambda: muxer.reached(msn, part), timeout):
                 raise _unavailable(muxer, f"segment {msn} not ready within {timeout}s")
@@ -462,11 +495,11 @@ async def media_playlist(request: web.Request) -> web.Response:
 @api(summary="LL-HLS init segment", path={"number": HlsNumber}, responses={200: Media(SEGMENT_TYPE, binary=True)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def init_segment(request: web.Request) -> web.Response:
-    number = request.match_info.get("number")
+    number = _path_int(request, "number") if "number" in request.match_info else None
     async with _muxer(request, start=True) as muxer:
         if number is None:
             await _wait_first_segment(muxer)
-        init = muxer.init(None if number is None else int(number))
+        init = muxer.init(number)
         if init is None:
             raise NotFound(f"camera {muxer.camera.id}: no init segment {number}")
         return _media_response(request, init.data)
@@ -475,7 +508,7 @@ async def init_segment(request: web.Request) -> web.Response:
 @api(summary="LL-HLS media segment", path={"msn": HlsNumber}, responses={200: Media(SEGMENT_TYPE, binary=True)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def media_segment(request: web.Request) -> web.Response:
-    msn = int(request.match_info["msn"])
+    msn = _path_int(request, "msn")
     async with _muxer(request, start=False) as muxer:
         seg = muxer.segment(msn)
         if seg is None:
@@ -486,7 +519,7 @@ async def media_segment(request: web.Request) -> web.Response:
 @api(summary="LL-HLS partial segment", path={"msn": HlsNumber, "part": HlsNumber}, responses={200: Media(SEGMENT_TYPE, binary=True)}, extra_errors=(503,), tag="live")
 @requires("live.view")
 async def partial_segment(request: web.Request) -> web.Response:
-    msn, index = int(request.match_info["msn"]), int(request.match_info["part"])
+    msn, index = _path_int(request, "msn"), _path_int(request, "part")
     async with _muxer(request, start=False) as muxer:
         found = muxer.part(msn, index)
         if found is None and muxer.is_upcoming(msn, index):
@@ -500,7 +533,7 @@ async def partial_segment(request: web.Request) -> web.Response:
         return _media_response(request, found.data)
 
 
-async def _hls_ctx(app: web.Application) -> AsyncIterator[None]:
+async def hls_ctx(app: web.Application) -> AsyncIterator[None]:
     manager = HlsManager(app[CONFIG].hls)
     app[HLS] = manager
     async with HlsViewers(app[ACCESS]) as viewers:
@@ -509,15 +542,13 @@ async def _hls_ctx(app: web.Application) -> AsyncIterator[None]:
         await manager.aclose()
 
 
-async def _on_shutdown(app: web.Application) -> None:
-    # Before aiohttp waits for open requests: blocked playlist requests end at once.
+async def close_on_shutdown(app: web.Application) -> None:
+    """``on_shutdown``: before aiohttp waits for open requests, blocked playlist requests end at once."""
     if HLS in app:
         await app[HLS].aclose()
 
 
 def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(_hls_ctx)
-    app.on_shutdown.append(_on_shutdown)
     base = "/api/cameras/{camera_id}/hls"
     app.router.add_get(f"{base}/index.m3u8", multivariant, name="hls-index")
     app.router.add_get(f"{base}/stream.m3u8", media_playlist, name="hls-stream")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import secrets
 import time
 from collections import deque
@@ -123,6 +124,9 @@ async def read_offer(request: web.Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+_ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
+
+
 def check_offer(offer: str) -> None:
     """Reject what aiortc would choke on, with a reason a client developer can act on."""
     try:
@@ -137,6 +141,15 @@ def check_offer(offer: str) -> None:
     # aiortc would accept this and fail the DTLS handshake later, leaving a dead session.
     if not all(m.dtls is not None and m.dtls.fingerprints for m in video):
         raise BadRequest("SDP offer has no DTLS fingerprint (a=fingerprint)")
+    # aiortc takes any ICE credentials (5000 characters, spaces, other scripts) and the session
+    # dies at the connect timeout; RFC 8839 5.4 allows 4-256 (ufrag) and 22-256 (pwd) ice-chars.
+    for m in video:
+        for name, value, shortest in (("ice-ufrag", m.ice.usernameFragment, 4), ("ice-pwd", m.ice.password, 22)):
+            if value is not None and not (shortest <= len(value) <= 256 and _ICE_CHARS.fullmatch(value)):
+                raise BadRequest(
+                    f"SDP offer has an invalid a={name}: {shortest} to 256 letters, digits, '+' or '/' (RFC 8839), "
+                    f"got {len(value)} characters"
+                )
 
 
 def restrict_host_candidates(sdp: str, allowed: set[str]) -> str:
@@ -452,37 +465,33 @@ PROFILE_HEADER = "Citygate-Profile"
 @requires("live.view")
 async def post_offer(request: web.Request) -> web.Response:
     camera = request.app[CAMERAS].get(request.match_info["camera_id"])
-    if request.content_type != SDP_TYPE:
-        raise web.HTTPUnsupportedMediaType(
-            reason=f"a WHEP offer must be sent as {SDP_TYPE}, not {request.content_type or 'no content type'}"
-        )
-    wanted = request.query.get("profile", StreamProfile.MAIN)
-    if wanted not in tuple(StreamProfile):
-        raise BadRequest(f"profile must be one of {', '.join(StreamProfile)}, not {wanted!r}")
     who = principal(request)
     client = client_address(request)
     sessions = request.app[WEBRTC_SESSIONS]
-    # The limits, each refusal audited: offers per minute, offer size and m-lines (before
-    # aiortc parses anything), then sessions per user (checked as the session registers).
+    if request.content_type != SDP_TYPE:
+        reason = f"a WHEP offer must be sent as {SDP_TYPE}, not {request.content_type or 'no content type'}"
+        await _audit_refusal(request, who, client, camera.id, 415, reason)
+        raise web.HTTPUnsupportedMediaType(reason=reason)
+    # Every refusal is audited (a fuzzed offer found most were not: malformed SDP, no video,
+    # no H.264, not UTF-8, the camera's codec): the limits first, offers per minute, offer
+    # size and m-lines (before aiortc parses anything), then the offer, then sessions per
+    # user (checked as the session registers). 503s (viewer limits, camera offline) are not
+    # refusals of this user.
     try:
+        wanted = request.query.get("profile", StreamProfile.MAIN)
+        if wanted not in tuple(StreamProfile):
+            raise BadRequest(f"profile must be one of {', '.join(StreamProfile)}, not {wanted!r}")
         sessions.count_offer(who)
         body = await read_offer(request, sessions.live.max_offer_bytes)
-    except (BadRequest, TooManyRequests) as exc:
-        await _audit_refusal(request, who, client, camera.id, exc)
-        raise
-    try:
-        offer = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("SDP offer is not UTF-8 text") from None
-    try:
+        try:
+            offer = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("SDP offer is not UTF-8 text") from None
         check_offer_size(offer, sessions.live.max_offer_m_lines)
-    except BadRequest as exc:
-        await _audit_refusal(request, who, client, camera.id, exc)
-        raise
-    try:
         session = await sessions.open(camera, offer, request.remote, who, StreamProfile(wanted))
-    except TooManyRequests as exc:
-        await _audit_refusal(request, who, client, camera.id, exc)
+    except GatewayError as exc:
+        if 400 <= exc.status < 500:
+            await _audit_refusal(request, who, client, camera.id, exc.status, exc.message)
         raise
     _bind_to_access(request.app, session, who, client)
     await request.app[ACCESS].audit.record(
@@ -498,10 +507,10 @@ async def post_offer(request: web.Request) -> web.Response:
     )
 
 
-async def _audit_refusal(request: web.Request, who: Principal, client: str, camera: str, exc: GatewayError) -> None:
+async def _audit_refusal(request: web.Request, who: Principal, client: str, camera: str, status: int, reason: str) -> None:
     await request.app[ACCESS].audit.record(
         "live.view", outcome="refused", user=who.username, client=client, camera=camera,
-        detail={"kind": "webrtc", "status": exc.status, "reason": exc.message},
+        detail={"kind": "webrtc", "status": status, "reason": reason},
     )
 
 
@@ -539,13 +548,12 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def _close_on_shutdown(app: web.Application) -> None:
+async def close_on_shutdown(app: web.Application) -> None:
+    """``on_shutdown``: every session ends before aiohttp waits for open requests."""
     await app[WEBRTC_SESSIONS].close_all("gateway shutting down")
 
 
 def setup(app: web.Application) -> None:
-    app[WEBRTC_SESSIONS] = WebRtcSessions(app[CONFIG].live)
-    app.on_shutdown.append(_close_on_shutdown)
     app.router.add_post("/api/cameras/{camera_id}/whep", post_offer, name="whep")
     app.router.add_route("OPTIONS", "/api/cameras/{camera_id}/whep", options_whep)
     app.router.add_delete("/api/whep/sessions/{session_id}", delete_session, name="whep_session")
