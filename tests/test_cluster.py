@@ -108,7 +108,8 @@ async def poll(predicate, timeout: float, what: str):
         await asyncio.sleep(0.2)
 
 
-async def signed_in(url: str, password: str) -> aiohttp.ClientSession:
+async def signed_in(url: str, password: str, *, username: str = "admin", first: str | None = None) -> aiohttp.ClientSession:
+    """A session signed in on ``url``; with ``first``, the one-time password is changed to ``password`` first."""
     http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
     async def listening():
@@ -118,9 +119,12 @@ async def signed_in(url: str, password: str) -> aiohttp.ClientSession:
         except aiohttp.ClientError:
             return False
     await poll(listening, 60, f"{url} listening")
-    async with http.post(url + "/api/session", json={"username": "admin", "password": password}) as resp:
+    async with http.post(url + "/api/session", json={"username": username, "password": first or password}) as resp:
         assert resp.status == 201, await resp.text()
         http.headers["X-CSRF-Token"] = (await resp.json())["csrf_token"]
+    if first is not None:
+        async with http.post(url + "/api/session/password", json={"old_password": first, "new_password": password}) as resp:
+            assert resp.status == 200, await resp.text()
     return http
 
 
@@ -250,6 +254,42 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
             async with outsider.get(b.url + f"/api/cameras/{camera}/snapshot.jpg", headers=forged) as resp:
                 assert resp.status == 403
         assert any(e["outcome"] == "refused" and e["reason"] == "bad signature" for e in await audited(db, "cluster.forged"))
+
+        # -- a push made on node A opens on a station connected to node C ------------------
+        admin = await signed_in(a.url, PASSWORD)
+        sessions.append(admin)
+        for user, role in (("op1", "operator"), ("station1", "rescue-station")):
+            async with admin.post(a.url + "/api/users", json={"username": user, "role": role, "areas": ["d1"],
+                                                               "password": f"First-pass-9-{role}"}) as resp:
+                assert resp.status == 201, await resp.text()
+        operator = await signed_in(a.url, "Operator-cluster-pass-7", username="op1", first="First-pass-9-operator")
+        station = await signed_in(c.url, "Station-cluster-pass-7", username="station1", first="First-pass-9-rescue-station")
+        sessions += [operator, station]
+        pushed = owned_by_b[1]
+        async with station.ws_connect(c.url.replace("http", "ws") + "/api/events") as ws:
+            async with operator.post(a.url + "/api/pushes", json={"cameras": [pushed], "stations": ["station1"],
+                                                                 "reason": "fire at the market", "minutes": 10}) as resp:
+                assert resp.status == 201, await resp.text()
+            deadline = time.monotonic() + 10
+            kinds = []
+            while time.monotonic() < deadline and "push.created" not in kinds:
+                msg = await ws.receive_json(timeout=max(0.1, deadline - time.monotonic()))
+                if msg.get("type") == "event":
+                    kinds.append(msg["event"]["kind"])
+            assert "push.created" in kinds, f"the push did not reach the station on node C: {kinds}"
+        # and the station, connected to C, now watches the pushed camera that B runs
+        spc = client_offer_pc()
+        try:
+            await spc.setLocalDescription(await spc.createOffer())
+            async def station_answer():
+                async with station.post(c.url + f"/api/cameras/{pushed}/whep", data=spc.localDescription.sdp.encode(),
+                                        headers={"Content-Type": "application/sdp"}) as resp:
+                    return await resp.text() if resp.status == 201 else None
+            sdp = await poll(station_answer, 10, "the station's view of the pushed camera")
+            await spc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            await asyncio.wait_for(spc.getTransceivers()[0].receiver.track.recv(), 20)
+        finally:
+            await spc.close()
 
         # -- kill -9 of node B: its cameras record again on A and C -------------------------
         on_a2 = await signed_in(a.url, PASSWORD)

@@ -27,15 +27,17 @@ import logging
 import time
 
 import aiohttp
+import sqlalchemy as sa
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.appkeys import AUDIT
+from gateway.access.middleware import client_address
+from gateway.appkeys import AUDIT, DATABASE
 from gateway.cluster.hop import (
     CLIENT_HEADER, HOP, HOP_HEADERS, NODE_HEADER, SIGNATURE_HEADER, TIME_HEADER, Hop, hop_of, sign,
 )
 from gateway.cluster.node import ClusterNode, Owner
-from gateway.access.middleware import client_address
+from gateway.db import export_requests
 from gateway.errors import Forbidden, NotFound, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ OWNER_ROUTES = frozenset({
     "ptz-preset-go", "ptz-lock", "ptz-lock-take", "ptz-lock-release",
     "ptz-tours", "ptz-tour-create", "ptz-tour-update", "ptz-tour-delete", "ptz-tour-start", "ptz-tour-stop",
     "masks-put", "masks-add", "mask-delete",
+    # an export package lies on the node that produced it
+    "export-download",
 })
 #: Hop-by-hop headers (RFC 9110 7.6.1) and what the proxy sets itself.
 _NOT_FORWARDED = frozenset(h.lower() for h in (
@@ -113,13 +117,27 @@ async def forward_middleware(request: web.Request, handler: web.RequestHandler) 
     route = request.match_info.route
     if node is None or route.name not in OWNER_ROUTES or hop_of(request) is not None:
         return await handler(request)
-    target, path = _target(request, node)
+    target, path = await _target(request, node)
     if target is None or target.node == node.node:
         return await handler(request)
     return await _proxy(request, target, path, node)
 
 
-def _target(request: web.Request, node: ClusterNode) -> tuple[Owner | None, str]:
+async def _producer(request: web.Request, node: ClusterNode) -> Owner | None:
+    """An export package lies in the data dir of the node that produced it."""
+    try:
+        request_id = int(request.match_info["request_id"])
+    except (KeyError, ValueError):
+        return None
+    async with request.app[DATABASE].connect() as conn:
+        producer = (
+            await conn.execute(sa.select(export_requests.c.producer_node).where(export_requests.c.id == request_id))
+        ).scalar()
+    info = next((n for n in node.nodes() if n.node == producer), None)
+    return Owner(info.node, info.url) if info is not None else None
+
+
+async def _target(request: web.Request, node: ClusterNode) -> tuple[Owner | None, str]:
     match = request.match_info
     if "session_id" in match:  # DELETE /api/whep/sessions/<node>~<id>
         owner_node, sep, session = match["session_id"].partition(SESSION_SEP)
@@ -133,6 +151,8 @@ def _target(request: web.Request, node: ClusterNode) -> tuple[Owner | None, str]
             raise NotFound(f"no WebRTC session {match['session_id']!r}")
         path = request.path_qs.replace(match["session_id"], session, 1)
         return Owner(info.node, info.url), path
+    if request.match_info.route.name == "export-download":
+        return await _producer(request, node), request.path_qs
     camera = match.get("camera_id")
     if camera is None or not node.knows(camera):
         return None, request.path_qs

@@ -242,7 +242,11 @@ class ClusterNode:
         await self._publish_views(now)
         share = self.share(now)
         if len(self._owned) > share:
-            surplus = sorted(self._owned, key=lambda cid: _rank(cid, self.node))[: min(len(self._owned) - share, RELEASE_PER_TICK)]
+            extra = len(self._owned) - share
+            # a few at a time, so a joining node does not make every viewer reconnect at once,
+            # but a quarter of the surplus at least, so a large rebalance ends in a few ticks
+            count = min(extra, max(RELEASE_PER_TICK, math.ceil(extra / 4)))
+            surplus = sorted(self._owned, key=lambda cid: _rank(cid, self.node))[:count]
             for cid in surplus:
                 await self._give_away(cid)
         elif len(self._owned) < share:
@@ -336,8 +340,11 @@ class ClusterNode:
             if cid not in self._owned and cid not in self._owners
         ]
         free.sort(key=lambda cid: _rank(cid, self.node))
+        # take for a third of the lease at most: the first leases of a long round would run
+        # out before the next renewal (the rest are taken at the next tick)
+        deadline = time.monotonic() + self.ttl / 3
         for cid in free:
-            if wanted <= 0:
+            if wanted <= 0 or time.monotonic() > deadline:
                 return
             previous, expires_at = self._holders.get(cid, (None, 0.0))
             lease = await self._store.take(CAMERA + cid, self.ttl)
