@@ -128,6 +128,17 @@ async def signed_in(url: str, password: str, *, username: str = "admin", first: 
     return http
 
 
+async def cameras_of(http: aiohttp.ClientSession, url: str, node: str) -> list[str]:
+    async with http.get(url + "/api/cluster") as resp:
+        return sorted(cid for cid, owner in (await resp.json())["cameras"].items() if owner == node)
+
+
+def recording_again_on(db: Database, cameras: list[str], after: float):
+    async def check() -> bool:
+        return all([any(start > after for start, _ in await recorded(db, cid)) for cid in cameras])
+    return check
+
+
 async def recorded(db: Database, camera: str) -> list[tuple[float, float]]:
     async with db.connect() as conn:
         q = sa.select(segments.c.start, segments.c.end).where(segments.c.camera == camera).order_by(segments.c.start)
@@ -316,6 +327,57 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
             assert sum(1 for k in keys if k.startswith(f"{cid}/")) >= len(spans) > 0, "segments in S3"
             for (s1, e1), (s2, _) in zip(spans, spans[1:]):
                 assert s2 >= e1 - 0.05, f"{cid}: segments overlap ({s1}-{e1} and {s2}): two writers"
+
+        # -- a viewer reconnecting through node C gets a picture of a moved camera ----------
+        rpc = client_offer_pc()
+        try:
+            await rpc.setLocalDescription(await rpc.createOffer())
+            on_c2 = await signed_in(c.url, PASSWORD)
+            sessions.append(on_c2)
+            async def again():
+                async with on_c2.post(c.url + f"/api/cameras/{owned_by_b[0]}/whep", data=rpc.localDescription.sdp.encode(),
+                                      headers={"Content-Type": "application/sdp"}) as resp:
+                    return await resp.text() if resp.status == 201 else None
+            sdp = await poll(again, 10, "a WHEP answer for a moved camera")
+            await rpc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            await asyncio.wait_for(rpc.getTransceivers()[0].receiver.track.recv(), 20)
+        finally:
+            await rpc.close()
+
+        # -- node C frozen past its lease (SIGSTOP): A takes its cameras; when C wakes its
+        #    writes are fenced out — no segment of those cameras overlaps another (C then
+        #    rejoins and takes its share back, each camera cleanly handed over) ----------
+        assert c.proc is not None
+        frozen = await cameras_of(on_a2, a.url, "node-c")
+        assert frozen
+        c.proc.send_signal(signal.SIGSTOP)
+        try:
+            async def taken():
+                return not await cameras_of(on_a2, a.url, "node-c")
+            await poll(taken, LEASE * 3 + 10, "node A taking the frozen node's cameras")
+            await poll(recording_again_on(db, frozen, time.time()), LEASE + 15, "recording of the frozen node's cameras on A")
+        finally:
+            c.proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(LEASE)  # C wakes, finishes its open segments, finds its leases gone
+        for cid in frozen:
+            spans = await recorded(db, cid)
+            for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+                assert s2 >= e1 - 0.05, f"{cid}: segments overlap ({s1}-{e1} and {s2}): the frozen node wrote after its lease"
+
+        # -- the command line sees the same cluster -----------------------------------------
+        status = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "cluster", "status", "--json", "--config", str(a.conf),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await status.communicate()
+        assert status.returncode == 0, err.decode()
+        listed = json.loads(out)
+        assert {n["node"]: n["alive"] for n in listed["nodes"]}["node-b"] is False
+        assert set(listed["cameras"]) == set(CAMERAS) and set(listed["cameras"].values()) <= {"node-a", "node-c"}
+
+        await asyncio.gather(*(n.stop() for n in nodes.values()))
+        assert c.output is not None
+        assert b"another node owns the camera now" in await c.output, "the woken node's late segment was fenced out"
     finally:
         if pc is not None:
             await pc.close()
