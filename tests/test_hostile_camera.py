@@ -214,7 +214,7 @@ async def test_a_hostile_camera_beside_healthy_ones(make_gateway, hostile: Hosti
         for s in seen:
             print(f"  {s.mode:<20} {s.end - s.start:5.2f}s  {s.error}")
 
-    # The camera behaves again: both hostile cameras come back, with a picture and recorded.
+    # The camera behaves again: every hostile camera comes back, with a picture, and records.
     for cid in HOSTILE:
         hostile.set_mode(cid, Mode.GOOD)
     back = time.time()
@@ -252,7 +252,7 @@ async def test_a_hostile_camera_beside_healthy_ones(make_gateway, hostile: Hosti
         epochs = {e for e, at in first_seen.items() if jumps.start < at < jumps.end}
         jumping = [p for p in packets if p.info.epoch in epochs]
         steps = {b.pts - a.pts for a, b in zip(jumping, jumping[1:]) if b.info.epoch == a.info.epoch}
-        assert len(jumping) >= 40 and steps == {FRAME}, (cid, len(jumping), sorted(steps)[:5], sorted(steps)[-5:])
+        assert len(jumping) >= 30 and steps == {FRAME}, (cid, len(jumping), sorted(steps)[:5], sorted(steps)[-5:])
 
     # The healthy cameras: one connection throughout, and every picture the camera made.
     for cid in HEALTHY:
