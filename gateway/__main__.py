@@ -56,7 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.app import build_app, ssl_context
 
+    from gateway import cli_reload
     from gateway.cluster import workers
+    from gateway.reload import RELOAD_SIGNALS
 
     config, plugins, policy = _load(_config_dir(args.config_dir))
     # Whatever the server writes (recordings, packages, checkpoint file) is never world-readable
@@ -73,10 +75,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         print(f"Citygate {__version__}: {args.workers} workers on port {port}", flush=True)
         argv = [sys.executable, "-m", "gateway", *sys.argv[1:]]
-        return workers.supervise(argv, args.workers, Path(config.data_dir))
+        pid_file = cli_reload.write_pid_file(Path(config.data_dir))  # `citygate reload`: SIGHUP passed on to the workers
+        try:
+            return workers.supervise(argv, args.workers, Path(config.data_dir))
+        finally:
+            pid_file.unlink(missing_ok=True)
     if args.worker_index is not None:
         config = workers.worker_config(config, args.worker_index, args.worker_port, Path(args.worker_secret))
     app = build_app(config, plugins, policy, on_first_admin=_print_first_admin)
+    app[RELOAD_SIGNALS] = args.worker_index is None  # SIGHUP (`citygate reload`) reads conf/ again; pid file
     ctx = ssl_context(config)
     scheme = "https" if ctx else "http"
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -136,13 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     plist = plugins_sub.add_parser("list", help="list discovered plugins, their kinds and origin")
     plist.set_defaults(func=cmd_plugins_list)
 
-    from gateway import cli_audit, cli_cameras, cli_cluster, cli_export, cli_recordings, cli_users
+    from gateway import cli_audit, cli_cameras, cli_cluster, cli_export, cli_recordings, cli_reload, cli_users
 
     cli_audit.add_parser(sub)
     cli_cameras.add_parser(sub)
     cli_cluster.add_parser(sub)
     cli_export.add_parser(sub)
     cli_recordings.add_parser(sub)
+    cli_reload.add_parser(sub)
     cli_users.add_parser(sub)
     return parser
 

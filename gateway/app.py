@@ -39,6 +39,7 @@ from gateway.api import tours as tours_api
 from gateway.api import health as health_api
 from gateway.api import inventory as inventory_api
 from gateway.api import masks as masks_api
+from gateway.api import managed_cameras as managed_cameras_api
 from gateway.api import metrics as metrics_api
 from gateway.api import openapi as openapi_api
 from gateway.api.openapi import Media, api
@@ -77,6 +78,7 @@ from gateway.plugin_facade import GATEWAY_FACADE, Gateway
 from gateway.webroot import WEBCLIENT_DIR
 from gateway.plugins import Plugins
 from gateway.plates.store import plates_ctx
+from gateway.reload import reload_ctx
 from gateway.recording.reads import playback_reads_ctx
 from gateway.recording.service import recording_ctx
 
@@ -203,6 +205,8 @@ def build_app(
     # agencies' access requests: grants through the access core, expired on time
     app.cleanup_ctx.append(agency_access_ctx)
     app.cleanup_ctx.append(_cameras_ctx)
+    # cameras managed through the API join those of cameras.toml; reloads (SIGHUP) apply here
+    app.cleanup_ctx.append(reload_ctx)
     # after the cameras: on shutdown recorders store their last segment before cameras stop
     app.cleanup_ctx.append(recording_ctx)
     # analyzers read the cameras' public hubs: started after them, stopped before them
@@ -226,6 +230,7 @@ def build_app(
     map_api.setup(app)
     metrics_api.setup(app)
     inventory_api.setup(app)  # before the camera routes, whose {camera_id} would match "inventory"
+    managed_cameras_api.setup(app)  # /api/cameras/managed: before the camera routes too
     cameras_api.setup(app)
     masks_api.setup(app)
     recordings_api.setup(app)

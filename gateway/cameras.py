@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import msgspec
 
 from gateway.config import CameraConfig, Config, IngestConfig, LiveConfig, MaskingConfig, PtzConfig
-from gateway.errors import CameraUnavailable, NotFound
+from gateway.errors import CameraUnavailable, Conflict, NotFound
 from gateway.events import EventBus
 from gateway.interfaces import CameraVendor, MaskFilter, MaskShape, PtzCapabilities, StreamProfile
 from gateway.media.hub import HubReader, HubStats, StreamHub
@@ -410,8 +410,45 @@ class Camera:
         return self.hub.open_reader(name, lossless=lossless, on_overflow=on_overflow)
 
 
+#: What describes a camera without changing what it runs: changed alone, no restart.
+DESCRIPTIVE_FIELDS = ("name", "area", "tags", "owner", "address", "location", "heading", "fov_degrees")
+
+
+def _described_only(old: CameraConfig, new: CameraConfig) -> bool:
+    return msgspec.structs.replace(old, **{f: getattr(new, f) for f in DESCRIPTIVE_FIELDS}) == new
+
+
 #: Called with a camera object before it starts (masks, filters) or after it started.
 CameraHook = Callable[["Camera"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSettings:
+    """The parts of ``gateway.toml`` every camera runs with; a change restarts them all."""
+
+    ingest: IngestConfig
+    live: LiveConfig
+    masking: MaskingConfig
+    ptz: PtzConfig
+
+    @classmethod
+    def of(cls, config: Config) -> CameraSettings:
+        return cls(config.ingest, config.live, config.masking, config.ptz)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraChanges:
+    """What a new set of camera configs changed."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    #: The changed cameras that ran here and restarted (the others took a new name, area
+    #: or tags without a restart, or were dormant here).
+    restarted: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
 
 
 class CameraManager:
@@ -435,15 +472,22 @@ class CameraManager:
         filters: Mapping[str, type[MaskFilter]] | None = None,
         positions: PositionLog | None = None,
         owns_all: bool = True,
+        cameras: Sequence[CameraConfig] | None = None,
     ) -> None:
         def make(c: CameraConfig) -> Camera:
+            s = self.settings
             return Camera(
-                c, vendors[c.vendor], config.ingest, events, masking=config.masking, filters=filters, live=config.live,
-                ptz=config.ptz, positions=positions,
+                c, vendors[c.vendor], s.ingest, events, masking=s.masking, filters=filters, live=s.live,
+                ptz=s.ptz, positions=positions,
             )
 
+        self.settings = CameraSettings.of(config)
         self._make = make
-        self._configs = {c.id: c for c in config.cameras if c.enabled}
+        configs = config.cameras if cameras is None else cameras
+        self._configs = {c.id: c for c in configs if c.enabled}
+        #: The last config of each camera removed since start (its recordings stay, and
+        #: their retention still follows it).
+        self._removed: dict[str, CameraConfig] = {}
         self._cameras = {cid: make(c) for cid, c in self._configs.items()}
         self._running: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {cid: asyncio.Lock() for cid in self._configs}
@@ -453,6 +497,9 @@ class CameraManager:
         #: After a camera started here / before it stops here.
         self.on_started: list[CameraHook] = []
         self.on_stopping: list[CameraHook] = []
+        #: After a camera was removed from the configuration (stopped first if it ran
+        #: here): a cluster node releases its lease.
+        self.on_removed: list[Callable[[str], Awaitable[None]]] = []
 
     async def __aenter__(self) -> CameraManager:
         if self._owns_all:
@@ -485,32 +532,136 @@ class CameraManager:
             raise NotFound(f"no camera {camera_id!r}")
         return camera
 
+    def config(self, camera_id: str) -> CameraConfig | None:
+        """A camera's config now, or the last one of a camera removed since start."""
+        return self._configs.get(camera_id) or self._removed.get(camera_id)
+
+    def configs(self) -> list[CameraConfig]:
+        """Every camera's config now, in order."""
+        return list(self._configs.values())
+
     async def start_camera(self, camera_id: str) -> Camera:
-        """Run a camera here (a no-op if it runs already)."""
-        async with self._locks[camera_id]:
-            camera = self._cameras[camera_id]
-            if camera_id in self._running:
-                return camera
-            for prepare in self.on_prepare:
-                await prepare(camera)
-            await camera.start()
-            self._running.add(camera_id)
-            await self._notify(self.on_started, camera, "started")
-            return camera
+        """Run a camera here (a no-op if it runs already). NotFound if it is no longer configured."""
+        lock = self._locks.get(camera_id)
+        if lock is None:
+            raise NotFound(f"no camera {camera_id!r}")
+        async with lock:
+            if camera_id not in self._configs:
+                raise NotFound(f"camera {camera_id!r} was removed")
+            return await self._start_locked(camera_id)
 
     async def stop_camera(self, camera_id: str) -> None:
         """Stop a camera running here; a dormant object takes its place."""
-        async with self._locks[camera_id]:
-            if camera_id not in self._running:
-                return
-            camera = self._cameras[camera_id]
-            await self._notify(self.on_stopping, camera, "stopping")
-            self._running.discard(camera_id)
-            self._cameras[camera_id] = self._make(self._configs[camera_id])
+        lock = self._locks.get(camera_id)
+        if lock is None:
+            return
+        async with lock:
+            await self._stop_locked(camera_id)
+
+    async def _start_locked(self, camera_id: str) -> Camera:
+        camera = self._cameras[camera_id]
+        if camera_id in self._running:
+            return camera
+        for prepare in self.on_prepare:
+            await prepare(camera)
+        await camera.start()
+        self._running.add(camera_id)
+        await self._notify(self.on_started, camera, "started")
+        return camera
+
+    async def _stop_locked(self, camera_id: str) -> None:
+        if camera_id not in self._running:
+            return
+        camera = self._cameras[camera_id]
+        await self._notify(self.on_stopping, camera, "stopping")
+        self._running.discard(camera_id)
+        self._cameras[camera_id] = self._make(self._configs[camera_id])
+        try:
+            await camera.stop()
+        except Exception:
+            logger.exception("camera %s: failed to stop cleanly", camera_id)
+
+    # -- changes of the configuration (reload, cameras managed through the API) ----------
+    async def add_camera(self, config: CameraConfig) -> None:
+        """A new camera: a single node starts it; in a cluster it becomes takeable (the
+        ownership loop reads ``ids()`` at every tick)."""
+        if config.id in self._configs:
+            raise Conflict(f"camera {config.id!r} exists")
+        self._removed.pop(config.id, None)
+        self._configs[config.id] = config
+        self._cameras[config.id] = self._make(config)
+        self._locks[config.id] = asyncio.Lock()
+        logger.info("camera %s: added", config.id)
+        if self._owns_all:
+            await self.start_camera(config.id)
+
+    async def remove_camera(self, camera_id: str) -> None:
+        """Stop a camera (if it runs here: its recorder stores its last segment) and forget
+        it; its recordings stay. ``on_removed`` hooks follow (a cluster node's lease)."""
+        lock = self._locks.get(camera_id)
+        if lock is None:
+            raise NotFound(f"no camera {camera_id!r}")
+        async with lock:
+            await self._stop_locked(camera_id)
+            self._removed[camera_id] = self._configs.pop(camera_id)
+            self._cameras.pop(camera_id, None)
+            self._locks.pop(camera_id, None)
+        logger.info("camera %s: removed", camera_id)
+        for hook in list(self.on_removed):
             try:
-                await camera.stop()
+                await hook(camera_id)
             except Exception:
-                logger.exception("camera %s: failed to stop cleanly", camera_id)
+                logger.exception("camera %s: a removed hook failed", camera_id)
+
+    async def replace_camera(self, config: CameraConfig, *, restart: bool = False) -> bool:
+        """A camera's config changed: if it runs here it restarts alone with the new one
+        (no other camera is touched), unless only what describes it changed (name, area,
+        tags, place): then it keeps running, viewers and recording untouched. A dormant
+        one just takes the new config. Returns whether it restarted."""
+        lock = self._locks.get(config.id)
+        if lock is None:
+            raise NotFound(f"no camera {config.id!r}")
+        async with lock:
+            old = self._configs[config.id]
+            was_running = config.id in self._running
+            if was_running and not restart and _described_only(old, config):
+                self._configs[config.id] = config
+                self._cameras[config.id].config = config
+                logger.info("camera %s: description changed (no restart)", config.id)
+                return False
+            await self._stop_locked(config.id)
+            self._configs[config.id] = config
+            self._cameras[config.id] = self._make(config)
+            logger.info("camera %s: config changed%s", config.id, "; restarting" if was_running else "")
+            if was_running:
+                await self._start_locked(config.id)
+            return was_running
+
+    async def apply(self, configs: Sequence[CameraConfig], settings: CameraSettings | None = None) -> CameraChanges:
+        """Make the cameras ``configs`` (disabled ones count as absent): removed ones stop,
+        changed ones restart alone, added ones start; the others are not touched. New
+        ``settings`` (ingest, live, masking, PTZ) change every camera."""
+        wanted = {c.id: c for c in configs if c.enabled}
+        settings_changed = settings is not None and settings != self.settings
+        if settings is not None:
+            self.settings = settings
+        changes = CameraChanges(
+            added=tuple(cid for cid in wanted if cid not in self._configs),
+            removed=tuple(cid for cid in self._configs if cid not in wanted),
+            changed=tuple(
+                cid for cid, c in wanted.items() if cid in self._configs and (settings_changed or c != self._configs[cid])
+            ),
+        )
+        results = await asyncio.gather(
+            *(self.replace_camera(wanted[cid], restart=settings_changed) for cid in changes.changed),
+            *(self.remove_camera(cid) for cid in changes.removed),
+        )
+        await asyncio.gather(*(self.add_camera(wanted[cid]) for cid in changes.added))
+        # keep the configured order (lists, the cluster's shares)
+        self._configs = {cid: self._configs[cid] for cid in wanted if cid in self._configs}
+        self._cameras = {cid: self._cameras[cid] for cid in self._configs}
+        restarted = tuple(cid for cid, r in zip(changes.changed, results, strict=False) if r)
+        return replace(changes, restarted=restarted)
 
     @staticmethod
     async def _notify(hooks: list[CameraHook], camera: Camera, what: str) -> None:

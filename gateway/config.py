@@ -880,21 +880,11 @@ def load(
             errors.append(ConfigError(cam_display, f"{key}.id", f"duplicate camera id {camera.id!r} (also camera[{seen[camera.id]}])"))
             continue
         seen[camera.id] = index
-        vendor = vendors.get(camera.vendor)
-        if vendor is None:
-            known = ", ".join(sorted(vendors)) or "none installed"
-            errors.append(ConfigError(cam_display, f"{key}.vendor", f"unknown vendor {camera.vendor!r} (known: {known})"))
-            continue
-        opts = _plugin_options(camera.options, vendor, file=cam_display, key=f"{key}.options", env=env, errors=errors)
-        problem = location_problem(camera.location)
-        if problem is not None:
-            errors.append(ConfigError(cam_display, f"{key}.location", problem))
-        if mask_filters is not None:
-            errors.extend(mask_filter_errors(camera, mask_filters, file=cam_display, key=key))
-        analytics = analytics_entries(
-            camera.analytics, analyzers, file=cam_display, key=f"{key}.analytics", env=env, errors=errors, camera=camera.id
+        checked = check_camera(
+            camera, vendors=vendors, file=cam_display, key=key, env=env, errors=errors, mask_filters=mask_filters, analyzers=analyzers
         )
-        cameras.append(msgspec.structs.replace(camera, options=opts, analytics=analytics))
+        if checked is not None:
+            cameras.append(checked)
 
     if errors:
         raise ConfigErrors(errors)
@@ -924,6 +914,49 @@ def load(
         health=gateway.health,
         map=gateway.map,
     )
+
+
+def check_camera(
+    camera: CameraConfig,
+    *,
+    vendors: Mapping[str, type],
+    file: str,
+    key: str,
+    env: Mapping[str, str],
+    errors: list[ConfigError],
+    mask_filters: Mapping[str, type] | None = None,
+    analyzers: Mapping[str, type] | None = None,
+) -> CameraConfig | None:
+    """One ``[[camera]]`` table checked against the plugins (vendor and its options, place,
+    mask filters, analyzers); mistakes go to ``errors``. Cameras managed through the API
+    are checked by the same function, so they get the same errors."""
+    vendor = vendors.get(camera.vendor)
+    if vendor is None:
+        known = ", ".join(sorted(vendors)) or "none installed"
+        errors.append(ConfigError(file, f"{key}.vendor", f"unknown vendor {camera.vendor!r} (known: {known})"))
+        return None
+    opts = _plugin_options(camera.options, vendor, file=file, key=f"{key}.options", env=env, errors=errors)
+    problem = location_problem(camera.location)
+    if problem is not None:
+        errors.append(ConfigError(file, f"{key}.location", problem))
+    if mask_filters is not None:
+        errors.extend(mask_filter_errors(camera, mask_filters, file=file, key=key))
+    analytics = analytics_entries(camera.analytics, analyzers, file=file, key=f"{key}.analytics", env=env, errors=errors, camera=camera.id)
+    return msgspec.structs.replace(camera, options=opts, analytics=analytics)
+
+
+def camera_from_table(
+    table: Any, *, vendors: Mapping[str, type], file: str, key: str, env: Mapping[str, str], errors: list[ConfigError],
+    mask_filters: Mapping[str, type] | None = None, analyzers: Mapping[str, type] | None = None,
+) -> CameraConfig | None:
+    """A ``[[camera]]`` table given as data (JSON from the API), decoded and checked exactly
+    like one read from ``cameras.toml``."""
+    try:
+        camera = msgspec.convert(table, type=CameraConfig, str_keys=True)
+    except msgspec.ValidationError as exc:
+        errors.append(ConfigError(file, *_split_validation(exc, key)))
+        return None
+    return check_camera(camera, vendors=vendors, file=file, key=key, env=env, errors=errors, mask_filters=mask_filters, analyzers=analyzers)
 
 
 def cluster_errors(cluster: ClusterConfig, database: DatabaseConfig, storage: StorageConfig, *, file: str) -> list[ConfigError]:

@@ -669,6 +669,20 @@ analytics_observations = sa.Table(
 )
 
 
+#: Cameras added through the API by ``cameras.manage`` (beside those of ``cameras.toml``):
+#: each row is a ``[[camera]]`` table as JSON, checked like the file's on every read.
+managed_cameras = sa.Table(
+    "managed_cameras",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_by", sa.String(128), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
 # --------------------------------------------------------------------------------------
 # migrations
 
@@ -754,6 +768,10 @@ def _v27_export_producer_node(conn: sa.Connection) -> None:
 
 def _v28_camera_views(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[camera_views])
+
+
+def _v29_managed_cameras(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[managed_cameras])
 
 
 def _v26_cluster_events(conn: sa.Connection) -> None:
@@ -852,6 +870,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (26, "cluster: the events outbox", _v26_cluster_events),
     (27, "cluster: which node produces an export", _v27_export_producer_node),
     (28, "cluster: what each camera's node reports of it", _v28_camera_views),
+    (29, "cameras managed through the API", _v29_managed_cameras),
 ]
 
 

@@ -91,6 +91,12 @@ class AccessControl:
     async def __aexit__(self, *exc: object) -> None:
         await cancel_and_wait(self._watcher)
 
+    def set_cameras(self, cameras: Iterable[Any]) -> None:
+        """The cameras now (after a reload or an API change): areas as of now, every open
+        view re-checked at once (a camera moved out of a viewer's areas closes the view)."""
+        self._areas = {c.id: c.area for c in cameras}
+        self.recheck_soon()
+
     # -- decisions ---------------------------------------------------------------------
     def camera_area(self, camera_id: str) -> str:
         try:
@@ -251,6 +257,8 @@ class AccessControl:
                 return "the session ended, expired or the account was disabled"
             principal = current
             ticket.principal = current
+        if ticket.camera not in self._areas:
+            return "the camera was removed from the configuration"
         decision = self.decide(principal, ticket.action, ticket.camera)
         return None if decision else decision.reason
 

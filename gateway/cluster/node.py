@@ -160,6 +160,21 @@ class ClusterNode:
     def bind(self, cameras: CameraManager) -> None:
         """The cameras this node may run (all configured ones; it runs those it owns)."""
         self._cameras = cameras
+        cameras.on_removed.append(self._forget)
+
+    async def _forget(self, cid: str) -> None:
+        """A camera removed from the configuration (stopped already): its lease goes."""
+        starting = self._starting.pop(cid, None)
+        if starting is not None:
+            starting.cancel()
+        lease = self._owned.pop(cid, None)
+        self._resumed_from.pop(cid, None)
+        if lease is not None:
+            try:
+                await self._store.release(lease)
+            except Exception as exc:
+                logger.warning("cluster: releasing removed camera %s failed (%s); it frees when the lease runs out", cid, exc)
+            logger.info("cluster: node %s releases removed camera %s", self.node, cid)
 
     @property
     def cameras(self) -> CameraManager:

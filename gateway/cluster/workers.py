@@ -89,8 +89,14 @@ def supervise(argv: list[str], workers: int, data_dir: Path) -> int:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
+    def reload(signum: int, _frame: object) -> None:  # `citygate reload`: every worker reads conf/ again
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     procs[0] = spawn(0)
     deadline = time.monotonic() + READY_TIMEOUT
     while not stopping and not _listening(ports[0]):

@@ -132,7 +132,8 @@ class RecordingService:
         self.catalogue.on_removed.append(self.remasker.forget)
 
     def _retention_days(self, camera: str) -> float:
-        cfg = self.config.camera(camera)
+        # the camera's config now (a reload or the API may have changed it since start)
+        cfg = self.cameras.config(camera) or self.config.camera(camera)
         return cfg.retention_days if cfg is not None else DEFAULT_RETENTION_DAYS
 
     # -- lifecycle ---------------------------------------------------------------------
