@@ -964,8 +964,7 @@ def cluster_errors(cluster: ClusterConfig, database: DatabaseConfig, storage: St
     SQLite and local disk serve ``--workers N`` on one machine only."""
     if not cluster.enabled or cluster.advertise_url is None:
         return []
-    host = urllib.parse.urlsplit(cluster.advertise_url).hostname or ""
-    if host in ("localhost", "") or _is_loopback(host):
+    if loopback_host(urllib.parse.urlsplit(cluster.advertise_url).hostname or ""):
         return []
     errors = []
     if not database.url and not database.url_env:
@@ -977,7 +976,10 @@ def cluster_errors(cluster: ClusterConfig, database: DatabaseConfig, storage: St
     return errors
 
 
-def _is_loopback(host: str) -> bool:
+def loopback_host(host: str) -> bool:
+    """``localhost``, an empty host or a loopback address."""
+    if host in ("", "localhost"):
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -29,6 +29,8 @@ from gateway.errors import GatewayError
 logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
+#: A PostgreSQL transaction left idle this long (ms) is ended by the server (a frozen node).
+IDLE_IN_TRANSACTION_MS = 5000
 #: The PostgreSQL advisory lock nodes take to migrate one at a time.
 MIGRATION_LOCK = 0x43_69_74_79  # "City"
 
@@ -301,6 +303,9 @@ cluster_nodes = sa.Table(
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("cameras", sa.Integer, nullable=False, server_default="0"),
+    #: The node's RTSP re-stream port ([rtsp-out]), where clients of the other nodes' re-streams
+    #: are redirected for this node's cameras (migration 31; None: no re-stream).
+    sa.Column("rtsp_port", sa.Integer),
 )
 
 #: Events of every node, for the other nodes' events channels (migration 26): an outbox
@@ -774,6 +779,12 @@ def _v29_managed_cameras(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[managed_cameras])
 
 
+def _v31_node_rtsp_port(conn: sa.Connection) -> None:
+    present = {c["name"] for c in sa.inspect(conn).get_columns("cluster_nodes")}
+    if "rtsp_port" not in present:
+        conn.execute(sa.text("ALTER TABLE cluster_nodes ADD COLUMN rtsp_port INTEGER"))
+
+
 def _v26_cluster_events(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[cluster_events])
 
@@ -870,6 +881,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (26, "cluster: the events outbox", _v26_cluster_events),
     (27, "cluster: which node produces an export", _v27_export_producer_node),
     (28, "cluster: what each camera's node reports of it", _v28_camera_views),
+    (31, "cluster: each node's RTSP re-stream port", _v31_node_rtsp_port),
     (29, "cameras managed through the API", _v29_managed_cameras),
 ]
 
@@ -939,7 +951,13 @@ class Database:
                 # 0600 before SQLite opens it; its -wal and -shm files take the same mode
                 await asyncio.to_thread(_private_sqlite_file, Path(path))
         else:
-            kwargs = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
+            kwargs = {
+                "pool_size": 10, "max_overflow": 10, "pool_pre_ping": True,
+                # A node frozen inside a transaction (SIGSTOP, a stalled VM) must not hold its row
+                # locks — the lease a successor takes over — for longer than this: the server
+                # ends such a transaction and the others go on.
+                "connect_args": {"server_settings": {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)}},
+            }
         self._engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)

@@ -107,3 +107,14 @@ class LeaseLost(GatewayError):
     camera or the job over): the write is refused, so two nodes never both write."""
 
     status = 409
+
+
+class Moved(GatewayError):
+    """What was asked for is served elsewhere (another node of the cluster runs the camera):
+    the client is redirected to ``location``."""
+
+    status = 302
+
+    def __init__(self, message: str, location: str) -> None:
+        super().__init__(message)
+        self.location = location

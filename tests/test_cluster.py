@@ -42,6 +42,7 @@ class Node:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.rtsp = free_port()
         self.conf = root / f"{name}-conf"
         self.conf.mkdir()
         self.conf.joinpath("cameras.toml").write_text("".join(
@@ -54,6 +55,9 @@ class Node:
             data-dir = "{root / (name + '-data')}"
             [recording]
             segment-seconds = 1
+            [rtsp-out]
+            enabled = true
+            port = {self.rtsp}
             {shared}
             [cluster]
             node-id = "{name}"
@@ -227,6 +231,19 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
         async with on_a.get(a.url + f"/api/cameras/{hls_camera}/hls/" + uri) as resp:
             assert resp.status == 200 and b"moof" in await resp.read()
 
+        # -- the RTSP re-stream of A redirects to B's for B's camera: FFmpeg plays it -------
+        async with on_a.post(a.url + "/api/session", json={"username": "admin", "password": PASSWORD, "kind": "token"}) as resp:
+            assert resp.status == 201, await resp.text()
+            token = (await resp.json())["token"]
+        probe = await asyncio.create_subprocess_exec(
+            "ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name,width,height", "-of", "json",
+            f"rtsp://127.0.0.1:{a.rtsp}/cameras/{owned_by_b[0]}?token={token}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(probe.communicate(), 30)
+        assert probe.returncode == 0, err.decode()
+        assert json.loads(out)["streams"][0] == {"codec_name": "h264", "width": 160, "height": 120}
+
         # -- a viewer signed in on A watches a camera B runs: frames arrive ----------------
         camera = owned_by_b[0]
         pc = client_offer_pc()
@@ -344,6 +361,23 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
         finally:
             await rpc.close()
 
+        # -- the command line sees the same cluster -----------------------------------------
+        status = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "cluster", "status", "--json", "--config", str(a.conf),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await status.communicate()
+        assert status.returncode == 0, err.decode()
+        listed = json.loads(out)
+        assert {n["node"]: n["alive"] for n in listed["nodes"]}["node-b"] is False
+        assert set(listed["cameras"]) == set(CAMERAS) and set(listed["cameras"].values()) <= {"node-a", "node-c"}
+
+
+        if db.is_sqlite:
+            # SQLite has one write lock for the whole file: a node frozen inside a write holds it
+            # and stalls every node, so freezing a node is only tested on PostgreSQL (CI's second
+            # pass), whose server ends a frozen node's transaction after a few seconds.
+            return
         # -- node C frozen past its lease (SIGSTOP): A takes its cameras; when C wakes its
         #    writes are fenced out — no segment of those cameras overlaps another (C then
         #    rejoins and takes its share back, each camera cleanly handed over) ----------
@@ -363,17 +397,6 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
             spans = await recorded(db, cid)
             for (s1, e1), (s2, _) in zip(spans, spans[1:]):
                 assert s2 >= e1 - 0.05, f"{cid}: segments overlap ({s1}-{e1} and {s2}): the frozen node wrote after its lease"
-
-        # -- the command line sees the same cluster -----------------------------------------
-        status = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "cluster", "status", "--json", "--config", str(a.conf),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await status.communicate()
-        assert status.returncode == 0, err.decode()
-        listed = json.loads(out)
-        assert {n["node"]: n["alive"] for n in listed["nodes"]}["node-b"] is False
-        assert set(listed["cameras"]) == set(CAMERAS) and set(listed["cameras"].values()) <= {"node-a", "node-c"}
 
         await asyncio.gather(*(n.stop() for n in nodes.values()))
         assert c.output is not None

@@ -25,11 +25,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.db import Database, leases
 
 logger = logging.getLogger(__name__)
+
+#: How long taking a lease waits for a row lock (PostgreSQL) before trying again later.
+TAKE_LOCK_TIMEOUT_MS = 500
+
+
+def _lock_timeout(exc: DBAPIError) -> bool:
+    """PostgreSQL's lock_not_available (55P03): a lock_timeout ran out."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return code == "55P03" or "lock timeout" in str(exc).lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +60,22 @@ class LeaseStore:
 
     async def take(self, name: str, ttl: float) -> Lease | None:
         """The lease if it is free, expired or ours (renewed); None if another node holds it."""
+        try:
+            return await self._take(name, ttl)
+        except DBAPIError as exc:
+            if not _lock_timeout(exc):
+                raise
+            # its row is locked by a write of a (frozen) holder: not free now; the server ends
+            # that transaction soon, and the next tick tries again
+            logger.info("lease %s: its row is locked; not taken this time", name)
+            return None
+
+    async def _take(self, name: str, ttl: float) -> Lease | None:
         now = self._clock()
         c = leases.c
         async with self._db.begin() as conn:
+            if not self._db.is_sqlite:  # never wait long on a row another node's write holds
+                await conn.execute(sa.text(f"SET LOCAL lock_timeout = '{TAKE_LOCK_TIMEOUT_MS}ms'"))
             # ours already: renew without a new epoch
             result = await conn.execute(
                 leases.update()

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 
 from gateway.cameras import Camera, CameraManager
-from gateway.cluster.leases import Lease, LeaseStore
+from gateway.cluster.leases import TAKE_LOCK_TIMEOUT_MS, Lease, LeaseStore
 from gateway.cluster.role import Fence, JobFactory
 from gateway.config import ClusterConfig
 from gateway.db import Database, camera_views, cluster_nodes, leases
@@ -55,6 +56,7 @@ class NodeInfo:
     heartbeat_at: float
     draining: bool
     cameras: int
+    rtsp_port: int | None = None
 
     def alive(self, now: float, ttl: float) -> bool:
         return self.heartbeat_at >= now - ttl
@@ -156,6 +158,8 @@ class ClusterNode:
         #: Camera id -> what its owner (another node) reported of it at the last tick.
         self.remote_views: dict[str, dict[str, Any]] = {}
         self.started_at = clock()
+        #: This node's RTSP re-stream port, if it serves one (set before the node starts).
+        self.rtsp_port: int | None = None
 
     def bind(self, cameras: CameraManager) -> None:
         """The cameras this node may run (all configured ones; it runs those it owns)."""
@@ -200,6 +204,9 @@ class ClusterNode:
             return Owner(self.node, self.url)
         return self._owners.get(camera_id)
 
+    def node_info(self, name: str) -> NodeInfo | None:
+        return self._nodes.get(name)
+
     def nodes(self) -> list[NodeInfo]:
         return sorted(self._nodes.values(), key=lambda n: n.node)
 
@@ -217,7 +224,9 @@ class ClusterNode:
     # -- lifecycle ----------------------------------------------------------------------
     async def __aenter__(self) -> ClusterNode:
         now = self._clock()
-        values = dict(url=self.url, capacity=self.capacity, started_at=now, heartbeat_at=now, draining=False, cameras=0)
+        values = dict(
+            url=self.url, capacity=self.capacity, started_at=now, heartbeat_at=now, draining=False, cameras=0, rtsp_port=self.rtsp_port
+        )
         async with self._db.begin() as conn:
             updated = await conn.execute(cluster_nodes.update().where(cluster_nodes.c.node == self.node).values(**values))
             if updated.rowcount == 0:
@@ -323,7 +332,9 @@ class ClusterNode:
             rows = (await conn.execute(sa.select(leases.c.name, leases.c.holder, leases.c.expires_at).where(leases.c.name.startswith(CAMERA)))).all()
             views = (await conn.execute(sa.select(camera_views.c.camera, camera_views.c.node, camera_views.c.view))).all()
         self._nodes = {
-            r["node"]: NodeInfo(r["node"], r["url"], r["capacity"], r["started_at"], r["heartbeat_at"], bool(r["draining"]), r["cameras"])
+            r["node"]: NodeInfo(
+                r["node"], r["url"], r["capacity"], r["started_at"], r["heartbeat_at"], bool(r["draining"]), r["cameras"], r["rtsp_port"]
+            )
             for r in nodes
         }
         owners: dict[str, Owner] = {}
@@ -344,10 +355,15 @@ class ClusterNode:
         running = [cam for cam in self.cameras.running() if cam.id in self._owned]
         rows = [{"camera": cam.id, "node": self.node, "at": now, "view": self.describe(cam)} for cam in running]
         ids = [r["camera"] for r in rows]
-        async with self._db.begin() as conn:
-            await conn.execute(camera_views.delete().where(sa.or_(camera_views.c.node == self.node, camera_views.c.camera.in_(ids))))
-            if rows:
-                await conn.execute(camera_views.insert(), rows)
+        try:
+            async with self._db.begin() as conn:
+                if not self._db.is_sqlite:  # a frozen former owner's rows must not hold the tick up
+                    await conn.execute(sa.text(f"SET LOCAL lock_timeout = '{TAKE_LOCK_TIMEOUT_MS}ms'"))
+                await conn.execute(camera_views.delete().where(sa.or_(camera_views.c.node == self.node, camera_views.c.camera.in_(ids))))
+                if rows:
+                    await conn.execute(camera_views.insert(), rows)
+        except DBAPIError as exc:
+            logger.info("cluster: camera views not published this tick: %s", exc)
 
     async def _take(self, now: float, wanted: int) -> None:
         free = [

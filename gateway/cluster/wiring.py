@@ -56,6 +56,7 @@ async def cluster_role_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CLUSTER_SECRET] = read_secret(config)
     node = ClusterNode(app[DATABASE], config.cluster, app[EVENTS])
     node.describe = view  # what the other nodes' camera lists show of the cameras running here
+    node.rtsp_port = config.rtsp_out.port if config.rtsp_out.enabled else None
     app[CLUSTER_NODE] = node
     app[CLUSTER_ROLE] = node
     yield

@@ -56,7 +56,10 @@ def worker_config(config: Config, index: int, port: int, secret: Path) -> Config
         node_id=worker_node(index), advertise_url=f"http://127.0.0.1:{port}",
         capacity=config.cluster.capacity, lease_seconds=config.cluster.lease_seconds, secret_file=str(secret),
     )
-    return msgspec.structs.replace(config, cluster=cluster)
+    # the re-stream: worker i on the configured port + i; clients of one worker's port are
+    # redirected to the worker that runs the camera
+    rtsp_out = msgspec.structs.replace(config.rtsp_out, port=config.rtsp_out.port + index)
+    return msgspec.structs.replace(config, cluster=cluster, rtsp_out=rtsp_out)
 
 
 def _free_port() -> int:

@@ -41,7 +41,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -55,10 +55,12 @@ from gateway.access.relay import ON_BEHALF_HEADER, on_behalf_text
 from gateway.access.guard import principal as request_principal
 from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, IDENTITY
 from gateway.cameras import Camera, CameraManager
-from gateway.config import Config
+from gateway.cluster.forward import CLUSTER_NODE
+from gateway.cluster.node import ClusterNode
+from gateway.config import Config, loopback_host
 from gateway.datadir import private_file
 from gateway.db import Database, users
-from gateway.errors import Forbidden, NotFound, StaleCredentials, Unauthorized, Unavailable
+from gateway.errors import Forbidden, Moved, NotFound, StaleCredentials, Unauthorized, Unavailable
 from gateway.interfaces import StreamProfile
 from gateway.media.hub import HubReader
 from gateway.media.packet import StreamInfo
@@ -160,9 +162,11 @@ class RtspOut:
 
     def __init__(
         self, config: Config, *, cameras: CameraManager, access: AccessControl, identity: Identity, db: Database,
-        key: bytes,
+        key: bytes, cluster: ClusterNode | None = None,
     ) -> None:
         self.config = config
+        #: In a cluster: who runs each camera, to redirect clients there.
+        self.cluster = cluster
         self.out = config.rtsp_out
         self.cameras = cameras
         self.access = access
@@ -227,7 +231,34 @@ class RtspOut:
                 raise Forbidden(reason)
             await self._refused(who.username, client, camera_id, 404, "the camera has no sub stream", caller)
             raise NotFound(f"camera {camera_id} has no sub stream")
+        elsewhere = self._elsewhere(request, camera_id)
+        if elsewhere is not None:
+            raise Moved(f"camera {camera_id} runs on another node", elsewhere)
         return caller, CameraSource(camera, profile)
+
+    def _elsewhere(self, request: RtspRequest, camera_id: str) -> str | None:
+        """The re-stream URL on the node that runs the camera, when that is another node of
+        the cluster. The caller was authorised here; the owner checks it again and audits
+        the play."""
+        node = self.cluster
+        if node is None or self.cameras.is_running(camera_id):
+            return None
+        owner = node.owner(camera_id)
+        if owner is None:
+            raise Unavailable(f"camera {camera_id} is moving between nodes; try again in a few seconds")
+        if owner.node == node.node:
+            return None  # starting here
+        info = node.node_info(owner.node)
+        if info is None or info.rtsp_port is None:
+            raise Unavailable(f"the node running camera {camera_id} ({owner.node}) serves no RTSP re-stream")
+        host = urlsplit(info.url).hostname or ""
+        if loopback_host(host):  # workers of one machine: the address the client used
+            host = urlsplit(request.uri).hostname or host
+        if ":" in host:
+            host = f"[{host}]"
+        query = urlsplit(request.uri).query
+        scheme = "rtsps" if self.out.tls_cert else "rtsp"
+        return f"{scheme}://{host}:{info.rtsp_port}{request.path}" + (f"?{query}" if query else "")
 
     async def _authenticate(self, request: RtspRequest, previous: Caller | None, client: str) -> Caller:
         agent = request.headers.get("user-agent", "")[:200]
@@ -376,7 +407,8 @@ async def rtsp_out_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     key = await asyncio.to_thread(load_key, config.data_dir / KEY_FILE)
     async with RtspOut(
-        config, cameras=app[CAMERAS], access=app[ACCESS], identity=app[IDENTITY], db=app[DATABASE], key=key
+        config, cameras=app[CAMERAS], access=app[ACCESS], identity=app[IDENTITY], db=app[DATABASE], key=key,
+        cluster=app.get(CLUSTER_NODE),
     ) as service:
         app[RTSP_OUT] = service
         yield
@@ -420,3 +452,4 @@ async def stream_urls(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/users/{username}/rtsp-secret", issue_secret, name="rtsp_secret")
     app.router.add_get("/api/cameras/{camera_id}/rtsp", stream_urls, name="rtsp_urls")
+

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from gateway.errors import GatewayError, StaleCredentials, StreamClosed, Unauthorized
+from gateway.errors import GatewayError, Moved, StaleCredentials, StreamClosed, Unauthorized
 from gateway.media.hub import HubReader, StreamHub
 from gateway.media.packet import MediaPacket, StreamInfo
 from gateway.rtsp.rtp import RtpPacketizer, sender_report, video_media_sdp
@@ -49,6 +49,7 @@ RTCP_INTERVAL = 5.0
 
 REASONS = {
     200: "OK",
+    302: "Moved Temporarily",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
@@ -473,6 +474,8 @@ class _Connection:
         except Unauthorized as exc:
             stale = isinstance(exc, StaleCredentials)
             return _Response(401, extra=[("WWW-Authenticate", c) for c in gate.challenges(stale=stale)])
+        except Moved as exc:  # another node of the cluster serves this camera
+            return _Response(302, extra=[("Location", exc.location)])
         except GatewayError as exc:
             return _Response(exc.status if exc.status in REASONS else 500)
         return path, source
