@@ -5,6 +5,7 @@
 import { getSession, hlsLibraryPresent, onUnauthorized, releasesSettled, signOut } from "./api.js";
 import { AuditPage } from "./audit-view.js";
 import { CameraList } from "./camera-list.js";
+import { CamerasAdminPage } from "./cameras-admin.js";
 import { Grid, LAYOUTS } from "./grid.js";
 import { HLS_MODULE_URL } from "./hls-playback.js";
 import { EventsClient } from "./events.js";
@@ -168,6 +169,10 @@ class Workspace {
     if (can(user, "users.manage")) {
       pages.users = this.users = new UsersPage(document.getElementById("page-users"), { me: user.username });
       linked.push("users");
+    }
+    if (can(user, "cameras.manage")) {
+      pages.cameras = new CamerasAdminPage(document.getElementById("page-cameras"));
+      linked.push("cameras");
     }
     // Like live, the playback page opens for everyone (the gateway says why it refuses);
     // its link shows only with the right.
