@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -232,3 +233,77 @@ def test_sighup_reloads_a_real_citygate_serve(tmp_path: Path):
         out, _ = proc.communicate(timeout=30)
     assert not pid_file.exists()
     assert b"Traceback" not in out, out.decode()[-3000:]
+
+
+async def test_a_cluster_node_follows_added_changed_and_removed_cameras(tmp_path: Path):
+    """Two nodes on one database, each told the same change (as a reload or the managed
+    cameras' poll does on every node): an added camera is taken by one of them, a changed
+    one restarts on its owner under the same lease, a removed one stops and its lease is
+    released (and nobody takes it again)."""
+    import sqlalchemy as sa
+
+    from gateway import config as config_mod
+    from gateway.cameras import CameraManager
+    from gateway.cluster.node import ClusterNode
+    from gateway.config import ClusterConfig
+    from gateway.db import Database, leases
+    from gateway.events import EventBus
+    from gateway.plugins import load_plugins
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "gateway.toml").write_text('[server]\ndata-dir = "data"\n')
+    cams = [camera_toml(f"k{i}", "demo", **SMALL) for i in range(4)]
+    (conf / "cameras.toml").write_text("".join(cams))
+    vendors = load_plugins().camera_vendors()
+    full = config_mod.load(conf, vendors=vendors)
+    k0, k1, k2, k3 = full.cameras
+    start = [k0, k1, k2]
+    events = EventBus()
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'cluster.db'}") as db:
+        nodes, managers = [], []
+        for name in ("n-a", "n-b"):
+            cluster = ClusterConfig(node_id=name, advertise_url=f"http://{name}.invalid", lease_seconds=2, secret_file="x")
+            manager = CameraManager(full, vendors, events, owns_all=False, cameras=start)
+            node = ClusterNode(db, cluster, events)
+            node.bind(manager)
+            nodes.append(node)
+            managers.append(manager)
+        async with contextlib.AsyncExitStack() as stack:
+            for node, manager in zip(nodes, managers, strict=True):
+                await stack.enter_async_context(manager)
+                await stack.enter_async_context(node)
+
+            def owner(cid: str) -> ClusterNode | None:
+                holders = [n for n in nodes if cid in n.owned()]
+                return holders[0] if len(holders) == 1 else None
+
+            def running(cid: str) -> list[int]:
+                return [i for i, m in enumerate(managers) if m.is_running(cid)]
+
+            async def spread() -> bool:
+                return all(owner(c.id) is not None and len(running(c.id)) == 1 for c in start)
+
+            await poll(spread, 15, "the cameras spread over the nodes")
+            # k3 added and k1 changed on every node; k0 removed on every node
+            changed = msgspec.structs.replace(k1, name="renamed", record=False)
+            epoch_before = owner("k1")._owned["k1"].epoch
+            holder_k0 = owner("k0")
+            for manager in managers:
+                await manager.apply([changed, k2, k3])
+
+            async def settled() -> bool:
+                return owner("k3") is not None and len(running("k3")) == 1 and not running("k0")
+
+            await poll(settled, 15, "k3 taken, k0 stopped")
+            k1_owner = owner("k1")
+            assert k1_owner._owned["k1"].epoch == epoch_before  # restarted under the same lease
+            assert managers[nodes.index(k1_owner)].get("k1").config.name == "renamed"
+            assert "k0" not in holder_k0.owned()
+            async with db.connect() as conn:
+                row = (await conn.execute(sa.select(leases.c.holder).where(leases.c.name == "camera:k0"))).one()
+            assert row.holder is None
+            for node in nodes:  # a few more ticks: nobody takes the removed camera
+                await node.settled()
+                await node.settled()
+            assert not any("k0" in n.owned() for n in nodes) and not running("k0")
