@@ -3,6 +3,7 @@
 // 401 while in use).
 
 import { getSession, hlsLibraryPresent, onUnauthorized, releasesSettled, signOut } from "./api.js";
+import { ApiDocsPage } from "./apidocs.js";
 import { AuditPage } from "./audit-view.js";
 import { CameraList } from "./camera-list.js";
 import { CamerasAdminPage } from "./cameras-admin.js";
@@ -206,6 +207,10 @@ class Workspace {
       pages.exports = this.exports = new ExportsPage(document.getElementById("page-exports"), { user });
       linked.push("exports");
     }
+    // The API description opens for every signed-in user; its link shows for those who
+    // run or integrate the system.
+    pages.api = new ApiDocsPage(document.getElementById("page-api"));
+    if (can(user, "system.monitor", "cameras.manage", "users.manage")) linked.push("api");
     // Without live rights the live page still opens (cameras pushed to a rescue station
     // appear there), but is home only when nothing else is.
     // The events channel (pushes, camera notices). A station account lands on the station
