@@ -540,6 +540,10 @@ class CameraManager:
         """Every camera's config now, in order."""
         return list(self._configs.values())
 
+    def removed(self) -> list[CameraConfig]:
+        """The last config of every camera removed since start (its recordings stay)."""
+        return list(self._removed.values())
+
     async def start_camera(self, camera_id: str) -> Camera:
         """Run a camera here (a no-op if it runs already). NotFound if it is no longer configured."""
         lock = self._locks.get(camera_id)

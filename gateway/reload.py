@@ -176,7 +176,9 @@ class Reloader:
     async def _apply(self, config: Config) -> Any:
         configs = [*config.cameras, *self.managed.values()]
         changes = await self._cameras.apply(configs, CameraSettings.of(config))
-        self._access.set_cameras(self._cameras.configs())
+        # disabled cameras and those removed since start keep their area: their recordings
+        # stay, and who may play them back is still decided by it
+        self._access.set_cameras([*self._cameras.removed(), *config.cameras, *self.managed.values()])
         return changes
 
     # -- conf/ read again ---------------------------------------------------------------

@@ -183,6 +183,8 @@ async def test_cameras_managed_through_the_api(make_gateway):
     await gw.wait_online("c-api")
     listing = await (await admin.get(base)).json()
     assert [m["id"] for m in listing["managed"]] == ["c-api"] and [c["id"] for c in listing["configured"]] == ["c-file"]
+    async with admin.get(f"{gw.url}/api/cameras/inventory") as resp:  # the city's register lists it too
+        assert sorted(r["id"] for r in await resp.json()) == ["c-api", "c-file"]
 
     async with admin.put(f"{base}/c-api", json={**table, "name": "Old bridge", "area": "centre"}) as resp:
         assert resp.status == 200, await resp.text()

@@ -156,7 +156,6 @@ class AgencyAccess:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings: AgencyAccessConfig = config.agency_access
-        self._areas = {c.id: c.area for c in config.cameras}
         self.db = db
         self.audit = audit
         self.access = access
@@ -165,6 +164,11 @@ class AgencyAccess:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def _areas(self) -> dict[str, str]:
+        # the cameras as access control knows them now (a reload or the API may add some)
+        return self.access.camera_areas()
 
     async def __aenter__(self) -> AgencyAccess:
         self._watcher = asyncio.create_task(self._watch_expiry(), name="agency-access-expiry")

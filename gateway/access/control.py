@@ -97,6 +97,10 @@ class AccessControl:
         self._areas = {c.id: c.area for c in cameras}
         self.recheck_soon()
 
+    def camera_areas(self) -> dict[str, str]:
+        """Camera id -> area, for every camera now."""
+        return dict(self._areas)
+
     # -- decisions ---------------------------------------------------------------------
     def camera_area(self, camera_id: str) -> str:
         try:

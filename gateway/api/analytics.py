@@ -22,7 +22,7 @@ from gateway.access.policy import Action
 from gateway.api import json_response
 from gateway.api.audit import parse_time
 from gateway.api.openapi import Media, Text, Time, api, enum_of
-from gateway.appkeys import ACCESS, ANALYTICS, ANALYTICS_STORE, CAMERAS, CONFIG
+from gateway.appkeys import ACCESS, ANALYTICS, ANALYTICS_STORE, CAMERAS
 from gateway.errors import BadRequest, Forbidden, NotFound
 
 INTERVALS = ("hour", "day", "week")
@@ -88,7 +88,7 @@ async def _cameras(request: web.Request, camera: str | None) -> list[str]:
     access = request.app[ACCESS]
     who = principal(request)
     if camera is not None:
-        if request.app[CONFIG].camera(camera) is None:
+        if request.app[CAMERAS].config(camera) is None:  # configured now, or removed since start
             raise NotFound(f"no camera {camera!r}")
         decision = access.decide(who, Action.ANALYTICS_VIEW, camera)
         if not decision:

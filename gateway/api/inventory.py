@@ -24,11 +24,12 @@ from gateway.access.guard import principal, requires
 from gateway.api.openapi import Media, api, enum_of
 from gateway.access.middleware import client_address
 from gateway.api import json_response
-from gateway.appkeys import ACCESS, CAMERAS, CONFIG
+from gateway.appkeys import ACCESS, CAMERAS
 from gateway.config import CameraConfig
 from gateway.csvcells import writer
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.interfaces import DeviceInfo, StreamProfile
+from gateway.reload import RELOADER
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,8 @@ async def inventory(request: web.Request) -> web.Response:
         raise BadRequest(f"format must be json or csv, not {fmt!r}")
     who = principal(request)
     allowed = request.app[ACCESS].cameras_for(who, ("cameras.inventory",))
-    configs = [c for c in request.app[CONFIG].cameras if c.id in allowed]
+    # the cameras now: cameras.toml as last (re)loaded, then those managed through the API
+    configs = [c for c in request.app[RELOADER].camera_configs() if c.id in allowed]
     rows = list(await asyncio.gather(*(_row(request, c) for c in configs)))
     await request.app[ACCESS].audit.record(
         "cameras.inventory", user=who.username, client=client_address(request),

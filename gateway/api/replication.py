@@ -52,7 +52,7 @@ async def report(request: web.Request) -> web.Response:
 async def verify_now(request: web.Request) -> web.Response:
     checker = verifier(request.app)
     camera = request.query.get("camera") or None
-    if camera is not None and request.app[RECORDING].config.camera(camera) is None:
+    if camera is not None and request.app[RECORDING].cameras.config(camera) is None:
         raise NotFound(f"no camera {camera!r}")
     if not checker.start(camera, by=principal(request).username, client=client_address(request)):
         raise Conflict("a verification of the replica is running; see GET /api/recordings/replication")

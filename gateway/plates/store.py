@@ -490,14 +490,14 @@ class PlateStore:
 async def plates_ctx(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context: after the recording service's (crops go to its storage, its
     catalogue's removals and holds steer retention), before the analyzers'."""
-    from gateway.appkeys import ACCESS, ANALYTICS, CONFIG, DATABASE, EVENTS, RECORDING
+    from gateway.appkeys import ACCESS, ANALYTICS, CAMERAS, CONFIG, DATABASE, EVENTS, RECORDING
     from gateway.cluster.role import CLUSTER_ROLE
 
     config = app[CONFIG]
     recording = app[RECORDING]
 
     def retention_days(camera: str) -> float:
-        cfg = config.camera(camera)
+        cfg = app[CAMERAS].config(camera) or config.camera(camera)  # the camera's config now
         return cfg.retention_days if cfg is not None else 45
 
     store = PlateStore(
