@@ -63,6 +63,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     except (OSError, ValueError):
         print(f"citygate reload: no running gateway (no live process in {data / PID_FILE})", file=sys.stderr)
         return 1
+    if not _is_gateway(pid):  # a stale pid file: its number may belong to another program now
+        print(f"citygate reload: process {pid} of {data / PID_FILE} is not a Citygate gateway (stale pid file)", file=sys.stderr)
+        return 1
     request_id = uuid.uuid4().hex
     request = {"id": request_id, "user": getpass.getuser(), "pid": os.getpid(), "at": time.time()}
     tmp = data / f"{REQUEST_FILE}.{os.getpid()}.tmp"
@@ -80,6 +83,14 @@ def cmd_reload(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     print(f"citygate reload: no answer from process {pid} in {args.timeout:.0f} s (see its log)", file=sys.stderr)
     return 1
+
+
+def _is_gateway(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc here: trust the pid file
+    return b"gateway" in cmdline or b"citygate" in cmdline
 
 
 def _report(result: dict) -> int:

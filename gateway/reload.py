@@ -191,8 +191,8 @@ class Reloader:
             config = config_mod.load(
                 root, vendors=plugins.camera_vendors(), storage_backends=plugins.storage_backends() or None,
                 mask_filters=plugins.mask_filters(), export_formats=plugins.export_formats(), analyzers=plugins.analyzers(),
-                event_sinks=plugins.event_sinks(), auth_providers=plugins.auth_providers() if self.config.auth else None,
-            )
+                event_sinks=plugins.event_sinks(),
+            )  # the registries `citygate serve` loads with (gateway.loading.load_all)
         except ConfigErrors as exc:
             errors += exc.errors
         try:
