@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import signal
 import socket
@@ -206,6 +207,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+async def _reload_audit(db_file: Path) -> list[tuple[str, str, dict]]:
+    import json
+
+    import sqlalchemy as sa
+
+    from gateway.db import Database, audit
+
+    async with Database(f"sqlite+aiosqlite:///{db_file}") as db, db.connect() as conn:
+        rows = (await conn.execute(
+            sa.select(audit.c.user, audit.c.outcome, audit.c.detail).where(audit.c.action == "config.reload").order_by(audit.c.id)
+        )).all()
+    return [(user, outcome, json.loads(detail) if isinstance(detail, str) else detail) for user, outcome, detail in rows]
+
+
 def test_sighup_reloads_a_real_citygate_serve(tmp_path: Path):
     conf = tmp_path / "conf"
     conf.mkdir()
@@ -235,6 +250,10 @@ def test_sighup_reloads_a_real_citygate_serve(tmp_path: Path):
         out, _ = proc.communicate(timeout=30)
     assert not pid_file.exists()
     assert b"Traceback" not in out, out.decode()[-3000:]
+    who = f"os:{getpass.getuser()}"
+    reloads = asyncio.run(_reload_audit(conf / "data" / "citygate.db"))
+    assert [(u, o, d["via"]) for u, o, d in reloads] == [(who, "ok", "citygate reload"), (who, "refused", "citygate reload")]
+    assert reloads[0][2]["added"] == ["c-2"] and "camera[0].vendor" in reloads[1][2]["errors"][0]
 
 
 async def test_a_cluster_node_follows_added_changed_and_removed_cameras(tmp_path: Path):
