@@ -410,6 +410,8 @@ class Camera:
         return self.hub.open_reader(name, lossless=lossless, on_overflow=on_overflow)
 
 
+#: The gap in a camera's recording while it restarts with a changed config.
+RESTARTED = "camera restarted: its configuration changed"
 #: What describes a camera without changing what it runs: changed alone, no restart.
 DESCRIPTIVE_FIELDS = ("name", "area", "tags", "owner", "address", "location", "heading", "fov_degrees")
 
@@ -488,6 +490,8 @@ class CameraManager:
         #: The last config of each camera removed since start (its recordings stay, and
         #: their retention still follows it).
         self._removed: dict[str, CameraConfig] = {}
+        #: Camera id -> why it is restarting (its recording's gap says so).
+        self._restarting: dict[str, str] = {}
         self._cameras = {cid: make(c) for cid, c in self._configs.items()}
         self._running: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {cid: asyncio.Lock() for cid in self._configs}
@@ -539,6 +543,10 @@ class CameraManager:
     def configs(self) -> list[CameraConfig]:
         """Every camera's config now, in order."""
         return list(self._configs.values())
+
+    def restart_reason(self, camera_id: str) -> str | None:
+        """While a camera restarts with a new config (for its ``on_started`` hooks): why."""
+        return self._restarting.get(camera_id)
 
     def removed(self) -> list[CameraConfig]:
         """The last config of every camera removed since start (its recordings stay)."""
@@ -638,7 +646,11 @@ class CameraManager:
             self._cameras[config.id] = self._make(config)
             logger.info("camera %s: config changed%s", config.id, "; restarting" if was_running else "")
             if was_running:
-                await self._start_locked(config.id)
+                self._restarting[config.id] = RESTARTED
+                try:
+                    await self._start_locked(config.id)
+                finally:
+                    self._restarting.pop(config.id, None)
             return was_running
 
     async def apply(self, configs: Sequence[CameraConfig], settings: CameraSettings | None = None) -> CameraChanges:

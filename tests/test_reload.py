@@ -19,6 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from gateway.appkeys import AUDIT, CAMERAS, RECORDING
+from gateway.cameras import RESTARTED
 from gateway.recording.index import Gap
 from gateway.reload import PID_FILE, RELOADER
 from tests.fixtures_app import ROOT, camera_toml
@@ -104,6 +105,13 @@ async def test_reload_adds_changes_removes_refuses_and_applies_roles(make_gatewa
     assert result.ok and result.added == ["c-c"] and result.changed == ["c-b"] and result.restarted == ["c-b"], result
     await gw.wait_online("c-b", "c-c")
     assert (await gw.get_json("/api/cameras/c-b"))["width"] == 176
+
+    async def restart_gap() -> list:
+        items = await gw.app[RECORDING].timeline("c-b", t0, time.time())
+        return [i for i in items if isinstance(i, Gap) and i.id is not None]
+
+    gaps = await poll(restart_gap, what="c-b's restart in its recording")
+    assert [g.reason for g in gaps] == [RESTARTED]
     await viewer.keeps_receiving()
 
     # an invalid cameras.toml is refused whole, naming file and key; nothing changes

@@ -170,7 +170,7 @@ class RecordingService:
             segment_seconds=self.config.recording.segment_seconds,
             events=self.events, audit=self.audit, on_stored=self._on_stored, idle_flush=self._idle_flush,
             mask_state=self._mask_state(camera.id), fence=self.cluster.fence(camera.id),
-            resumed_reason=self.cluster.gap_reason(camera.id),
+            resumed_reason=self.cameras.restart_reason(camera.id) or self.cluster.gap_reason(camera.id),
         )
         await recorder.__aenter__()
         self.recorders[camera.id] = recorder
