@@ -268,7 +268,8 @@ async def test_a_cluster_node_follows_added_changed_and_removed_cameras(tmp_path
     """Two nodes on one database, each told the same change (as a reload or the managed
     cameras' poll does on every node): an added camera is taken by one of them, a changed
     one restarts on its owner under the same lease, a removed one stops and its lease is
-    released (and nobody takes it again)."""
+    released (and nobody takes it again). A camera added through the API on one node is
+    learnt by the other from the table (each node re-reads it), run by one, and removed on both."""
     import sqlalchemy as sa
 
     from gateway import config as config_mod
@@ -336,3 +337,35 @@ async def test_a_cluster_node_follows_added_changed_and_removed_cameras(tmp_path
                 await node.settled()
                 await node.settled()
             assert not any("k0" in n.owned() for n in nodes) and not running("k0")
+
+            # a camera managed through the API on one node: the other learns of it from the table
+            from gateway.access.audit import AuditLog
+            from gateway.access.control import AccessControl
+            from gateway.access.policy import load_roles
+            from gateway.reload import Reloader
+
+            (conf / "roles.toml").write_text((ROOT / "conf" / "roles.toml").read_text())
+            policy = load_roles(conf)
+            audit_log = await stack.enter_async_context(AuditLog(db))
+            plugins = load_plugins()
+            files = msgspec.structs.replace(full, cameras=(changed, k2, k3))
+            reloaders = []
+            for manager in managers:
+                access = await stack.enter_async_context(AccessControl(db=db, policy=policy, audit=audit_log, config=full))
+                reloaders.append(await stack.enter_async_context(Reloader(
+                    config=files, plugins=plugins, policy=policy, cameras=manager, access=access, audit=audit_log, db=db,
+                    cluster=True,
+                )))
+            table = {"id": "m1", "vendor": "demo", "area": "a", "options": {"width": 160, "height": 120, "fps": 10}}
+            await reloaders[0].add_managed(table, by="root")
+
+            async def taken() -> bool:
+                return all("m1" in m.ids() for m in managers) and owner("m1") is not None and len(running("m1")) == 1
+
+            await poll(taken, 15, "m1 known to both nodes and run by one")
+            await reloaders[1].remove_managed("m1")
+
+            async def gone() -> bool:
+                return not any("m1" in m.ids() for m in managers) and owner("m1") is None and not running("m1")
+
+            await poll(gone, 15, "m1 stopped and forgotten by both nodes")
