@@ -132,7 +132,10 @@ class Reloader:
         db: Database,
         cluster: bool = False,
     ) -> None:
+        #: The running configuration: as at start, with the reloadable parts as last reloaded.
         self.config = config
+        #: The files as last read (what the next reload compares with).
+        self._files = config
         self._plugins = plugins
         self._policy = policy
         self._cameras = cameras
@@ -153,6 +156,10 @@ class Reloader:
         async with self._lock:
             await self._read_managed()
             await self._apply(self.config)
+            try:  # the files themselves (a worker of --workers runs with its own [cluster])
+                self._files = (await asyncio.to_thread(self._load))[0]
+            except ConfigErrors:
+                pass
         if self._cluster:
             self._poller = asyncio.create_task(self._poll(), name="managed-cameras-poll")
         return self
@@ -224,9 +231,13 @@ class Reloader:
                 return ReloadResult(False, errors=messages)
             roles = _roles_diff(self._policy.roles, policy.roles)
             self._policy.roles = policy.roles  # the one Policy every check reads
-            restart_needed = _restart_needed(self.config, config)
-            changes = await self._apply(config)
-            self.config = config
+            restart_needed = _restart_needed(self._files, config)
+            self._files = config
+            running = msgspec.structs.replace(
+                self.config, cameras=config.cameras, **{name: getattr(config, name) for name in CAMERA_SECTIONS}
+            )
+            changes = await self._apply(running)
+            self.config = running
             result = ReloadResult(
                 True, added=list(changes.added), removed=list(changes.removed), changed=list(changes.changed),
                 restarted=list(changes.restarted), roles=roles, restart_needed=restart_needed,

@@ -246,9 +246,11 @@ def test_sighup_reloads_a_real_citygate_serve(tmp_path: Path):
             time.sleep(0.1)
         assert int(pid_file.read_text()) == proc.pid
         (conf / "cameras.toml").write_text(camera_toml("c-1", "demo", **SMALL) + camera_toml("c-2", "demo", **SMALL))
+        with (conf / "gateway.toml").open("a") as f:
+            f.write("[map]\nzoom = 12\n")  # not reloadable: named as applying at the next restart
         done = subprocess.run([sys.executable, "-m", "gateway", "reload"], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-        assert "cameras added: c-2" in done.stdout
+        assert "cameras added: c-2" in done.stdout and "applied at the next restart only: [map]" in done.stdout, done.stdout
         (conf / "cameras.toml").write_text("[[camera]]\nid = 'c-1'\n")
         done = subprocess.run([sys.executable, "-m", "gateway", "reload"], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and "camera[0].vendor: required key is missing" in done.stderr, done.stderr
