@@ -402,20 +402,21 @@ class ClusterNode:
         finally:
             self._starting.pop(cid, None)
 
-    async def _stop_here(self, cid: str) -> None:
-        self._owned.pop(cid, None)
+    async def _started(self, cid: str) -> None:
+        """Let a camera's start finish (or fail) before it is stopped."""
         starting = self._starting.pop(cid, None)
         if starting is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
+
+    async def _stop_here(self, cid: str) -> None:
+        self._owned.pop(cid, None)
+        await self._started(cid)
         await self.cameras.stop_camera(cid)
 
     async def _give_away(self, cid: str) -> None:
         lease = self._owned.get(cid)
-        starting = self._starting.pop(cid, None)
-        if starting is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await starting
+        await self._started(cid)
         # stop first: the recorder stores its last segment while the lease still fences it in
         await self.cameras.stop_camera(cid)
         self._owned.pop(cid, None)
