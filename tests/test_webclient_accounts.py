@@ -151,7 +151,7 @@ async def test_admin_creates_a_user_who_signs_in_with_the_one_time_password(make
     await admin.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gw.url)
     await signed_in(admin, gw, "boss")
     # an administrator without a camera sees the map and health (empty) and edits tours, not video
-    assert await nav_links(admin) == ["Live", "Map", "Health", "Users", "Masks", "Tours", "API"]
+    assert await nav_links(admin) == ["Live", "Map", "Health", "Users", "Cameras", "Masks", "Tours", "API"]
     await admin.click('#nav a[data-route="users"]')
     await admin.wait_for_selector(user_row("tester"))
     assert admin.url.endswith("#/users")
