@@ -1,7 +1,9 @@
 """Composition root: builds the aiohttp application and owns every long-lived resource.
 
 Resources are ``cleanup_ctx`` generators, started in order before the first request and
-closed in reverse order at shutdown.
+closed in reverse order at shutdown. They are all appended in ``build_app``, in the one order
+that reads top to bottom; route modules' ``setup`` functions only add routes (a test fails
+when any other module appends to ``cleanup_ctx`` or the shutdown signals).
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ from gateway.api import users as users_api
 from gateway.api import walls as walls_api
 from gateway.api import map as map_api
 from gateway.appkeys import (
-    ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, IDENTITY, PLUGINS, POLICY, POSITIONS, SIGNER, STARTED_AT,
+    ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, EVENTS, EVENTS_CHANNEL, IDENTITY, PLUGINS, POLICY, POSITIONS, SIGNER, STARTED_AT,
 )
 from gateway.cameras import CameraManager
 from gateway.cluster.forward import CLUSTER_NODE, forward_middleware, inbound_middleware
 from gateway.cluster.wiring import cluster_ctx, cluster_role_ctx
+from gateway.ptz import ptz_ctx
 from gateway.ptz_positions import PositionLog
 from gateway.config import Config
 from gateway.datadir import private_dir
@@ -70,10 +73,11 @@ from gateway.events import EventBus
 from gateway.incidents import incidents_ctx
 from gateway.ptz_tours import tours_ctx
 from gateway.health import health_ctx
+from gateway.evidence.requests import exports_ctx
 from gateway.evidence.signing import gateway_signer
 from gateway.live import hls, rtsp_out, webrtc
 from gateway.masks import attach as attach_masks
-from gateway.onvif_face import server as onvif_face
+from gateway.onvif_face.server import onvif_face_ctx
 from gateway.plugin_facade import GATEWAY_FACADE, Gateway
 from gateway.webroot import WEBCLIENT_DIR
 from gateway.plugins import Plugins
@@ -163,9 +167,15 @@ async def _cameras_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
 
 
-async def _plugins_ctx(app: web.Application) -> AsyncIterator[None]:
-    # configured event sinks, then gateway_startup; plugins see the facade, not the app
-    async with app[PLUGINS].running(app[GATEWAY_FACADE]):
+async def _event_sinks_ctx(app: web.Application) -> AsyncIterator[None]:
+    # the configured event sinks ([events.sinks.<id>]); plugins see the facade, not the app
+    async with app[PLUGINS].event_sinks_running(app[GATEWAY_FACADE]):
+        yield
+
+
+async def _plugins_started_ctx(app: web.Application) -> AsyncIterator[None]:
+    # gateway_startup once every service of the facade exists; gateway_shutdown before any stops
+    async with app[PLUGINS].started(app[GATEWAY_FACADE]):
         yield
 
 
@@ -219,7 +229,34 @@ def build_app(
     app.cleanup_ctx.append(playback_reads_ctx)
     # the RTSP re-stream ([rtsp-out]): its plays end, audited, before cameras and the audit log
     app.cleanup_ctx.append(rtsp_out.rtsp_out_ctx)
-    app.cleanup_ctx.append(_plugins_ctx)
+    # event sinks: they see the events of every service started after them
+    app.cleanup_ctx.append(_event_sinks_ctx)
+    # evidence exports read the recordings: after the recording service, stopped before it
+    app.cleanup_ctx.append(exports_ctx)
+    # the PTZ service drives the cameras: after them
+    app.cleanup_ctx.append(ptz_ctx)
+    # the ONVIF face ([onvif-server]) steers through the PTZ service: after it, stopped before it
+    app.cleanup_ctx.append(onvif_face_ctx)
+    app.cleanup_ctx.append(hls.hls_ctx)
+    app.cleanup_ctx.append(push.push_ctx)
+    # incidents place holds and push: after the recording and push services
+    app.cleanup_ctx.append(incidents_ctx)
+    # patrol tours steer through the PTZ service: started after it, stopped before it
+    app.cleanup_ctx.append(tours_ctx)
+    # plugins' gateway_startup once every service exists (the facade reaches them all);
+    # gateway_shutdown before any of them stops
+    app.cleanup_ctx.append(_plugins_started_ctx)
+    # last: the node takes cameras once every service that follows them listens, and on
+    # shutdown gives them away first, while those services still store what they hold
+    app.cleanup_ctx.append(cluster_ctx)
+    # objects that live as long as the application; on shutdown, before aiohttp waits for open
+    # requests, live sessions end, blocked playlist requests return and events sockets close
+    app[webrtc.WEBRTC_SESSIONS] = webrtc.WebRtcSessions(config.live)
+    app[EVENTS_CHANNEL] = notify.EventsChannel(app)
+    app.on_shutdown.append(webrtc.close_on_shutdown)
+    app.on_shutdown.append(hls.close_on_shutdown)
+    app.on_shutdown.append(notify.close_on_shutdown)
+    # routes only, from here on
     session_api.setup(app)
     sign_in_redirect_api.setup(app)  # OIDC: /api/session/providers, /api/session/redirect/...
     users_api.setup(app)
@@ -236,27 +273,18 @@ def build_app(
     recordings_api.setup(app)
     archive_api.setup(app)
     replication_api.setup(app)
-    exports_api.setup(app)  # its context runs after the recording service's
+    exports_api.setup(app)
     ptz_api.setup(app)
-    onvif_face.setup(app)  # its context runs after the PTZ service's
     webrtc.setup(app)
     rtsp_out.setup(app)
     hls.setup(app)
-    push.setup(app)
     pushes_api.setup(app)
     agency_api.setup(app)
     notify.setup(app)
-    # incidents place holds and push: after the recording and push services
-    app.cleanup_ctx.append(incidents_ctx)
     incidents_api.setup(app)
     plates_api.setup(app)
-    # patrol tours steer through the PTZ service: started after it, stopped before it
-    app.cleanup_ctx.append(tours_ctx)
     tours_api.setup(app)
     analytics_api.setup(app)
-    # last: the node takes cameras once every service that follows them listens, and on
-    # shutdown gives them away first, while those services still store what they hold
-    app.cleanup_ctx.append(cluster_ctx)
     cluster_api.setup(app)
     openapi_api.setup(app)  # GET /api/openapi.json, generated from every route's declaration
     plugins.add_routes(app[GATEWAY_FACADE])

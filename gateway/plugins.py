@@ -309,10 +309,18 @@ class Plugins:
         self.pm.hook.gateway_add_routes(gateway=gateway)
 
     @contextlib.asynccontextmanager
-    async def running(self, gateway: Gateway) -> AsyncIterator[None]:
-        """The plugins' part of a running gateway: the configured event sinks (each an async
-        context manager fed through ``gateway_handle_event``), then ``gateway_startup``;
-        ``gateway_shutdown`` and the sinks' exits in reverse order at the end."""
+    async def started(self, gateway: Gateway) -> AsyncIterator[None]:
+        """``gateway_startup`` on entry, ``gateway_shutdown`` on exit."""
+        await self.startup(gateway)
+        try:
+            yield
+        finally:
+            await self.shutdown(gateway)
+
+    @contextlib.asynccontextmanager
+    async def event_sinks_running(self, gateway: Gateway) -> AsyncIterator[None]:
+        """The configured event sinks, each an async context manager fed through
+        ``gateway_handle_event`` while it runs; exited in reverse order."""
         config = gateway.config
         registry = self.event_sinks() if config.events.sinks else {}
         errors: list[ConfigError] = []
@@ -325,11 +333,7 @@ class Plugins:
                 name = sink_plugin_name(sink_id, gateway)
                 self.register(_SinkPlugin(sink), name=name)
                 stack.callback(self.unregister, name)
-            await self.startup(gateway)
-            try:
-                yield
-            finally:
-                await self.shutdown(gateway)
+            yield
 
     # -- auth and events -----------------------------------------------------------------
     async def authenticate(self, request: Any) -> Any | None:

@@ -310,16 +310,24 @@ def test_routes_must_declare_access_and_a_contract():
         gateway.emit("x.y")
 
 
+def _key_names(app: web.Application) -> set[str]:
+    """The short names of what the application holds (``cameras`` for ``gateway.appkeys.cameras``)."""
+    return {getattr(key, "_name", str(key)).rsplit(".", 1)[-1] for key in app}
+
+
 class _Lifecycle:
     """A third-party plugin with state: sees the facade in every lifecycle hook."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, object]] = []
         self.events: list[str] = []
+        self.services_at_startup: set[str] = set()
 
     @hookimpl
     async def gateway_startup(self, gateway: Gateway) -> None:
         self.seen.append(("startup", gateway))
+        # what the composition root has started so far (a test's look behind the facade)
+        self.services_at_startup = _key_names(gateway._app)
         gateway.emit("example.started", detail_key="x")
         await gateway.audit("example.started")
 
@@ -372,6 +380,11 @@ async def test_example_plugin_end_to_end(make_gateway):
     gw: RunningGateway = await make_gateway(CAMERAS, SINK_TOML, plugins=plugins)
     assert [k for k, _ in lifecycle.seen] == ["routes", "startup"]
     assert all(isinstance(g, Gateway) and g is lifecycle.seen[0][1] for _, g in lifecycle.seen)
+    # gateway_startup runs once every service exists: nothing was started after it
+    # (a single node: the cluster's context, the one last by design, starts nothing here)
+    started = _key_names(gw.app)
+    assert {"exports", "ptz", "pushes", "hls", "incidents", "tours", "cameras", "recording"} <= started
+    assert started - lifecycle.services_at_startup == set()
 
     officer = await gw.sign_in("officer", role="duty-officer", all_areas=True)
     north = await gw.sign_in("north-officer", role="duty-officer", areas=("north",))

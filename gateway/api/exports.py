@@ -37,7 +37,7 @@ from gateway.api.audit import parse_time
 from gateway.api.session import read_json
 from gateway.appkeys import IDENTITY
 from gateway.errors import BadRequest, Forbidden, NotFound
-from gateway.evidence.requests import EXPORTS, EVENTS, STATUSES, ExportRequest, NewRequest, RegisterEntry, exports_ctx, register_csv
+from gateway.evidence.requests import EXPORTS, EVENTS, STATUSES, ExportRequest, NewRequest, RegisterEntry, register_csv
 
 
 class Decision(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -248,7 +248,6 @@ async def public_key(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(exports_ctx)
     app.router.add_post("/api/exports", file_request, name="exports-file")
     app.router.add_get("/api/exports", list_requests, name="exports")
     app.router.add_get("/api/exports/formats", list_formats, name="exports-formats")

@@ -22,7 +22,6 @@ from gateway.api.session import read_json
 from gateway.appkeys import CAMERAS, CONFIG, PTZ
 from gateway.errors import BadRequest, CameraUnavailable
 from gateway.interfaces import PtzCapabilities
-from gateway.ptz import ptz_ctx
 
 Unit = Annotated[float, Meta(ge=-1.0, le=1.0)]
 Zoom = Annotated[float, Meta(ge=0.0, le=1.0)]
@@ -195,8 +194,7 @@ async def release_lock(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """The PTZ service (a resource started after the cameras) and its routes."""
-    app.cleanup_ctx.append(ptz_ctx)
+    """The PTZ routes (the service, ``gateway.ptz.ptz_ctx``, is started by ``gateway.app``)."""
     base = "/api/cameras/{camera_id}/ptz"
     app.router.add_post(base + "/move", continuous_move, name="ptz-move")
     app.router.add_post(base + "/stop", stop, name="ptz-stop")

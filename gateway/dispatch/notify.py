@@ -195,11 +195,10 @@ async def events_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _close_on_shutdown(app: web.Application) -> None:
+async def close_on_shutdown(app: web.Application) -> None:
+    """``on_shutdown``: every events socket closed before aiohttp waits for open requests."""
     await app[EVENTS_CHANNEL].close_all()
 
 
 def setup(app: web.Application) -> None:
-    app[EVENTS_CHANNEL] = EventsChannel(app)
-    app.on_shutdown.append(_close_on_shutdown)
     app.router.add_get("/api/events", events_socket, name="events")

@@ -400,7 +400,7 @@ class PushService:
                 pass
 
 
-async def _push_ctx(app: web.Application) -> AsyncIterator[None]:
+async def push_ctx(app: web.Application) -> AsyncIterator[None]:
     service = PushService(
         db=app[DATABASE], access=app[ACCESS], identity=app[IDENTITY], events=app[EVENTS], config=app[CONFIG].push,
         clustered=app[CONFIG].cluster.enabled,
@@ -408,7 +408,3 @@ async def _push_ctx(app: web.Application) -> AsyncIterator[None]:
     async with service:
         app[PUSHES] = service
         yield
-
-
-def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(_push_ctx)

@@ -56,7 +56,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from gateway.access.guard import Principal, authenticated, principal, public, requires
 from gateway.api.openapi import Media, api, enum_of
 from gateway.access.middleware import client_address
-from gateway.appkeys import ACCESS, CAMERAS, CONFIG
+from gateway.appkeys import ACCESS, CAMERAS
 from gateway.cameras import Camera
 from gateway.config import LiveConfig
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TooManyRequests, Unavailable

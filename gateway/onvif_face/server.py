@@ -719,7 +719,3 @@ async def onvif_face_ctx(app: web.Application) -> AsyncIterator[None]:
     ) as face:
         app[ONVIF_FACE] = face
         yield
-
-
-def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(onvif_face_ctx)
