@@ -26,7 +26,10 @@ SMALL = {"width": 320, "height": 240}
 #: Routes that must be reachable without a session, and nothing else.
 PUBLIC = {("POST", "/api/session"), ("GET", "/"), ("HEAD", "/"), ("OPTIONS", "/api/cameras/{camera_id}/whep"),
           # the evidence signing key's PUBLIC half: courts fetch it to verify packages
-          ("GET", "/api/evidence/public-key"), ("HEAD", "/api/evidence/public-key")}
+          ("GET", "/api/evidence/public-key"), ("HEAD", "/api/evidence/public-key"),
+          # redirect sign-in (OIDC): which providers there are, the way out to one and back
+          *((m, p) for m in ("GET", "HEAD") for p in (
+              "/api/session/providers", "/api/session/redirect/{provider}", "/api/session/redirect/{provider}/callback"))}
 
 
 def concrete(path: str) -> str:

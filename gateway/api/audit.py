@@ -21,9 +21,12 @@ MAX_EPOCH = 253402300799.0
 
 
 def parse_time(name: str, value: str | None) -> float | None:
-    """Epoch seconds or ISO 8601 (``2026-11-21T14:00:00Z``)."""
-    if value is None or value == "":
+    """Epoch seconds or ISO 8601 (``2026-11-21T14:00:00Z``); None when not given. An empty
+    value (``?to=``) is a mistake, refused like any other that is not a time."""
+    if value is None:
         return None
+    if value == "":
+        raise BadRequest(f"{name} must be a time (epoch seconds or ISO 8601), not empty; leave it out for no bound")
     try:
         seconds = float(value)
     except ValueError:
