@@ -32,7 +32,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             flags.append(f"recorded {camera.retention_days} d")
         print(f"    {camera.id:<16} {camera.vendor:<14} area={camera.area:<12} {camera.title}  [{', '.join(flags)}]")
     print(f"  roles: {', '.join(sorted(policy.roles))}")
+    if args.probe:
+        return probe_storage(config)
     return 0
+
+
+def probe_storage(config) -> int:  # noqa: ANN001 - gateway.config.Config
+    """``check-config --probe``: try each storage backend; 2 if one is unusable as configured,
+    1 if one cannot be reached now (an outage), else 0."""
+    from gateway.plugins import load_plugins
+    from gateway.recording.service import probe_storage as probe
+
+    code = 0
+    for section, state, detail in asyncio.run(probe(config, load_plugins())):
+        print(f"  probe [{section}]: {state}: {detail}")
+        code = max(code, {"ok": 0, "unreachable": 1, "failed": 2}[state])
+    return code
 
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:
@@ -136,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate the configuration and print a summary")
     check.add_argument("config_dir", nargs="?", help="config directory (default: conf)")
+    check.add_argument("--probe", action="store_true", help="also try the storage backends (bucket, credentials, rights)")
     check.set_defaults(func=cmd_check_config)
 
     plugins = sub.add_parser("plugins", help="inspect plugins")

@@ -920,6 +920,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI 
     cursor.close()
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be used *for now* (SQLite locked past its busy
+    timeout, PostgreSQL stopped, restarting or unreachable), as opposed to a wrong query or a
+    constraint: worth answering 503 and trying again later."""
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        text = str(exc.orig if exc.orig is not None else exc).lower()
+        return any(s in text for s in ("connection", "shutting down", "starting up", "database is locked", "closed"))
+    return isinstance(exc, OSError)
+
+
 class DatabaseUnavailable(GatewayError):
     """The database cannot be reached at start (wrong URL, server down, credentials)."""
 

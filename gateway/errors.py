@@ -98,6 +98,21 @@ class CameraUnavailable(Unavailable):
     """The camera has no picture to give right now."""
 
 
+class StorageFull(Unavailable):
+    """The recording storage has no space left (a full disk, a quota): nothing was stored,
+    and no partial object or file is left behind."""
+
+
+class StorageFailed(Unavailable):
+    """The storage refuses for a reason that retrying will not fix (a bucket that does not
+    exist, wrong credentials, access denied): an operator must act. ``key`` names the
+    configuration key to look at (e.g. ``storage.options.bucket``)."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class StreamClosed(GatewayError):
     """Raised to a hub reader when its hub has been closed for good."""
 

@@ -263,6 +263,8 @@ class HealthMonitor:
             last = recorder.stats.last_segment_end
             if last is None or now - last >= cfg.recording_stalled_seconds:
                 found[RECORDING_STOPPED] = "no segment stored for %.0f s" % (now - (last if last is not None else status.since))
+        if recorder is not None and recorder.stats.failing is not None:  # "disk full", "storage failed"
+            found[recorder.stats.failing.replace(" ", "_")] = recorder.stats.failing_detail or recorder.stats.failing
         for kind in list(track.alarms):
             if kind not in found:
                 alarm = track.alarms.pop(kind)

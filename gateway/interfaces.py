@@ -237,6 +237,12 @@ class StorageBackend:
     async def usage(self) -> StorageUsage:
         raise NotImplementedError
 
+    async def probe(self) -> None:
+        """Check the storage can be used now (exists, writable with these credentials): raise
+        ``StorageFailed`` naming the option for what an operator must fix; any other error is an
+        outage that may pass. The default checks nothing."""
+        return None
+
 
 # --- masking -----------------------------------------------------------------------------
 

@@ -75,6 +75,8 @@ from gateway.errors import (
     Gone,
     NotFound,
     PluginError,
+    StorageFailed,
+    StorageFull,
     TooManyRequests,
     Unauthorized,
     Unavailable,
@@ -125,7 +127,7 @@ __all__ = [
     "session_token", "session_cookie_name", "set_session_cookie", "clear_session_cookie",
     # errors
     "GatewayError", "ConfigError", "PluginError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict",
-    "Gone", "TooManyRequests", "Unavailable", "CameraUnavailable",
+    "Gone", "TooManyRequests", "Unavailable", "CameraUnavailable", "StorageFull", "StorageFailed",
     # toolkit: scenes and pictures
     "Optics", "Pose", "wrap_degrees", "ADVANCE", "GLYPH_HEIGHT", "draw_text", "text_mask", "text_size", "STRIP_HEIGHT",
     "draw_timecode", "read_timecode", "CLOCK_RATE", "MediaPacket", "StreamInfo", "ParameterSetKeeper", "StreamHub",

@@ -20,6 +20,8 @@ start_test_postgres() {
   done
   export CITYGATE_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:55432/postgres"
   PG_BIN="$bin"
+  # tests/test_storage_faults.py stops and starts the server under a running gateway
+  export CITYGATE_TEST_PGDATA="$PGDATA" CITYGATE_TEST_PG_BIN="$bin"
 }
 
 stop_test_postgres() {

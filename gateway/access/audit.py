@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway import csvcells
 from gateway.access.relay import ON_BEHALF_OF
-from gateway.db import Database, audit
+from gateway.db import Database, audit, is_unavailable
 from gateway.interfaces import Event
 from gateway.tasks import cancel_and_wait
 
@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 GENESIS = "0" * 64
 BATCH = 1000
 RETRIES = 20
+#: While the database is locked or unreachable, a batch is kept and retried this long.
+OUTAGE_MAX = 300.0
+OUTAGE_BACKOFF = 0.2
+OUTAGE_BACKOFF_MAX = 2.0
 #: Columns in the order they are hashed and exported.
 FIELDS = ("id", "at", "user", "client", "action", "outcome", "camera", "range_from", "range_to", "purpose", "detail")
 
@@ -116,7 +120,9 @@ class AuditLog:
             action, outcome, user=user, client=client, camera=camera,
             range_from=range_from, range_to=range_to, purpose=purpose, detail=detail,
         )
-        if self._writer is None:  # not started (CLI use): write directly
+        if self._writer is None or self._writer.done():
+            # not started (CLI use), or cancelled (a start that failed is being unwound): write
+            # directly; a future queued for a writer that is gone would never be answered
             return (await self._write_batch([entry]))[0]
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((entry, future))
@@ -133,7 +139,7 @@ class AuditLog:
             while len(items) < BATCH and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             try:
-                ids = await self._write_batch([entry for entry, _ in items])
+                ids = await self._write_outage_proof([entry for entry, _ in items])
             except Exception as exc:
                 logger.exception("audit: writing %d entries failed", len(items))
                 for _, fut in items:
@@ -146,6 +152,23 @@ class AuditLog:
             finally:
                 for _ in items:
                     self._queue.task_done()
+
+    async def _write_outage_proof(self, entries: list[dict[str, Any]]) -> list[int]:
+        """``_write_batch``, retried while the database is locked or unreachable (up to
+        ``OUTAGE_MAX`` seconds): the entries keep their times and order, none is lost to a
+        short outage; whoever awaits ``record`` waits meanwhile."""
+        delay, waited = OUTAGE_BACKOFF, 0.0
+        while True:
+            try:
+                return await self._write_batch(entries)
+            except Exception as exc:
+                if not is_unavailable(exc) or waited >= OUTAGE_MAX:
+                    raise
+                if waited == 0:
+                    logger.warning("audit: database unavailable (%s); keeping %d entries and retrying", exc, len(entries))
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, OUTAGE_BACKOFF_MAX)
 
     async def _write_batch(self, entries: list[dict[str, Any]]) -> list[int]:
         for attempt in range(RETRIES):

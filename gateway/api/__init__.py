@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway.db import is_unavailable
 from gateway.errors import BadRequest, GatewayError
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.empty_body or exc.status < 400:
             raise
         return error_body(exc.status, exc.reason)
-    except Exception:
+    except Exception as exc:
+        if is_unavailable(exc):  # locked or unreachable for now: say so, let the client retry
+            logger.warning("%s %s: database unavailable: %s", request.method, request.path, exc)
+            response = error_body(503, "database unavailable; try again in a moment")
+            response.headers["Retry-After"] = "5"
+            return response
         logger.exception("%s %s: internal error", request.method, request.path)
         return error_body(500, "internal error")

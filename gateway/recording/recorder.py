@@ -29,20 +29,23 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.access.audit import AuditLog
 from gateway.cluster.role import Fence
-from gateway.errors import CameraUnavailable, LeaseLost, StreamClosed
+from gateway.db import is_unavailable
+from gateway.errors import CameraUnavailable, LeaseLost, StorageFailed, StorageFull, StreamClosed
 from gateway.events import EventBus
+from gateway.faults import DATABASE, STORAGE, FaultBoard
 from gateway.interfaces import StorageBackend
 from gateway.live.fmp4 import Fragmenter, InitSegment, Part
 from gateway.media.hub import HubReader
 from gateway.media.packet import CLOCK_RATE, MediaPacket
 from gateway.recording.index import CONTIGUOUS, Catalogue, Segment
+from gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +59,19 @@ WRITE_BACKOFF = 1.0
 #: Poll interval while the camera has no picture yet.
 WAIT_FOR_PICTURE = 0.5
 
+#: Stored segments (and gaps) waiting for their catalogue row while the database is locked or
+#: unreachable: a few bytes each, so hours of segments; beyond it the writer waits too.
+CATALOGUE_BACKLOG = 2000
+CATALOGUE_BACKOFF = 0.2
+CATALOGUE_BACKOFF_MAX = 2.0
+#: On stop, how long the rows still waiting for the database are given before they are dropped.
+CATALOGUE_STOP_WAIT = 10.0
+
 GATEWAY_DOWN = "gateway down"
 CAMERA_OFFLINE = "camera offline"
 FELL_BEHIND = "recorder fell behind"
 STORAGE_FAILED = "storage failed"
+DISK_FULL = "disk full"
 
 
 class RecordedCamera(Protocol):
@@ -108,6 +120,16 @@ class _Finished:
 
 
 @dataclass(frozen=True, slots=True)
+class _Stored:
+    """A segment in storage waiting for its catalogue row."""
+
+    item: _Finished
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class _GapItem:
     start: float
     end: float
@@ -124,6 +146,11 @@ class RecorderStats:
     #: Segments and gaps refused because another node had taken the camera over.
     fenced: int = 0
     last_segment_end: float | None = None
+    #: Why the last segment could not be stored (DISK_FULL, STORAGE_FAILED), until one is.
+    failing: str | None = None
+    failing_detail: str = ""
+    #: Stored segments and gaps waiting for the database.
+    uncatalogued: int = 0
 
 
 class Recorder:
@@ -143,8 +170,15 @@ class Recorder:
         mask_state: MaskState | None = None,
         fence: Fence | None = None,
         resumed_reason: str | None = None,
+        faults: FaultBoard | None = None,
+        make_room: Callable[[int], Awaitable[int]] | None = None,
     ) -> None:
         self.camera = camera
+        #: Where database and storage faults are reported (event, audit, health).
+        self.faults = faults
+        #: Called with the bytes of a segment the storage had no space for: deletes the oldest
+        #: recordings that no hold keeps (returns how many), so the segment can be stored.
+        self.make_room = make_room
         #: Catalogue writes are accepted only while this node still owns the camera.
         self.fence = fence
         #: The reason of the gap before this run's first segment (a node took the camera over).
@@ -165,6 +199,8 @@ class Recorder:
         self._overflowed = False
         self._reader_task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._cataloguer_task: asyncio.Task[None] | None = None
+        self._rows: asyncio.Queue[_Stored | _GapItem | None] = asyncio.Queue(CATALOGUE_BACKLOG)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._building: _Building | None = None
         #: End of the last segment handed to the writer (this run), or the catalogue's.
@@ -179,6 +215,7 @@ class Recorder:
 
     async def __aenter__(self) -> Recorder:
         self._last_end = await self.catalogue.last_end(self.camera_id)
+        self._cataloguer_task = asyncio.create_task(self._catalogue_forever(), name=f"recorder-catalogue-{self.camera_id}")
         self._writer_task = asyncio.create_task(self._write_forever(), name=f"recorder-write-{self.camera_id}")
         self._reader_task = asyncio.create_task(self._read_forever(), name=f"recorder-read-{self.camera_id}")
         return self
@@ -202,6 +239,13 @@ class Recorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
+        if self._cataloguer_task is not None:
+            done, _ = await asyncio.wait([self._cataloguer_task], timeout=CATALOGUE_STOP_WAIT)
+            if not done:  # the database is still away: what is stored stays, uncatalogued
+                logger.error("camera %s: %d stored segments or gaps not catalogued (database unavailable)",
+                             self.camera_id, self._rows.qsize() + 1)
+                await cancel_and_wait(self._cataloguer_task)
+            self._cataloguer_task = None
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -298,63 +342,140 @@ class Recorder:
 
     # -- writing -----------------------------------------------------------------------
     async def _write_forever(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            try:
-                if isinstance(item, _GapItem):
-                    await self.catalogue.add_gap(self.camera_id, item.start, item.end, item.reason, fence=self.fence)
-                    self.stats.gaps += 1
-                else:
-                    await self._store(item)
-            except LeaseLost:
-                self.stats.fenced += 1
-                logger.warning("camera %s: another node owns the camera now; %s not catalogued", self.camera_id, type(item).__name__)
-            except Exception:
-                logger.exception("camera %s: could not catalogue %s", self.camera_id, type(item).__name__)
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is None:
+                    return
+                try:
+                    if isinstance(item, _GapItem):
+                        await self._rows.put(item)
+                        self.stats.uncatalogued += 1
+                    else:
+                        await self._store(item)
+                except LeaseLost:
+                    self.stats.fenced += 1
+                    logger.warning("camera %s: another node owns the camera now; %s not stored", self.camera_id, type(item).__name__)
+                except Exception:
+                    logger.exception("camera %s: could not store %s", self.camera_id, type(item).__name__)
+        finally:
+            await self._rows.put(None)
 
     async def _store(self, item: _Finished) -> None:
-        if self.fence is not None:
-            await self.catalogue.check_fence(self.fence)  # don't even store what we may not catalogue
+        if self.fence is not None:  # don't even store what we may not catalogue
+            await self._with_database(lambda: self.catalogue.check_fence(self.fence))  # type: ignore[arg-type]
         data, sha = await asyncio.to_thread(assemble, item.init.data, item.fragments)
         key = segment_key(self.camera_id, item.start)
         delay = WRITE_BACKOFF
+        made_room = False
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 await self.storage.write_segment(key, data)
                 break
+            except StorageFull as exc:
+                # the oldest recordings no hold keeps make way (a ring buffer, as a city's
+                # recorders have always worked); if none can, this segment is a gap
+                if not made_room and self.make_room is not None and await self.make_room(len(data)) > 0:
+                    made_room = True
+                    continue
+                await self._storage_failed(item, key, exc, DISK_FULL)
+                return
+            except StorageFailed as exc:  # retrying will not help: an operator must act
+                await self._storage_failed(item, key, exc, STORAGE_FAILED)
+                return
             except Exception as exc:
                 if attempt == WRITE_ATTEMPTS:
-                    await self._storage_failed(item, key, exc)
+                    await self._storage_failed(item, key, exc, STORAGE_FAILED)
                     return
                 logger.warning("camera %s: storing %s failed (%s); retrying in %.0fs", self.camera_id, key, exc, delay)
                 await asyncio.sleep(delay)
                 delay *= 2
-        info = item.init.info
-        segment = await self.catalogue.add_segment(
-            camera=self.camera_id, start=item.start, end=item.end, bytes=len(data), sha256=sha,
-            storage_key=key, backend=self.storage.id(), codec=info.codec, width=info.width, height=info.height,
+        if self.stats.failing is not None:
+            logger.warning("camera %s: recording again (%s is over)", self.camera_id, self.stats.failing)
+            self.stats.failing, self.stats.failing_detail = None, ""
+            if self.events is not None:
+                self.events.emit("recording.alarm_cleared", camera=self.camera_id)
+            if self.faults is not None:
+                self.faults.clear(STORAGE)
+        # stored: from here on only its catalogue row is missing, which waits for the database
+        await self._rows.put(_Stored(item, key, len(data), sha))
+        self.stats.uncatalogued += 1
+
+    async def _storage_failed(self, item: _Finished, key: str, exc: Exception, reason: str) -> None:
+        self.stats.write_failures += 1
+        logger.error("camera %s: giving up on segment %s (%s): %s", self.camera_id, key, reason, exc)
+        news = self.stats.failing != reason
+        self.stats.failing, self.stats.failing_detail = reason, str(exc)
+        if news:  # one alarm per fault, not one per segment
+            if self.events is not None:
+                self.events.emit("recording.alarm", camera=self.camera_id, reason=reason, error=str(exc))
+            self._background(self._audit(
+                "recording.alarm", outcome="failed", range_from=item.start, range_to=item.end,
+                detail={"reason": reason, "error": str(exc)},
+            ))
+            if self.faults is not None:
+                key_name = getattr(exc, "key", "")
+                kind = "storage.full" if reason == DISK_FULL else "storage.failed"
+                self.faults.raise_fault(STORAGE, kind, str(exc), backend=self.storage.id(), **({"key": key_name} if key_name else {}))
+        await self._rows.put(_GapItem(item.start, item.end, reason))
+        self.stats.uncatalogued += 1
+
+    # -- cataloguing -------------------------------------------------------------------
+    async def _catalogue_forever(self) -> None:
+        while True:
+            row = await self._rows.get()
+            if row is None:
+                return
+            try:
+                if isinstance(row, _GapItem):
+                    await self._with_database(
+                        lambda: self.catalogue.add_gap(self.camera_id, row.start, row.end, row.reason, fence=self.fence)
+                    )
+                    self.stats.gaps += 1
+                else:
+                    await self._add_segment(row)
+            except LeaseLost:
+                self.stats.fenced += 1
+                logger.warning("camera %s: another node owns the camera now; %s not catalogued", self.camera_id, type(row).__name__)
+            except Exception:
+                logger.exception("camera %s: could not catalogue %s", self.camera_id, type(row).__name__)
+            self.stats.uncatalogued -= 1
+
+    async def _add_segment(self, row: _Stored) -> None:
+        item, info = row.item, row.item.init.info
+        segment = await self._with_database(lambda: self.catalogue.add_segment(
+            camera=self.camera_id, start=item.start, end=item.end, bytes=row.size, sha256=row.sha256,
+            storage_key=row.key, backend=self.storage.id(), codec=info.codec, width=info.width, height=info.height,
             init_bytes=len(item.init.data), mask_version=item.mask[0], mask_digest=item.mask[1], fence=self.fence,
-        )
+        ))
         self.stats.segments += 1
-        self.stats.bytes += len(data)
+        self.stats.bytes += row.size
         self.stats.last_segment_end = item.end
-        logger.debug("camera %s: stored %s (%.1fs, %d bytes)", self.camera_id, key, segment.duration, len(data))
+        logger.debug("camera %s: stored %s (%.1fs, %d bytes)", self.camera_id, row.key, segment.duration, row.size)
         if self.on_stored is not None:
             self.on_stored(segment)
 
-    async def _storage_failed(self, item: _Finished, key: str, exc: Exception) -> None:
-        self.stats.write_failures += 1
-        logger.error("camera %s: giving up on segment %s: %s", self.camera_id, key, exc)
-        if self.events is not None:
-            self.events.emit("recording.alarm", camera=self.camera_id, reason=STORAGE_FAILED, error=str(exc))
-        await self._audit(
-            "recording.alarm", outcome="failed", range_from=item.start, range_to=item.end,
-            detail={"reason": STORAGE_FAILED, "error": str(exc)},
-        )
-        await self.catalogue.add_gap(self.camera_id, item.start, item.end, STORAGE_FAILED, fence=self.fence)
-        self.stats.gaps += 1
+    async def _with_database(self, write: Callable[[], Awaitable[Any]]) -> Any:
+        """``write()``, retried for as long as the database is locked or unreachable (the
+        backlog of rows is bounded by CATALOGUE_BACKLOG); other errors pass through."""
+        delay, failed = CATALOGUE_BACKOFF, False
+        while True:
+            try:
+                result = await write()
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                if not failed:
+                    failed = True
+                    logger.warning("camera %s: database unavailable (%s); keeping the catalogue rows", self.camera_id, exc)
+                    if self.faults is not None:
+                        self.faults.raise_fault(DATABASE, "database.unavailable", str(exc).splitlines()[0][:300])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CATALOGUE_BACKOFF_MAX)
+                continue
+            if failed and self.faults is not None:
+                self.faults.clear(DATABASE)
+            return result
 
     async def _audit(self, action: str, **fields: Any) -> None:
         if self.audit is None:

@@ -39,6 +39,7 @@ MAX_BATCHES = 100
 REASON_EXPIRED = "retention"
 REASON_SIZE_CAP = "size cap"
 REASON_FREE_SPACE = "free space"
+REASON_DISK_FULL = "disk full"
 
 
 @dataclass(slots=True)
@@ -128,6 +129,21 @@ class RetentionSweeper:
             if not chosen or not await self._delete(chosen, REASON_FREE_SPACE, report):
                 logger.error("retention: storage below its free-space minimum and nothing left to delete")
                 return
+
+    async def make_room(self, needed: int) -> int:
+        """The primary storage is full: delete the oldest segments no hold keeps until at least
+        ``needed`` bytes (as catalogued) are gone. Returns how many were deleted."""
+        report = SweepReport()
+        chosen: list[Segment] = []
+        for seg in await self.catalogue.oldest_unheld(min(self.batch, 50)):
+            if needed <= 0:
+                break
+            chosen.append(seg)
+            needed -= seg.bytes
+        deleted = await self._delete(chosen, REASON_DISK_FULL, report) if chosen else 0
+        if deleted:
+            logger.warning("retention: the storage is full; deleted the %d oldest segments no hold keeps", deleted)
+        return deleted
 
     async def _alarm(self, free: int) -> None:
         logger.warning("retention: only %.1f GB free; deleting the oldest recordings early", free / GB)

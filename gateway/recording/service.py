@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +26,9 @@ from gateway.cameras import Camera, CameraManager
 from gateway.cluster.role import CLUSTER_ROLE, SINGLE_NODE, ClusterRole
 from gateway.config import Config
 from gateway.db import Database
-from gateway.errors import ConfigError, NotFound
+from gateway.errors import ConfigError, NotFound, StorageFailed
 from gateway.events import EventBus
+from gateway.faults import FaultBoard
 from gateway.interfaces import StorageBackend, StorageUsage
 from gateway.media.masking import instantiate_filters
 from gateway.plugins import Plugins
@@ -50,6 +51,8 @@ DEFAULT_RETENTION_DAYS = 45
 USAGE_REFRESH = 300.0
 #: Re-masked copies of segments recorded before the current masks, under the data dir.
 REMASK_DIR = "remask"
+#: On a full disk, room is made for this many segments at a time.
+ROOM_SEGMENTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,40 @@ def make_backend(plugins: Plugins, backend_id: str, options: Any, data_dir: str,
     if not isinstance(options, msgspec.Struct):  # config loaded without the registry
         options = msgspec.convert(options or {}, type=cls.Options, str_keys=True)
     return cls(options, data_dir=data_dir)
+
+
+@contextlib.contextmanager
+def refused_storage(prefix: str) -> Iterator[None]:
+    """A storage that is permanently unusable (a missing bucket, wrong credentials) as a
+    configuration error naming the key: the gateway refuses to start and says why."""
+    try:
+        yield
+    except StorageFailed as exc:
+        raise ConfigError("gateway.toml", f"{prefix}.{exc.key}" if exc.key else prefix, exc.message) from exc
+
+
+async def probe_storage(config: Config, plugins: Plugins) -> list[tuple[str, str, str]]:
+    """``citygate check-config --probe``: open each configured storage and try it.
+    (section, "ok" | "failed" | "unreachable", detail) per backend."""
+    data_dir = str(config.data_dir)
+    wanted = [("storage.options", config.storage.backend, config.storage.options)]
+    if config.recording.replicate_to is not None:
+        r = config.recording.replicate_to
+        wanted.append(("recording.replicate-to.options", r.backend, r.options))
+    results = []
+    for prefix, backend_id, options in wanted:
+        backend = make_backend(plugins, backend_id, options, data_dir, prefix.rpartition(".")[0] + ".backend")
+        try:
+            with refused_storage(prefix):
+                async with backend:
+                    await backend.probe()
+        except ConfigError as exc:
+            results.append((prefix, "failed", exc.message))
+        except Exception as exc:  # an outage, not a mistake in the configuration
+            results.append((prefix, "unreachable", f"{backend_id}: {type(exc).__name__}: {exc}"))
+        else:
+            results.append((prefix, "ok", f"{backend_id}: writable"))
+    return results
 
 
 class RecordingService:
@@ -119,6 +156,9 @@ class RecordingService:
             clock=clock,
         )
         self._idle_flush = idle_flush
+        #: Database and storage faults (event, audit, ``GET /api/health``).
+        self.faults = FaultBoard(events, audit, clock=clock)
+        self._room_lock = asyncio.Lock()
         self.recorders: dict[str, Recorder] = {}
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,9 +179,11 @@ class RecordingService:
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> RecordingService:
         try:
-            await self._stack.enter_async_context(self.storage)
+            with refused_storage("storage.options"):
+                await self._stack.enter_async_context(self.storage)
             if self.replica is not None:
-                await self._stack.enter_async_context(self.replica)
+                with refused_storage("recording.replicate-to.options"):
+                    await self._stack.enter_async_context(self.replica)
             for camera in self.cameras.running():
                 await self._attach(camera)
             self.cameras.on_started.append(self._attach)
@@ -171,6 +213,7 @@ class RecordingService:
             events=self.events, audit=self.audit, on_stored=self._on_stored, idle_flush=self._idle_flush,
             mask_state=self._mask_state(camera.id), fence=self.cluster.fence(camera.id),
             resumed_reason=self.cameras.restart_reason(camera.id) or self.cluster.gap_reason(camera.id),
+            faults=self.faults, make_room=self.make_room,
         )
         await recorder.__aenter__()
         self.recorders[camera.id] = recorder
@@ -200,6 +243,7 @@ class RecordingService:
         for recorder, result in zip(recorders, results):
             if isinstance(result, BaseException):
                 logger.error("camera %s: the recorder failed to stop cleanly: %s", recorder.camera_id, result)
+        await self.faults.aclose()
         await self._stack.aclose()
 
     # -- what playback needs -----------------------------------------------------------
@@ -257,6 +301,14 @@ class RecordingService:
         return await self.catalogue.active_holds(camera)
 
     # -- operations ----------------------------------------------------------------------
+    async def make_room(self, needed: int) -> int:
+        """The storage is full: delete the oldest recordings no hold keeps, enough for a few
+        segments of ``needed`` bytes; returns how many were deleted (0: nothing may go)."""
+        async with self._room_lock:  # the recorders find the disk full together: one sweep
+            deleted = await self.sweeper.make_room(needed * ROOM_SEGMENTS)
+        self._usage = None
+        return deleted
+
     async def sweep(self, now: float | None = None) -> SweepReport:
         report = await self.sweeper.sweep(now)
         self._usage = None  # deleted segments: measure again

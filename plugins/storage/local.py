@@ -12,6 +12,7 @@ All file I/O runs in worker threads.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import msgspec
 
-from gateway.plugin_api import NotFound, StorageBackend, StorageUsage, hookimpl
+from gateway.plugin_api import NotFound, StorageBackend, StorageFailed, StorageFull, StorageUsage, hookimpl
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +69,28 @@ def private_dirs(path: Path) -> None:
             pass
 
 
+#: errno values that mean "no space": a full file system, a disk quota.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 def write_durably(path: Path, data: bytes, *, fsync: bool) -> None:
-    """Write ``data`` to ``path`` (mode 0640) through a ``.part`` file and an atomic rename."""
-    private_dirs(path.parent)
+    """Write ``data`` to ``path`` (mode 0640) through a ``.part`` file and an atomic rename.
+
+    A write cut short by a full disk removes its ``.part`` file (it would hold the space and
+    nothing else) and raises ``StorageFull``; ``path`` is then untouched."""
     temp = path.with_name(path.name + PART_SUFFIX)
-    with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
+    try:
+        private_dirs(path.parent)
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if exc.errno in NO_SPACE:
+            raise StorageFull(f"no space left on {path.parent} ({exc.strerror})") from exc
+        raise
     os.replace(temp, path)
     if fsync:
         fsync_dir(path.parent)
@@ -164,6 +178,21 @@ class LocalStorage(StorageBackend):
     async def delete(self, key: str) -> None:
         path = self.path_of(key)
         await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def probe(self) -> None:
+        """The directory exists (or can be made) and files can be written in it."""
+        def check() -> None:
+            probe = self.root / ".citygate-probe"
+            try:
+                private_dirs(self.root)
+                write_durably(probe, b"citygate", fsync=False)
+                probe.unlink()
+            except StorageFull:
+                raise
+            except OSError as exc:
+                raise StorageFailed(f"storage local: cannot write in {self.root}: {exc.strerror or exc}", key="path") from exc
+
+        await asyncio.to_thread(check)
 
     async def usage(self) -> StorageUsage:
         used = await asyncio.to_thread(tree_bytes, self.root)

@@ -27,7 +27,9 @@ import aioboto3
 import msgspec
 from aiobotocore.config import AioConfig
 
-from gateway.plugin_api import NotFound, StorageBackend, StorageUsage, Unavailable, hookimpl
+from botocore.exceptions import NoCredentialsError, ParamValidationError
+
+from gateway.plugin_api import NotFound, StorageBackend, StorageFailed, StorageUsage, Unavailable, hookimpl
 
 from .local import private_dirs, remove_partials, safe_relative, stream_file, write_durably
 
@@ -39,6 +41,24 @@ MIN_PART = 5 * MB
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 5.0
 SPOOL_SUFFIX = ".seg"
+#: Written and deleted again by ``probe``: proves the credentials may write to the bucket.
+PROBE_KEY = ".citygate-probe"
+
+#: S3 error codes that retrying will not fix, with the option to look at. HeadBucket answers
+#: with bare HTTP statuses ("404", "403"), the other calls with named codes.
+PERMANENT = {
+    "NoSuchBucket": ("bucket", "the bucket does not exist"),
+    "404": ("bucket", "the bucket does not exist"),
+    "InvalidBucketName": ("bucket", "the bucket name is invalid"),
+    "AccessDenied": ("access-key-id", "access denied: the credentials may not use this bucket"),
+    "AllAccessDisabled": ("bucket", "all access to the bucket is disabled"),
+    "403": ("access-key-id", "access denied: the credentials may not use this bucket (or the secret is wrong)"),
+    "InvalidAccessKeyId": ("access-key-id", "the access key id is unknown to the server"),
+    "SignatureDoesNotMatch": ("secret-access-key", "the secret access key is wrong"),
+    "AuthorizationHeaderMalformed": ("region", "the region does not match the bucket's"),
+    "PermanentRedirect": ("region", "the bucket is in another region"),
+    "AccountProblem": ("access-key-id", "the account cannot be used"),
+}
 
 
 class S3Options(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
@@ -123,6 +143,7 @@ class S3Storage(StorageBackend):
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
         self._spool_lock = asyncio.Lock()
+        self._failed: StorageFailed | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> S3Storage:
@@ -143,6 +164,13 @@ class S3Storage(StorageBackend):
                 config=config,
             )
         )
+        try:
+            await self.probe()  # a missing bucket or wrong credentials: refuse to start, say which option
+        except StorageFailed:
+            await self._stack.aclose()
+            raise
+        except Exception as exc:  # an outage: start anyway, segments wait in the spool
+            logger.warning("storage s3: bucket %r not reachable at start (%s); segments will be spooled", self.options.bucket, exc)
         for entry in await asyncio.to_thread(scan_spool, self.spool_path):
             self._spool[entry.key] = entry
             self._next_seq = entry.seq + 1
@@ -161,6 +189,41 @@ class S3Storage(StorageBackend):
         await self._stack.aclose()
         self._client = None
 
+    # -- permanent errors --------------------------------------------------------------
+    def permanent(self, exc: BaseException) -> StorageFailed | None:
+        """``exc`` as a ``StorageFailed`` naming the option to fix, if retrying cannot help."""
+        if isinstance(exc, StorageFailed):
+            return exc
+        bucket = self.options.bucket
+        if isinstance(exc, NoCredentialsError):
+            return StorageFailed("storage s3: no credentials (set access-key-id and secret-access-key)", key="access-key-id")
+        if isinstance(exc, ParamValidationError) and "bucket" in str(exc).lower():
+            return StorageFailed(f"storage s3: the bucket name {bucket!r} is invalid", key="bucket")
+        code = _error_code(exc)
+        if code in PERMANENT:
+            key, what = PERMANENT[code]
+            return StorageFailed(f"storage s3: bucket {bucket!r}: {what} ({code})", key=key)
+        return None
+
+    async def probe(self) -> None:
+        """Check the bucket exists and the credentials may write to it: ``StorageFailed``
+        for what retrying cannot fix; other errors (an unreachable server) pass through."""
+        bucket, key = self.options.bucket, self.options.prefix + PROBE_KEY
+        try:
+            await self._client.head_bucket(Bucket=bucket)
+            await self._client.put_object(Bucket=bucket, Key=key, Body=b"citygate")
+            await self._client.delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            failed = self.permanent(exc)
+            if failed is not None:
+                raise failed from exc
+            raise
+
+    @property
+    def failed(self) -> StorageFailed | None:
+        """The permanent error the bucket last answered with (None: it works, or only an outage)."""
+        return self._failed
+
     # -- keys --------------------------------------------------------------------------
     def object_key(self, key: str) -> str:
         return self.options.prefix + str(safe_relative(key))
@@ -176,11 +239,19 @@ class S3Storage(StorageBackend):
 
     # -- writing -----------------------------------------------------------------------
     async def write_segment(self, key: str, data: bytes) -> None:
+        """Upload, or spool while the bucket is unreachable. A permanent error (a deleted
+        bucket, revoked rights) raises ``StorageFailed`` instead: the spool would never drain."""
         safe_relative(key)
+        if self._spool and self._failed is not None:
+            raise self._failed
         if not self._spool:
             try:
                 await self._upload_with_retries(key, data)
+                self._failed = None
                 return
+            except StorageFailed as exc:
+                self._failed = exc
+                raise
             except Exception as exc:
                 logger.warning("storage s3: %s not uploaded (%s); spooling it until the bucket answers", key, exc)
         await self._to_spool(key, data)
@@ -205,7 +276,10 @@ class S3Storage(StorageBackend):
             try:
                 await self._upload(key, data)
                 return
-            except Exception:
+            except Exception as exc:
+                failed = self.permanent(exc)
+                if failed is not None:
+                    raise failed from exc
                 if attempt == self.options.retries:
                     raise
                 await asyncio.sleep(delay)
@@ -248,11 +322,18 @@ class S3Storage(StorageBackend):
                 except FileNotFoundError:  # deleted meanwhile
                     pass
                 except Exception as exc:
-                    logger.info("storage s3: bucket still unreachable (%s); %d spooled, next try in %.1fs", exc, len(self._spool), delay)
+                    failed = self.permanent(exc)
+                    if failed is not None:
+                        if self._failed is None:
+                            logger.error("%s; %d segments kept in the spool", failed.message, len(self._spool))
+                        self._failed = failed
+                    else:
+                        logger.info("storage s3: bucket still unreachable (%s); %d spooled, next try in %.1fs", exc, len(self._spool), delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX)
                     continue
                 delay = BACKOFF_INITIAL
+                self._failed = None
                 async with self._spool_lock:
                     if self._spool.get(entry.key) is entry:
                         del self._spool[entry.key]
