@@ -21,7 +21,7 @@ from aiohttp import web
 from gateway.access.guard import PRINCIPAL, Principal, authenticated, public
 from gateway.api.openapi import JsonObject, api
 from gateway.access.headers import clear_session_cookie, set_session_cookie
-from gateway.access.identity import User
+from gateway.access.accounts import User
 from gateway.access.middleware import client_address
 from gateway.api import json_response, sign_in_redirect
 from gateway.appkeys import ACCESS, CONFIG, IDENTITY

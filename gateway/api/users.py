@@ -28,7 +28,7 @@ from gateway.api.openapi import Id, JsonObject, JsonObjects, api
 from gateway.access.middleware import client_address
 from gateway.api import json_response
 from gateway.api.session import read_json, user_view
-from gateway.access.identity import NO_CHOSEN_PASSWORD
+from gateway.access.accounts import NO_CHOSEN_PASSWORD
 from gateway.appkeys import IDENTITY
 from gateway.errors import BadRequest, NotFound
 
