@@ -10,6 +10,8 @@ every camera's id and area but no video.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -147,7 +149,10 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     info = InfoMetricFamily("citygate_build", "Citygate version", value={"version": __version__})
     uptime = GaugeMetricFamily("citygate_uptime_seconds", "Seconds since the gateway started", value=time.monotonic() - app[STARTED_AT])
-    families = [info, uptime, *_camera_families(app), *await _recording_families(app), *await _audit_families(app)]
+    # leaks show here first (a soak watches them: bench/soak.py)
+    tasks = GaugeMetricFamily("citygate_asyncio_tasks", "Tasks alive on the event loop", value=len(asyncio.all_tasks()))
+    threads = GaugeMetricFamily("citygate_threads", "Threads of the process", value=threading.active_count())
+    families = [info, uptime, tasks, threads, *_camera_families(app), *await _recording_families(app), *await _audit_families(app)]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Scrape(families))  # type: ignore[arg-type]
     body = generate_latest(registry)
