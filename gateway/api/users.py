@@ -26,11 +26,11 @@ from aiohttp import web
 from gateway.access.guard import PRINCIPAL, requires
 from gateway.api.openapi import Id, JsonObject, JsonObjects, api
 from gateway.access.middleware import client_address
-from gateway.api import json_response
+from gateway.api import json_response, path_id
 from gateway.api.session import read_json, user_view
 from gateway.access.accounts import NO_CHOSEN_PASSWORD
 from gateway.appkeys import IDENTITY
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest
 
 PENDING_MESSAGE = "this change needs a second administrator's confirmation before it takes effect"
 
@@ -141,10 +141,7 @@ async def reset_password(request: web.Request) -> web.Response:
 
 
 def _change_id(request: web.Request) -> int:
-    raw = request.match_info["change_id"]
-    if not raw.isdigit():
-        raise NotFound(f"no pending account change {raw!r}")
-    return int(raw)
+    return path_id(request, "change_id")  # beyond 64 bits is a 400, never a database error
 
 
 @api(summary="Changes waiting for a second administrator", responses={200: JsonObjects})
