@@ -324,6 +324,9 @@ class RecordingService:
             if self._usage is None or time.monotonic() - self._usage_at > USAGE_REFRESH:
                 try:
                     self._usage = await self.storage.usage()
+                except (StorageFailed, OSError, TimeoutError) as exc:  # said once by the recorders' fault; no traceback
+                    logger.warning("recording: storage usage unavailable: %s", exc)
+                    return None
                 except Exception:
                     logger.exception("recording: storage usage unavailable")
                     return None

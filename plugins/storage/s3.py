@@ -388,8 +388,14 @@ class S3Storage(StorageBackend):
     async def usage(self) -> StorageUsage:
         used = 0
         paginator = self._client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self.options.bucket, Prefix=self.options.prefix):
-            used += sum(obj["Size"] for obj in page.get("Contents", ()))
+        try:
+            async for page in paginator.paginate(Bucket=self.options.bucket, Prefix=self.options.prefix):
+                used += sum(obj["Size"] for obj in page.get("Contents", ()))
+        except Exception as exc:
+            failed = self.permanent(exc)
+            if failed is not None:
+                raise failed from exc
+            raise
         return StorageUsage(used_bytes=used + self.spooled_bytes, free_bytes=None)
 
 
