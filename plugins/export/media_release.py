@@ -1,29 +1,47 @@
 """The ``media-release`` export format: recordings for publication, people unidentifiable.
 
 Every frame is decoded, searched for faces and people, the found regions are pixelated
-(or blurred) and the frame is encoded again (libx264). The detectors ship inside the
-``opencv-python-headless`` wheel and run offline: OpenCV's Haar cascades for frontal and
-profile faces and its HOG + linear SVM people detector. Nothing is downloaded.
+(or blurred) and the frame is encoded again (libx264). All of it runs in the export's
+worker thread, and every detector runs offline from files installed with a wheel:
+
+- faces: MediaPipe's BlazeFace detector (``face-detector = "auto"`` or ``"mediapipe"``).
+  The ``mediapipe`` wheels up to 0.10.21 carry the models themselves
+  (``mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite`` and
+  ``face_detection_short_range.tflite``); the legacy face-detection graph loads them from
+  the installed package, nothing is downloaded. Its manifest entry names the model file and
+  its SHA-256. Later mediapipe releases ship no models, so 0.10.21 is pinned (installed
+  with ``--no-deps`` by the scripts: its metadata asks for numpy < 2 and the GUI OpenCV,
+  neither of which it needs for this);
+- faces, as fallback or second opinion: OpenCV's Haar cascades for frontal and profile
+  faces (``opencv-python-headless``). ``"auto"`` uses them alone when mediapipe cannot be
+  imported, and beside BlazeFace otherwise (``haar-too``);
+- people: OpenCV's HOG + linear SVM people detector.
 
 Detections flicker: a face found in one frame may be missed in the next. Every region is
 therefore kept for ``hold-frames`` frames before and after each detection (the frames
 are buffered, so the look-ahead is real), and grown by ``margin`` on every side.
 
-How well it does, honestly: Haar cascades find clear, roughly frontal faces of at least
-``min-face`` pixels (at the detection scale) in daylight; they miss faces turned more
-than ~45 degrees, small faces in wide shots, faces under hats or in the dark, and they
-fire on some textures (false positives only cost a needless blur). The HOG people
-detector finds upright, whole people of at least about 64x128 pixels (at the detection
-scale) and misses sitting, partly hidden or very small people. This is a tool for an
-operator who then reviews every released frame, not a guarantee: the package says so in
+How well it does, honestly (``bench/faces.py`` measures it): Haar cascades find clear,
+roughly frontal faces of at least ``min-face`` pixels (at the detection scale) in daylight
+and miss faces turned more than ~45 degrees; BlazeFace also finds faces turned 60 degrees
+and more, but misses very small faces in wide shots (the full-range model sees the frame at
+192 pixels across, hence ``face-tiles``: the frame again in overlapping tiles). Both miss faces under hats or
+in the dark and fire on some textures (false positives only cost a needless blur). The HOG
+people detector finds upright, whole people of at least about 64x128 pixels (at the
+detection scale) and misses sitting, partly hidden or very small people. This is a tool for
+an operator who then reviews every released frame, not a guarantee: the package says so in
 its manifest, and the register records who released it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib
+import logging
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import av
@@ -38,6 +56,7 @@ from gateway.plugin_api import (
     ExportFormat,
     ExportJob,
     PackageWriter,
+    PluginError,
     WatermarkOptions,
     Watermarker,
     camera_description,
@@ -47,16 +66,35 @@ from gateway.plugin_api import (
     wallclock,
 )
 
+logger = logging.getLogger(__name__)
+
 Box = tuple[int, int, int, int]  # x, y, w, h in frame pixels
 REVIEW_NOTE = (
-    "Automatic anonymisation with OpenCV Haar face cascades and the HOG people detector. "
+    "Automatic anonymisation with the face and people detectors named here. "
     "Detectors miss faces turned away, small, dark or partly hidden; review every frame before publication."
 )
+#: model name -> (file in the mediapipe wheel, the face-detection solution's model_selection)
+BLAZEFACE_MODELS = {
+    "full-range": ("face_detection_full_range_sparse.tflite", 1),
+    "short-range": ("face_detection_short_range.tflite", 0),
+}
 
 
 class MediaReleaseSettings(WatermarkOptions):
     """Detector and masking settings (and the optional watermark); recorded in the manifest."""
 
+    #: "auto": BlazeFace (mediapipe) when it can be imported, else the Haar cascades;
+    #: "mediapipe": BlazeFace or fail; "haar": the Haar cascades only.
+    face_detector: Annotated[Literal["auto", "mediapipe", "haar"], Meta(title="Face detector")] = "auto"
+    #: BlazeFace model: "full-range" (faces up to ~5 m) or "short-range" (~2 m, close-ups).
+    face_model: Literal["full-range", "short-range"] = "full-range"
+    #: BlazeFace score threshold. Lower finds more faces (and more false ones).
+    face_score: Annotated[float, Meta(ge=0.05, le=0.95, title="Face detector threshold (lower finds more)")] = 0.4
+    #: BlazeFace also on an n x n grid of overlapping tiles, for small faces in wide shots
+    #: (1 = the whole frame only; 2 finds about half again as many faces, bench/faces.py).
+    face_tiles: Annotated[int, Meta(ge=1, le=4)] = 2
+    #: With BlazeFace, run the Haar cascades too (the union of both is masked).
+    haar_too: bool = True
     #: Haar cascades from ``cv2.data.haarcascades``; empty = none.
     face_cascades: tuple[Annotated[str, Meta(pattern=r"^haarcascade_[a-z0-9_]+\.xml$")], ...] = (
         "haarcascade_frontalface_default.xml", "haarcascade_profileface.xml",
@@ -85,11 +123,84 @@ class MediaReleaseSettings(WatermarkOptions):
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = "veryfast"
 
 
+class BlazeFace:
+    """MediaPipe's BlazeFace face detector, run from the model files of the installed
+    ``mediapipe`` wheel. Raises ``ImportError`` when mediapipe cannot be imported and
+    ``PluginError`` when the wheel lacks the model (releases after 0.10.21 ship none).
+    Not thread-safe: one per job, used and closed in the thread that made it."""
+
+    def __init__(self, model: str, score: float, tiles: int = 1) -> None:
+        mediapipe = importlib.import_module("mediapipe")
+        face_detection = importlib.import_module("mediapipe.python.solutions.face_detection")
+        filename, selection = BLAZEFACE_MODELS[model]
+        self.version = getattr(mediapipe, "__version__", "?")
+        self.model, self.tiles = model, tiles
+        self.model_path = Path(mediapipe.__file__).parent / "modules" / "face_detection" / filename
+        if not self.model_path.is_file():
+            raise PluginError(
+                f"media-release: mediapipe {self.version} has no {filename} (only releases up to 0.10.21 ship the face models)"
+            )
+        self.model_sha256 = hashlib.sha256(self.model_path.read_bytes()).hexdigest()
+        # the legacy solution's graph loads the .tflite from the package's own files
+        self.graph = face_detection.FaceDetection(min_detection_confidence=score, model_selection=selection)
+        logger.debug("media release: BlazeFace %s from %s", model, self.model_path)
+
+    def describe(self) -> str:
+        tiles = f", also on {self.tiles}x{self.tiles} tiles" if self.tiles > 1 else ""
+        return (
+            f"MediaPipe BlazeFace {self.model} (mediapipe {self.version}, "
+            f"{self.model_path.parent.name}/{self.model_path.name} sha256 {self.model_sha256}{tiles})"
+        )
+
+    def _detect(self, rgb: np.ndarray, x0: int, y0: int) -> list[Box]:
+        result = self.graph.process(rgb)
+        height, width = rgb.shape[:2]
+        boxes: list[Box] = []
+        for detection in result.detections or ():
+            rel = detection.location_data.relative_bounding_box
+            x, y = max(0, int(rel.xmin * width)), max(0, int(rel.ymin * height))
+            w, h = min(width - x, int(rel.width * width)), min(height - y, int(rel.height * height))
+            if w > 1 and h > 1:
+                boxes.append((x0 + x, y0 + y, w, h))
+        return boxes
+
+    def __call__(self, bgr: np.ndarray) -> list[Box]:
+        rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        boxes = self._detect(rgb, 0, 0)
+        if self.tiles > 1:  # overlapping tiles: a small face is bigger in the model's input
+            height, width = rgb.shape[:2]
+            tw, th = int(width / self.tiles * 1.25), int(height / self.tiles * 1.25)
+            for row in range(self.tiles):
+                for col in range(self.tiles):
+                    x0 = min(width - tw, int(col * width / self.tiles))
+                    y0 = min(height - th, int(row * height / self.tiles))
+                    boxes += self._detect(np.ascontiguousarray(rgb[y0 : y0 + th, x0 : x0 + tw]), x0, y0)
+        return boxes
+
+    def close(self) -> None:
+        self.graph.close()
+
+
 class Detector:
-    """Faces (Haar cascades) and people (HOG) in one BGR frame. Not thread-safe: one per job."""
+    """Faces (BlazeFace and/or Haar cascades) and people (HOG) in one BGR frame.
+
+    ``faces(gray)`` is the Haar cascade search alone (the fallback, and a second opinion
+    tests use); ``find_faces(bgr)`` is the configured face search. Not thread-safe: one per
+    job, made, used and closed in the job's worker thread."""
 
     def __init__(self, settings: MediaReleaseSettings) -> None:
         self.settings = settings
+        self.blazeface: BlazeFace | None = None
+        self.fallback_reason: str | None = None
+        if settings.face_detector != "haar":
+            try:
+                self.blazeface = BlazeFace(settings.face_model, settings.face_score, settings.face_tiles)
+            except ImportError as exc:
+                if settings.face_detector == "mediapipe":
+                    raise PluginError(f"media-release: face-detector = \"mediapipe\" but mediapipe cannot be imported: {exc}") from exc
+                self.fallback_reason = f"mediapipe cannot be imported ({exc}); Haar cascades only"
+                logger.warning("media release: %s", self.fallback_reason)
+        self.use_haar = self.blazeface is None or settings.haar_too
         self.cascades = []
         for name in settings.face_cascades:
             cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
@@ -102,14 +213,35 @@ class Detector:
             self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "library": f"opencv-python-headless {cv2.__version__}",
-            "faces": [f"Haar cascade {name}" for name, _ in self.cascades],
+        faces = [self.blazeface.describe()] if self.blazeface is not None else []
+        if self.use_haar:
+            faces += [f"Haar cascade {name}" for name, _ in self.cascades]
+        library = f"opencv-python-headless {cv2.__version__}"
+        if self.blazeface is not None:
+            library += f"; mediapipe {self.blazeface.version}"
+        described = {
+            "library": library,
+            "faces": faces,
             "people": "HOG + linear SVM (HOGDescriptor_getDefaultPeopleDetector)" if self.hog is not None else None,
             "settings": msgspec.to_builtins(self.settings),
         }
+        if self.fallback_reason:
+            described["fallback"] = self.fallback_reason
+        return described
+
+    def close(self) -> None:
+        if self.blazeface is not None:
+            self.blazeface.close()
+            self.blazeface = None
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def faces(self, gray: np.ndarray, *, min_neighbors: int | None = None) -> list[Box]:
+        """The Haar cascades' faces in a grey frame."""
         s = self.settings
         scale = min(1.0, s.detect_width / gray.shape[1])
         small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1.0 else gray
@@ -140,9 +272,16 @@ class Detector:
         rects, _weights = self.hog.detectMultiScale(small, hitThreshold=s.people_hit_threshold, winStride=(8, 8), padding=(8, 8), scale=1.05)
         return [_rescale(tuple(r), scale) for r in rects]
 
+    def find_faces(self, bgr: np.ndarray, gray: np.ndarray | None = None) -> list[Box]:
+        """The configured face search: BlazeFace, the Haar cascades, or both."""
+        found = self.blazeface(bgr) if self.blazeface is not None else []
+        if self.use_haar:
+            found += self.faces(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if gray is None else gray)
+        return found
+
     def __call__(self, bgr: np.ndarray) -> list[Box]:
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        return self.faces(gray) + self.people(gray)
+        return self.find_faces(bgr, gray) + self.people(gray)
 
 
 def _rescale(box: Any, scale: float) -> Box:
@@ -223,7 +362,11 @@ def anonymise(
 
 
 def write_media_release(job: ExportJob, output_path: str, settings: MediaReleaseSettings) -> dict[str, Any]:
-    detector = Detector(settings)
+    with Detector(settings) as detector:
+        return _write_media_release(job, output_path, settings, detector)
+
+
+def _write_media_release(job: ExportJob, output_path: str, settings: MediaReleaseSettings, detector: Detector) -> dict[str, Any]:
     pkg = PackageWriter(output_path)
     try:
         cameras = []
