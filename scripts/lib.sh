@@ -33,3 +33,11 @@ ensure_venv() {
     "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
   fi
 }
+
+install_mediapipe() {
+  # BlazeFace for the media release: mediapipe 0.10.21 is the last release whose wheel carries
+  # the face models (wheels for CPython 3.9-3.12). --no-deps: its metadata pins numpy<2 and
+  # opencv-contrib-python, which would replace numpy 2 and opencv-python-headless; what it
+  # really imports is in pyproject.toml. Without it the media release uses the Haar cascades.
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "mediapipe==0.10.21"
+}
