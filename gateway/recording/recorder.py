@@ -6,10 +6,14 @@ at least ``segment_seconds`` after their start, each made of about one-second
 ``moof``+``mdat`` fragments. Every stored segment carries its own init (``ftyp``+``moov``),
 so it plays on its own.
 
-Two tasks per camera: the *reader* feeds the fragmenter and hands finished segments and
-gaps to a short queue; the *writer* joins and hashes each segment in a worker thread,
-stores it, and only then inserts its catalogue row. A crash at any moment therefore
-leaves only complete segments in the catalogue. When storage is slow the queue fills,
+Three tasks per camera: the *reader* feeds the fragmenter and hands finished segments and
+gaps to a short queue; the *writer* joins and hashes each segment in a worker thread and
+stores it; the *cataloguer* then inserts its catalogue row. A crash at any moment therefore
+leaves only complete segments in the catalogue. While the database is locked or unreachable
+the stored segments' rows wait (``CATALOGUE_BACKLOG``) and are written in order when it
+answers; the outage is a fault (``gateway.faults``). A full storage first makes room (the
+oldest recordings no hold keeps go), else the segment is a gap "disk full"; a storage that
+refuses for good (``StorageFailed``) is a gap "storage failed" at once, without retries. When storage is slow the queue fills,
 the reader waits, the hub's deep lossless buffer fills, and at its end the hub skips the
 recorder ahead: an alarm (``recording.alarm``), an audit entry and a gap
 "recorder fell behind" say so.
