@@ -21,12 +21,14 @@ Detections flicker: a face found in one frame may be missed in the next. Every r
 therefore kept for ``hold-frames`` frames before and after each detection (the frames
 are buffered, so the look-ahead is real), and grown by ``margin`` on every side.
 
-How well it does, honestly (``bench/faces.py`` measures it): Haar cascades find clear,
-roughly frontal faces of at least ``min-face`` pixels (at the detection scale) in daylight
-and miss faces turned more than ~45 degrees; BlazeFace also finds faces turned 60 degrees
-and more, but misses very small faces in wide shots (the full-range model sees the frame at
-192 pixels across, hence ``face-tiles``: the frame again in overlapping tiles). Both miss faces under hats or
-in the dark and fire on some textures (false positives only cost a needless blur). The HOG
+How well it does, honestly (``bench/faces.py`` measures it on real faces turned
+synthetically): Haar cascades find clear, roughly frontal faces of at least ``min-face``
+pixels (at the detection scale) in daylight and miss most faces turned 45 degrees or more
+(2 of 12 at 60); BlazeFace finds most faces turned 45-60 degrees (10 of 12 at 60 with
+tiles) and few beyond 75, and misses small faces in wide shots unless tiled (the full-range
+model sees the whole frame at 192 pixels across, hence ``face-tiles``: the frame again in
+overlapping tiles). Both miss faces under hats or in the dark and fire on some textures
+(false positives only cost a needless blur). The HOG
 people detector finds upright, whole people of at least about 64x128 pixels (at the
 detection scale) and misses sitting, partly hidden or very small people. This is a tool for
 an operator who then reviews every released frame, not a guarantee: the package says so in
