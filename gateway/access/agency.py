@@ -45,6 +45,7 @@ from gateway.db import Database, access_register, access_requests
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
 from gateway.events import EventBus
 from gateway.evidence.package import iso
+from gateway.registers import RegisterEntry, as_time, from_row, read_register
 from gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -105,27 +106,12 @@ class NewAccessRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     commitment: str
 
 
-class AccessRegisterEntry(msgspec.Struct, kw_only=True):
-    id: int
-    request_id: int
-    at: float
-    event: str
-    user: str | None
-    detail: dict[str, Any]
-    audit_id: int
+#: A step of an access request: the register entry shared with evidence exports.
+AccessRegisterEntry = RegisterEntry
 
 
 def _request(row: Any) -> AccessRequest:
-    return AccessRequest(**{k: v for k, v in row._mapping.items() if v is not None})
-
-
-def _as_time(name: str, value: float | str) -> float:
-    from gateway.api.audit import parse_time
-
-    parsed = parse_time(name, value) if isinstance(value, str) else float(value)
-    if parsed is None:
-        raise BadRequest(f"{name} is required")
-    return parsed
+    return from_row(AccessRequest, row)
 
 
 def _text(name: str, value: str, limit: int) -> str:
@@ -208,24 +194,11 @@ class AgencyAccess:
         since: float | None = None, until: float | None = None, limit: int = 5000,
     ) -> list[tuple[AccessRegisterEntry, AccessRequest]]:
         """Register entries, newest first, each with its request."""
-        r, e = access_requests, access_register
-        q = sa.select(e, *[c.label(f"req_{c.name}") for c in r.c]).join(r, r.c.id == e.c.request_id).order_by(e.c.id.desc()).limit(limit)
-        for column, value in ((e.c.request_id, request_id), (e.c.event, event), (e.c.user, user)):
-            if value is not None:
-                q = q.where(column == value)
-        if since is not None:
-            q = q.where(e.c.at >= since)
-        if until is not None:
-            q = q.where(e.c.at < until)
-        async with self.db.connect() as conn:
-            rows = (await conn.execute(q)).mappings().all()
-        return [
-            (
-                AccessRegisterEntry(**{c.name: row[c.name] for c in e.c}),
-                AccessRequest(**{c.name: row[f"req_{c.name}"] for c in r.c if row[f"req_{c.name}"] is not None}),
-            )
-            for row in rows
-        ]
+        e = access_register
+        return await read_register(
+            self.db, access_requests, e, AccessRequest, since=since, until=until, limit=limit,
+            equal=((e.c.request_id, request_id), (e.c.event, event), (e.c.user, user)),
+        )
 
     # -- the register ------------------------------------------------------------------
     async def _log(
@@ -284,7 +257,7 @@ class AgencyAccess:
             raise BadRequest("name at least one camera or area")
         if len(cameras) > self.settings.max_cameras:
             raise BadRequest(f"a request covers at most {self.settings.max_cameras} cameras")
-        start, end = _as_time("from", new.range_from), _as_time("to", new.range_to)
+        start, end = as_time("from", new.range_from), as_time("to", new.range_to)
         if end <= start:
             raise BadRequest("'to' must be after 'from'")
         if end <= now:
