@@ -33,12 +33,14 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 @hookspec
 def gateway_startup(gateway: Gateway) -> Awaitable[None] | None:
-    """The gateway has started its cameras and is about to serve requests."""
+    """Every service of the gateway has started (the facade reaches them all); requests are
+    served once every plugin's startup has returned."""
 
 
 @hookspec
 def gateway_shutdown(gateway: Gateway) -> Awaitable[None] | None:
-    """The gateway is shutting down; release what ``gateway_startup`` acquired."""
+    """The gateway is shutting down, before any of its services stops; release what
+    ``gateway_startup`` acquired."""
 
 
 @hookspec
