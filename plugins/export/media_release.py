@@ -143,9 +143,8 @@ class BlazeFace:
                 f"media-release: mediapipe {self.version} has no {filename} (only releases up to 0.10.21 ship the face models)"
             )
         self.model_sha256 = hashlib.sha256(self.model_path.read_bytes()).hexdigest()
-        # the legacy solution's graph loads the .tflite from the package's own files
-        self.graph = face_detection.FaceDetection(min_detection_confidence=score, model_selection=selection)
-        logger.debug("media release: BlazeFace %s from %s", model, self.model_path)
+        self._start = lambda: face_detection.FaceDetection(min_detection_confidence=score, model_selection=selection)
+        self.graph: Any = None  # started on first use: the legacy solution's graph loads the .tflite from the package's files
 
     def describe(self) -> str:
         tiles = f", also on {self.tiles}x{self.tiles} tiles" if self.tiles > 1 else ""
@@ -155,6 +154,9 @@ class BlazeFace:
         )
 
     def _detect(self, rgb: np.ndarray, x0: int, y0: int) -> list[Box]:
+        if self.graph is None:
+            self.graph = self._start()
+            logger.debug("media release: BlazeFace %s from %s", self.model, self.model_path)
         result = self.graph.process(rgb)
         height, width = rgb.shape[:2]
         boxes: list[Box] = []
@@ -180,7 +182,9 @@ class BlazeFace:
         return boxes
 
     def close(self) -> None:
-        self.graph.close()
+        if self.graph is not None:
+            self.graph.close()
+            self.graph = None
 
 
 class Detector:
