@@ -61,6 +61,7 @@ class SimulatedCameras:
     def __init__(self, ids: list[str]) -> None:
         self._ids = ids
         self._running: set[str] = set()
+        self.on_removed: list = []  # cameras never leave the configuration here
 
     def ids(self) -> list[str]:
         return self._ids
