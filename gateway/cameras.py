@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -37,13 +38,16 @@ from gateway.events import EventBus
 from gateway.interfaces import CameraVendor, MaskFilter, MaskShape, PtzCapabilities, StreamProfile
 from gateway.media.hub import HubReader, HubStats, StreamHub
 from gateway.media.mask_projection import MaskProjector
-from gateway.media.masking import MaskStage, StageStats, instantiate_filters
+from gateway.media.masking import MaskStage, PictureTap, StageStats, instantiate_filters
 from gateway.media.on_demand import OnDemandStream
 from gateway.media.packet import MediaPacket, StreamInfo
 from gateway.media.source import RtspSource, SourceState, SourceStatus
 from gateway.ptz_positions import PositionLog
 from gateway.ptz_tracking import PoseTracker, TrackingSettings
 from gateway.scene import Optics
+
+if TYPE_CHECKING:
+    import av
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +181,7 @@ class Camera:
         self._mask_lock = asyncio.Lock()
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
+        self._picture_tap: PictureTap | None = None
         # Masked from the first packet when the config declares masks: fail closed.
         inlet = _Inlet(config.id, self.hub, masked=bool(self._shapes))
         self._inlet = inlet
@@ -280,6 +285,18 @@ class Camera:
     def status(self) -> SourceStatus:
         return self._failed or self._source.status
 
+    # -- masked pictures, decoded once --------------------------------------------------
+    def tap_masked_pictures(self, tap: PictureTap | None) -> None:
+        """Give ``tap`` every picture the mask stage masks (in its worker thread), so a
+        reader that wants decoded pictures (analytics) need not decode the masked stream
+        again. None stops it. Pictures come only while the camera is masked."""
+        self._picture_tap = tap
+
+    def _masked_picture(self, pts: int, wallclock: float, picture: av.VideoFrame) -> None:
+        tap = self._picture_tap
+        if tap is not None:
+            tap(pts, wallclock, picture)
+
     # -- privacy masks -----------------------------------------------------------------
     @property
     def masks(self) -> tuple[MaskShape, ...]:
@@ -339,6 +356,7 @@ class Camera:
                 after_pts=self._inlet.last_pts,
                 projector=self.projector,
                 on_position=self._on_mask_position,
+                on_picture=self._masked_picture,
             )
             await self._stage.__aenter__()
             logger.info("camera %s: masking %d region(s)", self.id, len(self._shapes))

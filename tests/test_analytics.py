@@ -263,3 +263,58 @@ async def _run(gw, street: TrafficCamera) -> None:
         return fresh.frames > 0
 
     await _until(analysing, 15, "analysis of the restarted camera")
+
+
+# -- a masked camera's pictures are decoded once ---------------------------------------------
+
+
+class LumaProbe(Analyzer):
+    """Remembers the mean brightness of the masked left half and of the right half."""
+
+    seen: list[tuple[float, float]] = []
+
+    @staticmethod
+    def id() -> str:
+        return "test-luma"
+
+    def analyze(self, frame: AnalyzerFrame) -> list[Observation]:
+        gray = frame.gray
+        half = gray.shape[1] // 2
+        LumaProbe.seen.append((float(gray[:, : half - 8].mean()), float(gray[:, half + 8 :].mean())))
+        return []
+
+
+async def test_a_masked_cameras_analyzers_get_the_mask_stages_pictures_without_a_second_decode(make_gateway) -> None:
+    LumaProbe.seen = []
+    plugins = load_plugins()
+    plugins.register(SimpleNamespace(gateway_register_analyzers=hookimpl(lambda register: register(LumaProbe))), "test-luma")
+    cameras = """
+[[camera]]
+id = "masked"
+vendor = "demo"
+area = "centre"
+record = false
+[camera.options]
+width = 320
+height = 180
+fps = 10
+keyframe-interval = 1.0
+[[camera.masks]]
+points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
+filter = "fill"
+[[camera.analytics]]
+analyzer = "test-luma"
+fps = 5
+"""
+    gw = await make_gateway(cameras, plugins=plugins)
+    await gw.wait_online("masked")
+
+    async def probed():
+        return len(LumaProbe.seen) >= 5
+
+    await _until(probed, 20, "pictures reaching the analyzer")
+    stats = gw.app[ANALYTICS].stats("masked")[0].decode
+    assert stats.shared >= 5, "the analyzer's pictures come from the mask stage"
+    assert stats.frames == 0, "the masked public stream was never decoded a second time"
+    for masked, clear in LumaProbe.seen:
+        assert masked < 24 < clear, f"the analyzer saw the masked picture (left {masked:.0f}, right {clear:.0f})"

@@ -91,6 +91,8 @@ class DecodeStats:
     frames: int = 0
     skipped: int = 0  #: packets skipped because the decode thread fell behind
     cpu_seconds: float = 0.0  #: thread CPU of decoding (conversions are the analyzers')
+    #: Masked pictures taken from the camera's mask stage, which decoded them already.
+    shared: int = 0
 
 
 @dataclass(slots=True)
@@ -316,6 +318,8 @@ class CameraAnalytics:
         self._decoder: Any = None
         self._dropping = False
         self._wallclocks: dict[int, float] = {}
+        #: When the mask stage last handed a picture over (monotonic; thread-safe float).
+        self._shared_at = 0.0
 
     def stats(self) -> CameraStats:
         return CameraStats(self.id, self.decode, [s.stats for s in self.slots])
@@ -324,6 +328,8 @@ class CameraAnalytics:
         self._thread.start()
         for slot in self.slots:
             slot.start()
+        # a masked camera's mask stage decodes every picture already: take its masked ones
+        self.camera.tap_masked_pictures(self._from_mask_stage)
         self._pump_task = asyncio.create_task(self._pump(), name=f"analytics-pump:{self.id}")
         self._watchdog = asyncio.create_task(self._watch(), name=f"analytics-watchdog:{self.id}")
 
@@ -331,6 +337,7 @@ class CameraAnalytics:
         if self._closed:
             return
         self._closed = True
+        self.camera.tap_masked_pictures(None)
         if self._reader is not None:
             self._reader.close()
         for task in (self._pump_task, self._watchdog):
@@ -404,9 +411,25 @@ class CameraAnalytics:
                 logger.exception("camera %s: analytics decoding failed on a picture; restarting the decoder", self.id)
                 self._info = None
 
+    def _from_mask_stage(self, pts: int, wallclock: float, picture: av.VideoFrame) -> None:
+        """The mask stage's worker hands over a masked picture: the same picture the public
+        hub carries (before its re-encoding), without decoding it a second time."""
+        if self._closed:
+            return
+        self._shared_at = time.monotonic()
+        self.decode.shared += 1
+        wanted = [slot for slot in self.slots if slot.due(pts)]
+        if wanted:
+            frame = AnalyzerFrame(self.id, pts, wallclock, picture.width, picture.height, frame_converter(picture))
+            for slot in wanted:
+                slot.offer(frame)
+
     def _process(self, packet: MediaPacket) -> None:
         stats = self.decode
         stats.packets += 1
+        if time.monotonic() - self._shared_at < SHARED_FRESH:
+            self._info = None  # the mask stage supplies the pictures; decode afresh when it stops
+            return
         if self._dropping and not packet.keyframe:
             stats.skipped += 1
             return
@@ -441,6 +464,10 @@ class CameraAnalytics:
                 slot.offer(picture)
         if len(self._wallclocks) > 64:
             self._wallclocks.clear()
+
+
+#: The mask stage handed a picture over this recently (s): the public stream is not decoded.
+SHARED_FRESH = 1.0
 
 
 def _join_all(threads: list[threading.Thread], timeout: float) -> None:

@@ -335,6 +335,10 @@ class _Encoder:
         return out
 
 
+#: Called in the mask stage's worker with (pts, wallclock, masked picture) for every picture.
+PictureTap = Callable[[int, float, "av.VideoFrame"], None]
+
+
 class MaskStage:
     """Reads unmasked packets, publishes masked ones. An async context manager.
 
@@ -354,9 +358,12 @@ class MaskStage:
         after_pts: int | None = None,
         projector: MaskProjector | None = None,
         on_position: Callable[[bool], None] | None = None,
+        on_picture: PictureTap | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
+        #: Given every masked picture (worker thread), so analytics need not decode it again.
+        self._on_picture = on_picture
         self.stats = StageStats()
         self._reader = reader
         self._publish = publish
@@ -509,6 +516,11 @@ class MaskStage:
         picture = masked_copy(frame, self._regions)
         t1 = time.thread_time()
         stats.filter += t1 - t0
+        if self._on_picture is not None:
+            try:
+                self._on_picture(pts, wallclock, picture)
+            except Exception:  # whoever listens must never stop the masking
+                logger.exception("camera %s: a masked-picture listener failed", self.name)
         if self._encoder is None or self._encoder.ctx.width != w or self._encoder.ctx.height != h:
             fps = info.declared_fps or 25.0
             self._encoder = _Encoder(w, h, fps, self.settings)
