@@ -1,7 +1,8 @@
 """Synthetic number plates and a camera that shows them (tests and ``bench/plates.py``).
 
-``plate_image`` renders a plate (white, dark border, dark characters: OpenCV's Hershey
-font) of one line or two (a Vietnamese motorbike plate); ``street`` puts it on a car in a
+``plate_image`` (the demo traffic camera's, ``citygate_plugins.cameras.demo_traffic``) renders
+a plate (white, dark border, dark characters: OpenCV's Hershey font) of one line or two (a
+Vietnamese motorbike plate); ``street`` puts it on a car in a
 small street scene. ``PlateCamera`` is a real RTSP camera on loopback (the gateway's own RTSP
 server and hub, H.264 from libx264 in a thread at a few pictures per second) whose picture
 the test changes with ``show(lines)``.
@@ -19,6 +20,7 @@ import av
 import cv2
 import numpy as np
 
+from citygate_plugins.cameras.demo_traffic import plate_image  # the demo traffic camera draws the same plates
 from gateway.media.h26x import ParameterSetKeeper
 from gateway.media.hub import StreamHub
 from gateway.media.packet import CLOCK_RATE, MediaPacket, StreamInfo
@@ -39,24 +41,6 @@ PLATES: list[tuple[tuple[str, ...], str]] = [
     (("29-B1", "123.45"), "29B112345"),
     (("59-X3", "456.78"), "59X345678"),
 ]
-
-
-def plate_image(lines: Sequence[str], width: int = 150) -> np.ndarray:
-    """A plate (BGR): white, a dark border, dark characters; two lines make a square-ish
-    motorbike plate."""
-    two = len(lines) == 2
-    height = int(width * (0.72 if two else 0.22))
-    img = np.full((height, width, 3), 245, np.uint8)
-    cv2.rectangle(img, (1, 1), (width - 2, height - 2), (20, 20, 20), max(1, width // 100))
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for i, text in enumerate(lines):
-        (tw, th), _ = cv2.getTextSize(text, font, 1.0, 2)
-        scale = min(width * 0.86 / tw, height * (0.36 if two else 0.62) / th)
-        thick = max(1, int(scale * 2.2))
-        (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
-        y = int(height * (0.45 if i == 0 else 0.88)) if two else (height + th) // 2
-        cv2.putText(img, text, ((width - tw) // 2, y), font, scale, (15, 15, 15), thick, cv2.LINE_AA)
-    return img
 
 
 def street(lines: Sequence[str] | None, width: int = W, height: int = H, plate_width: int = 150) -> np.ndarray:

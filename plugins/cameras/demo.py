@@ -10,6 +10,13 @@ With ``preencoded-seconds > 0`` the camera encodes that many seconds once at sta
 then loops those packets with fresh timestamps. It then costs almost no CPU, which suits
 ingest benchmarks, but the time code shows the time of the pre-encoding, not the present:
 do not use that mode to measure latency.
+
+Pattern ``traffic`` (``demo_traffic``) shows a street where synthetic vehicles with number
+plates of Ukraine, Poland and Vietnam drive through at times, in lanes and directions that
+follow from ``[camera.options.traffic]``, looping and anchored to the wall clock: the
+ground truth of vehicle counting and plate reading. Pre-encoded, it encodes one whole loop
+(``loop-seconds`` must then be a whole number of frames) and plays it in step with the wall
+clock, so the ground truth holds in both modes.
 """
 
 from __future__ import annotations
@@ -53,11 +60,12 @@ from gateway.plugin_api import (
     text_size,
 )
 
+from .demo_traffic import TrafficOptions, TrafficScene
 from .virtual_ptz import Panorama, PanoramaOptics, VirtualHead
 
 logger = logging.getLogger(__name__)
 
-PATTERNS = ("panorama", "bars", "gradient", "busy")
+PATTERNS = ("panorama", "bars", "gradient", "busy", "traffic")
 #: 75 % colour bars (white, yellow, cyan, green, magenta, red, blue) as BT.601 limited-range YUV.
 BARS_RGB = ((191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191))
 
@@ -73,7 +81,10 @@ class DemoOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     #: "panorama" is a virtual PTZ dome over a generated city scene; the others are fixed.
     pattern: str = "panorama"
     #: When > 0, encode this many seconds once and loop them (cheap; the time code is not live).
+    #: Pattern "traffic" then encodes one whole loop of its traffic, whatever the number.
     preencoded_seconds: float = 0.0
+    #: The vehicles of pattern "traffic" (``demo_traffic.TrafficOptions``).
+    traffic: TrafficOptions = msgspec.field(default_factory=TrafficOptions)
 
     def __post_init__(self) -> None:
         if not (96 <= self.width <= 3840 and 64 <= self.height <= 2160) or self.width % 2 or self.height % 2:
@@ -90,6 +101,13 @@ class DemoOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
             raise ValueError(f"pattern {self.pattern!r} must be one of {', '.join(PATTERNS)}")
         if not 0 <= self.preencoded_seconds <= 600:
             raise ValueError(f"preencoded-seconds {self.preencoded_seconds} must be between 0 and 600")
+        if self.pattern == "traffic" and self.preencoded_seconds > 0:
+            frames = self.traffic.loop_seconds * self.fps
+            if abs(frames - round(frames)) > 1e-6 or frames > 600 * 60:
+                raise ValueError(
+                    f"traffic loop-seconds {self.traffic.loop_seconds:g} at fps {self.fps:g} must be a whole number of"
+                    " frames (at most 36000) to be pre-encoded"
+                )
 
     @property
     def keyint(self) -> int:
@@ -260,6 +278,19 @@ class DemoCamera(CameraVendor):
         except Exception:
             logger.exception("camera %s: demo encoder failed", self.camera.id)
 
+    def _align_traffic(self, frames: int) -> int:
+        """Wait for the wall-clock moment of the loop's next keyframe; return its index, so
+        the pre-encoded traffic plays in step with ``demo_traffic.passages``."""
+        opts = self.options
+        loop = opts.traffic.loop_seconds
+        phase = (time.time() - opts.traffic.origin) % loop
+        first = math.ceil(phase * opts.fps / opts.keyint) * opts.keyint
+        wait = first / opts.fps - phase
+        if first >= frames:
+            first, wait = 0, loop - phase
+        self._stop.wait(max(0.0, wait))
+        return first
+
     def _slots(self) -> Iterator[int]:
         """Yield frame slot numbers in real time; slots that are already past are skipped."""
         period = 1.0 / self.options.fps
@@ -296,18 +327,24 @@ class DemoCamera(CameraVendor):
         opts = self.options
         renderer = _Renderer(opts, self.name)
         encoder = _Encoder(opts)
-        frames = math.ceil(opts.preencoded_seconds * opts.fps / opts.keyint) * opts.keyint
+        traffic = opts.pattern == "traffic"
+        if traffic:  # one whole loop of the traffic, frame i showing the loop's second i / fps
+            frames = round(opts.traffic.loop_seconds * opts.fps)
+        else:
+            frames = math.ceil(opts.preencoded_seconds * opts.fps / opts.keyint) * opts.keyint
         cached: list[MediaPacket] = []
         for index in range(frames):
             if self._stop.is_set():
                 return
             captured = time.time()
             pts = round(index * CLOCK_RATE / opts.fps)
-            cached.extend(encoder.encode(renderer.render(index, captured), pts, captured))
+            scene_at = opts.traffic.origin + index / opts.fps if traffic else None
+            cached.extend(encoder.encode(renderer.render(index, captured, scene_at), pts, captured))
         cached.extend(encoder.flush())
         logger.info("camera %s: looping %d pre-encoded frames", self.camera.id, len(cached))
+        first = self._align_traffic(len(cached)) if traffic and len(cached) == frames else 0
         for slot in self._slots():
-            source = cached[slot % len(cached)]
+            source = cached[(first + slot) % len(cached)]
             pts = round(slot * CLOCK_RATE / opts.fps)
             packet = MediaPacket(source.data, pts, pts, source.keyframe, time.time(), source.info)
             if not publish(packet):
@@ -325,7 +362,10 @@ class _Renderer:
         self._head = head
         self._panorama = Panorama(self.width, self.height) if options.pattern == "panorama" else None
         self._view_key: object = None
-        self._background = _background(options.pattern, self.width, self.height)
+        self._traffic = TrafficScene(options.traffic, self.width, self.height) if options.pattern == "traffic" else None
+        self._background = (
+            self._traffic.background_i420() if self._traffic is not None else _background(options.pattern, self.width, self.height)
+        )
         self._buffer = np.empty_like(self._background)
         # A neutral black panel under the strip for the clock and the name.
         clock_width = text_size("2000-01-01 00:00:00.000 UTC", 1)[0]
@@ -368,21 +408,26 @@ class _Renderer:
             v[: self._panel // 2] = 128
         return f"  pan {pan * 180:+04.0f}  tilt {tilt * 90:+03.0f}  zoom {self._panorama.magnification(zoom):.1f}x"
 
-    def render(self, index: int, captured: float) -> av.VideoFrame:
+    def render(self, index: int, captured: float, scene_at: float | None = None) -> av.VideoFrame:
+        """Frame ``index``, captured at ``captured``; the traffic shows the moment ``scene_at``
+        (default: ``captured``)."""
         heading = self._update_view() if self._panorama is not None else ""
         np.copyto(self._buffer, self._background)
         y, u, v = self._planes(self._buffer)
         if self._texture is not None:
             y[self._panel :] = np.roll(self._texture, (index * 8) % self.width, axis=1)
-        # A box that bounces left and right, so motion (and frame drops) are visible.
-        size = (self.height // 8) & ~1
-        travel = self.width - size
-        position = int(index * self.width / (4 * self.fps)) % (2 * travel)
-        x = (position if position < travel else 2 * travel - position) & ~1
-        top = (self.height * 5 // 8) & ~1
-        y[top : top + size, x : x + size] = 210
-        u[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2] = 16
-        v[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2] = 146
+        if self._traffic is not None:
+            self._traffic.draw(y, u, v, captured if scene_at is None else scene_at, top=self._panel)
+        else:
+            # A box that bounces left and right, so motion (and frame drops) are visible.
+            size = (self.height // 8) & ~1
+            travel = self.width - size
+            position = int(index * self.width / (4 * self.fps)) % (2 * travel)
+            x = (position if position < travel else 2 * travel - position) & ~1
+            top = (self.height * 5 // 8) & ~1
+            y[top : top + size, x : x + size] = 210
+            u[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2] = 16
+            v[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2] = 146
         # Human-readable clock and name below the strip, then the strip itself.
         stamp = datetime.fromtimestamp(captured, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
         left = 2 * self.scale
