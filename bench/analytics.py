@@ -1,20 +1,25 @@
-"""Analytics benchmark: CPU per camera of decoding and vehicle counting at 720p, and the
-counter's accuracy against the synthetic street's ground truth.
+"""Analytics benchmark: CPU per camera of decoding, vehicle counting and plate reading at
+720p, and their accuracy against the demo traffic camera's ground truth.
 
-The street of ``tests/traffic_video.py`` at 1280x720, 25 fps, encoded once with libx264
-(ultrafast, ~2 Mbit/s, a keyframe a second: the bitrate is printed; real streets cost more
-to decode than this synthetic one), then:
+The demo camera's ``traffic`` pattern (``plugins/cameras/demo_traffic.py``: four lanes,
+cars with Ukrainian, Polish and Vietnamese plates, motorbikes with Vietnamese two-line
+plates, wrong-way drivers) at 1280x720, 25 fps, drawn by the demo camera's own renderer
+(clock and time code included) over one whole loop of ``conf/cameras.toml``'s traffic
+camera (``demo-4``), encoded once with libx264 (ultrafast, ~2 Mbit/s, a keyframe a second),
+then:
 
 1. **steps**: thread CPU per picture of PyAV decoding (every picture, as a camera needs),
-   of the luma copy, and of the ``vehicle-count`` analyzer at its default 10 fps;
+   of the luma copy and the ``vehicle-count`` analyzer at its rate, and of the
+   ``plate-reader`` at its rate (options and rates as configured for ``demo-4``);
 2. **runner**: ``--cameras`` cameras' packets published in real time into hubs that the
-   real ``AnalyticsRunner`` reads (pump on the loop, decode thread, analyzer thread), the
-   process's CPU over ``--seconds``: % of one core per camera, as the gateway would spend
-   on top of ingest (RTSP ingest itself: see bench/ingest.py);
-3. **accuracy**: vehicles counted per lane and direction through encode and decode, against
-   the ground truth.
+   real ``AnalyticsRunner`` reads (pump on the loop, decode thread, analyzer thread; the
+   counting analyzer only), the process's CPU over ``--seconds``: % of one core per camera,
+   as the gateway would spend on top of ingest (RTSP ingest itself: see bench/ingest.py);
+3. **accuracy**: vehicles counted per lane and direction over one loop (through encode and
+   decode) against the ground truth (``demo_traffic.ground_truth``), wrong-way events against
+   the wrong-way drivers, and plates read exactly against the plates driven past.
 
-    python bench/analytics.py [--seconds 20] [--cameras 1] [--fps 10]
+    python bench/analytics.py [--seconds 20] [--cameras 1] [--fps 10] [--seed N]
 
 Figures only; nothing is asserted.
 """
@@ -30,6 +35,7 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import av
 import msgspec
@@ -37,28 +43,40 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from citygate_plugins.analytics.vehicle_count import VehicleCounter, VehicleCountOptions  # noqa: E402
+from citygate_plugins.analytics.plate_reader import PlateReader  # noqa: E402
+from citygate_plugins.analytics.vehicle_count import VehicleCounter  # noqa: E402
+from citygate_plugins.cameras.demo import _Renderer  # noqa: E402 - the demo camera's own drawing
+from citygate_plugins.cameras.demo_traffic import LINE_Y, TrafficOptions, ground_truth, passages  # noqa: E402
+from gateway import config as config_mod  # noqa: E402
 from gateway.analytics.runner import AnalyticsRunner, frame_converter  # noqa: E402
-from gateway.config import AnalyticsConfig  # noqa: E402
+from gateway.config import AnalyticsConfig, CameraConfig  # noqa: E402
 from gateway.interfaces import AnalyzerFrame  # noqa: E402
 from gateway.media.h26x import ParameterSetKeeper  # noqa: E402
 from gateway.media.hub import StreamHub  # noqa: E402
 from gateway.media.packet import CLOCK_RATE, TIME_BASE, MediaPacket, StreamInfo  # noqa: E402
-from tests.traffic_video import SCENARIO_SECONDS, Street, ground_truth  # noqa: E402
+from gateway.plugins import load_plugins  # noqa: E402
 
 W, H, FPS = 1280, 720, 25
-LEAD = 2.0  #: seconds of empty street before the vehicles (background learning)
-OPTIONS = {
-    "lines": [{
-        "name": "main", "points": [[0.5, 0.05], [0.5, 0.95]], "directions": ["eastbound", "westbound"],
-        "lanes": [{"name": "north", "span": [0.0, 0.5]}, {"name": "south", "span": [0.5, 1.0], "one-way": "westbound"}],
-    }],
-}
+LEAD = 2.0  #: seconds before the measured loop (background learning)
+TAIL = 1.5  #: seconds after it (the last vehicles leave the picture)
 
 
-def encode_clip() -> tuple[list[tuple[bytes, bool]], bytes, float]:
-    """The street at 720p: (annex B access unit, keyframe) per picture, parameter sets, Mbit/s."""
-    street = Street(W, H)
+def shipped_camera() -> CameraConfig:
+    """The traffic camera of ``conf/cameras.toml``, its analytics options validated."""
+    plugins = load_plugins()
+    cfg = config_mod.load(ROOT / "conf", vendors=plugins.camera_vendors(), analyzers=plugins.analyzers(), env={})
+    return next(c for c in cfg.cameras if c.options.pattern == "traffic")
+
+
+def entry(camera: CameraConfig, analyzer: str) -> AnalyticsConfig:
+    return next(a for a in camera.analytics if a.analyzer == analyzer)
+
+
+def encode_clip(camera: CameraConfig, start: float, seconds: float) -> tuple[list[tuple[bytes, bool, float]], bytes, float, float]:
+    """The traffic from ``start`` at 720p: (annex B access unit, keyframe, scene time) per
+    picture, parameter sets, Mbit/s, and ms to draw a picture."""
+    options = msgspec.structs.replace(camera.options, width=W, height=H, fps=FPS)
+    renderer = _Renderer(options, camera.name or camera.id)
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height, ctx.pix_fmt = W, H, "yuv420p"
     ctx.time_base = Fraction(1, FPS)
@@ -66,36 +84,38 @@ def encode_clip() -> tuple[list[tuple[bytes, bool]], bytes, float]:
     ctx.bit_rate = 2_000_000
     ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0:repeat-headers=1"}
     keeper = ParameterSetKeeper("h264", b"")
-    units: list[tuple[bytes, bool]] = []
-    total = int((LEAD + SCENARIO_SECONDS) * FPS)
+    units: list[tuple[bytes, bool, float]] = []
+    total = int(seconds * FPS)
+    draw = 0.0
     for i in range(total):
-        t = i / FPS - LEAD
-        frame = street.frame(t if t >= 0 else None)
+        at = start + i / FPS
+        t0 = time.perf_counter()
+        frame = renderer.render(i, at)
+        draw += time.perf_counter() - t0
         frame.pts = i
         for packet in ctx.encode(frame):
             data, key = keeper.process(bytes(packet))
-            units.append((data, key or packet.is_keyframe))
+            units.append((data, key or packet.is_keyframe, start + packet.pts / FPS))
     for packet in ctx.encode(None):
         data, key = keeper.process(bytes(packet))
-        units.append((data, key or packet.is_keyframe))
-    mbits = sum(len(d) for d, _ in units) * 8 / (len(units) / FPS) / 1e6
-    return units, keeper.parameter_sets, mbits
+        units.append((data, key or packet.is_keyframe, start + packet.pts / FPS))
+    mbits = sum(len(d) for d, _, _ in units) * 8 / (len(units) / FPS) / 1e6
+    return units, keeper.parameter_sets, mbits, draw * 1000 / total
 
 
-def options() -> VehicleCountOptions:
-    return msgspec.convert(OPTIONS, VehicleCountOptions)
-
-
-def steps(units: list[tuple[bytes, bool]], fps: float) -> dict[str, float]:
-    """Thread CPU per picture of each step, and what counting found."""
+def steps(units: list[tuple[bytes, bool, float]], camera: CameraConfig, fps: float) -> dict[str, Any]:
+    """Thread CPU per picture of each step, and what counting and plate reading found."""
     decoder = av.CodecContext.create("h264", "r")
     decoder.thread_count = 1
-    counter = VehicleCounter("bench", options())
+    counting, plates = entry(camera, "vehicle-count"), entry(camera, "plate-reader")
+    counter = VehicleCounter("bench", counting.options)
+    reader = PlateReader("bench", plates.options)
     every = max(1, round(FPS / fps))
-    decode = luma = count = 0.0
-    analysed = 0
-    found: Counter[tuple[str, str]] = Counter()
-    for i, (data, _key) in enumerate(units):
+    every_plate = max(1, round(FPS / (plates.fps or PlateReader.default_fps)))
+    decode = luma = count = plate = 0.0
+    analysed = read = 0
+    found: list[tuple[float, str, dict]] = []
+    for i, (data, _key, at) in enumerate(units):
         t0 = time.thread_time()
         packet = av.Packet(data)
         packet.pts = packet.dts = i * CLOCK_RATE // FPS
@@ -103,34 +123,72 @@ def steps(units: list[tuple[bytes, bool]], fps: float) -> dict[str, float]:
         frames = decoder.decode(packet)
         decode += time.thread_time() - t0
         for frame in frames:
-            if i % every:
-                continue
-            t1 = time.thread_time()
-            plane = frame_converter(frame)("gray")  # as the runner hands it over
-            t2 = time.thread_time()
-            picture = AnalyzerFrame("bench", i, i / FPS, frame.width, frame.height, lambda kind, p=plane: p)
-            for obs in counter.analyze(picture):
-                if obs.kind == "count":
-                    found[(obs.payload["lane"], obs.payload["direction"])] += 1
-            count += time.thread_time() - t2
-            luma += t2 - t1
-            analysed += 1
+            at = units[0][2] + frame.pts / CLOCK_RATE
+            if i % every == 0:
+                t1 = time.thread_time()
+                plane = frame_converter(frame)("gray")  # as the runner hands it over
+                t2 = time.thread_time()
+                picture = AnalyzerFrame("bench", i, at, frame.width, frame.height, lambda kind, p=plane: p)
+                found += [(o.at, o.kind, o.payload) for o in counter.analyze(picture)]
+                count += time.thread_time() - t2
+                luma += t2 - t1
+                analysed += 1
+            if i % every_plate == 0:
+                t3 = time.thread_time()
+                picture = AnalyzerFrame("bench", i, at, frame.width, frame.height, frame_converter(frame))
+                found += [(o.at, o.kind, o.payload) for o in reader.analyze(picture)]
+                plate += time.thread_time() - t3
+                read += 1
     n = len(units)
     return {
         "decode_ms": decode * 1000 / n, "luma_ms": luma * 1000 / max(analysed, 1), "count_ms": count * 1000 / max(analysed, 1),
-        "decode_pct": 100 * decode / (n / FPS), "count_pct": 100 * (luma + count) / (n / FPS), "found": found,  # type: ignore[dict-item]
+        "decode_pct": 100 * decode / (n / FPS), "count_pct": 100 * (luma + count) / (n / FPS),
+        "plate_ms": plate * 1000 / max(read, 1), "plate_pct": 100 * plate / (n / FPS), "plate_fps": FPS / every_plate,
+        "found": found,
     }
 
 
-async def runner(units: list[tuple[bytes, bool]], parameter_sets: bytes, cameras: int, seconds: float, fps: float) -> dict[str, float]:
+def accuracy(options: TrafficOptions, found: list[tuple[float, str, dict]], start: float, end: float) -> list[str]:
+    """Lines comparing what the analyzers found in ``[start, end)`` with the ground truth."""
+    truth = ground_truth(options, start, end, LINE_Y)
+    counted = Counter((p["lane"], p["direction"]) for at, kind, p in found if kind == "count" and start <= at < end)
+    right = sum(min(counted[k], truth[k]) for k in truth)
+    lines = [
+        f"counting: {right}/{sum(truth.values())} vehicles in the right lane and direction, {sum(counted.values()) - right} extra"
+        f" ({'equal to' if counted == truth else 'differs from'} the ground truth per lane and direction)",
+    ]
+    for key in sorted(set(truth) | set(counted)):
+        lines.append(f"  {key[0]} {key[1]}: counted {counted[key]}, truth {truth[key]}")
+    passed = passages(options, start, end, LINE_Y)
+    wrong = sorted((p.vehicle.lane, p.vehicle.direction) for p in passed if p.vehicle.wrong_way)
+    events = sorted((p["lane"], p["direction"]) for at, kind, p in found if kind == "wrong-direction" and start <= at < end)
+    lines.append(f"wrong way: {len(events)} events for {len(wrong)} wrong-way drivers ({'the same' if events == wrong else 'differ'})")
+    plates = {p.vehicle.plate: p.vehicle for p in passed}
+    reads = [p["plate"] for _, kind, p in found if kind == "plate"]
+    exact = set(plates) & set(reads)
+    wrong_reads = [r for r in reads if r not in plates]
+    by_kind = Counter((v.kind, v.country) for v in plates.values())
+    exact_kind = Counter((plates[p].kind, plates[p].country) for p in exact)
+    lines.append(f"plates: {len(exact)}/{len(plates)} read exactly ({100 * len(exact) / max(len(plates), 1):.0f} %), "
+                 f"{len(wrong_reads)} wrong reads {wrong_reads or ''}; "
+                 + ", ".join(f"{k[1]} {k[0]}s {exact_kind[k]}/{n}" for k, n in sorted(by_kind.items())))
+    missed = sorted(" / ".join(plates[p].lines) for p in set(plates) - exact)
+    if missed:
+        lines.append(f"  missed: {', '.join(missed)}")
+    return lines
+
+
+async def runner(units: list[tuple[bytes, bool, float]], parameter_sets: bytes, camera: CameraConfig, cameras: int,
+                 seconds: float, fps: float) -> dict[str, float]:
     """The real runner on ``cameras`` hubs fed in real time; the process's CPU per camera."""
-    entry = AnalyticsConfig(analyzer="vehicle-count", fps=fps, options=options())
+    counting = AnalyticsConfig(analyzer="vehicle-count", fps=fps, options=entry(camera, "vehicle-count").options)
     info = StreamInfo(codec="h264", width=W, height=H, parameter_sets=parameter_sets, declared_fps=FPS)
     hubs = [StreamHub(f"bench-{i}") for i in range(cameras)]
     fakes = [
         SimpleNamespace(
-            id=f"bench-{i}", hub=hub, config=SimpleNamespace(analytics=(entry,)),
+            id=f"bench-{i}", hub=hub, config=SimpleNamespace(analytics=(counting,)),
             open_reader=lambda name, hub=hub: hub.open_reader(name),
+            tap_masked_pictures=lambda *args, **kwargs: None,  # no privacy masks here
         )
         for i, hub in enumerate(hubs)
     ]
@@ -138,7 +196,7 @@ async def runner(units: list[tuple[bytes, bool]], parameter_sets: bytes, cameras
     async with AnalyticsRunner({"vehicle-count": VehicleCounter}) as run:
         for fake in fakes:
             hub = fake.hub
-            data, key = units[0]
+            data, key, _ = units[0]
             hub.publish(MediaPacket(data=data, pts=0, dts=0, keyframe=key, wallclock=time.time(), info=info))
             await run.attach(fake)  # type: ignore[arg-type]
         start = time.monotonic()
@@ -147,7 +205,7 @@ async def runner(units: list[tuple[bytes, bool]], parameter_sets: bytes, cameras
         while time.monotonic() - start < seconds:
             due = start + i * step
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            data, key = units[i % len(units)]
+            data, key, _ = units[i % len(units)]
             now = time.time()
             for hub in hubs:
                 hub.publish(MediaPacket(data=data, pts=i * CLOCK_RATE // FPS, dts=i * CLOCK_RATE // FPS, keyframe=key, wallclock=now, info=info))
@@ -164,24 +222,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--cameras", type=int, default=1)
-    parser.add_argument("--fps", type=float, default=VehicleCounter.default_fps, help="analysed pictures per second")
+    parser.add_argument("--fps", type=float, default=VehicleCounter.default_fps, help="analysed pictures per second (counting)")
+    parser.add_argument("--seed", type=int, default=None, help="another traffic seed than conf/cameras.toml's")
     args = parser.parse_args()
-    print(f"encoding the synthetic street at {W}x{H} {FPS} fps ...", flush=True)
-    units, parameter_sets, mbits = encode_clip()
-    print(f"clip: {len(units)} pictures, {mbits:.2f} Mbit/s (libx264 ultrafast)")
-    s = steps(units, args.fps)
+    camera = shipped_camera()
+    traffic: TrafficOptions = camera.options.traffic
+    if args.seed is not None:
+        traffic = msgspec.structs.replace(traffic, seed=args.seed)
+        camera = msgspec.structs.replace(camera, options=msgspec.structs.replace(camera.options, traffic=traffic))
+    loop = traffic.loop_seconds
+    start = traffic.origin + 1000 * loop  # a loop's start, LEAD seconds into the clip
+    print(f"encoding one loop of camera {camera.id}'s traffic ({traffic.vehicles} vehicles in {loop:g} s, seed {traffic.seed})"
+          f" at {W}x{H} {FPS} fps ...", flush=True)
+    units, parameter_sets, mbits, draw_ms = encode_clip(camera, start - LEAD, LEAD + loop + TAIL)
+    print(f"clip: {len(units)} pictures, {mbits:.2f} Mbit/s (libx264 ultrafast); the demo camera draws a picture in {draw_ms:.2f} ms")
+    s = steps(units, camera, args.fps)
     print(f"decode: {s['decode_ms']:.2f} ms per picture = {s['decode_pct']:.1f} % of a core at {FPS} fps (every picture is decoded)")
     print(f"counting at {args.fps:g} fps: luma {s['luma_ms']:.2f} ms + analyzer {s['count_ms']:.2f} ms per analysed picture"
           f" = {s['count_pct']:.1f} % of a core")
-    print(f"decode + counting: {s['decode_pct'] + s['count_pct']:.1f} % of a core per camera (steps, one thread)")
-    truth = ground_truth()
-    found = s["found"]
-    right = sum(min(found[k], truth[k]) for k in truth)
-    print(f"accuracy: counted {dict(found)}; truth {dict(truth)}; {right}/{sum(truth.values())} vehicles in the right lane and direction,"
-          f" {sum(found.values()) - right} extra")
-    r = asyncio.run(runner(units, parameter_sets, args.cameras, args.seconds, args.fps))
+    print(f"plate reading at {s['plate_fps']:g} fps: {s['plate_ms']:.1f} ms per analysed picture = {s['plate_pct']:.1f} % of a core")
+    print(f"decode + counting + plates: {s['decode_pct'] + s['count_pct'] + s['plate_pct']:.1f} % of a core per camera (steps, one thread)")
+    for line in accuracy(traffic, s["found"], start, start + loop):
+        print(line)
+    r = asyncio.run(runner(units, parameter_sets, camera, args.cameras, args.seconds, args.fps))
     print(f"runner, {args.cameras} camera(s) in real time for {args.seconds:g}s: {r['pct_per_camera']:.1f} % of a core per camera"
-          f" (loop + decode thread + analyzer thread), {r['analysed_fps']:.1f} pictures analysed per second per camera,"
+          f" (loop + decode thread + counting thread), {r['analysed_fps']:.1f} pictures analysed per second per camera,"
           f" {r['skipped']} packets skipped; {os.cpu_count()} cores")
 
 
