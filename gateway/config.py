@@ -1112,26 +1112,6 @@ def event_sink_options(
     return checked
 
 
-def event_sink_options(
-    sinks: Mapping[str, Any], registry: Mapping[str, type], *, file: str, env: Mapping[str, str], errors: list[ConfigError]
-) -> dict[str, Any]:
-    """``[events.sinks.<id>]`` tables checked against each event sink's ``Options``."""
-    checked: dict[str, Any] = {}
-    for sid, options in sinks.items():
-        sink = registry.get(sid)
-        options_type = getattr(sink, "Options", None)
-        if sink is None:
-            known = ", ".join(sorted(registry)) or "none installed"
-            errors.append(ConfigError(file, f"events.sinks.{sid}", f"unknown event sink {sid!r} (known: {known})"))
-        elif options_type is not None and isinstance(options, options_type):
-            checked[sid] = options  # validated already
-        elif not isinstance(options, dict):
-            errors.append(ConfigError(file, f"events.sinks.{sid}", "expected a table"))
-        else:
-            checked[sid] = _plugin_options(options, sink, file=file, key=f"events.sinks.{sid}", env=env, errors=errors)
-    return checked
-
-
 def mask_filter_errors(camera: CameraConfig, filters: Mapping[str, type], *, file: str, key: str) -> list[ConfigError]:
     """One error per config mask of ``camera`` naming a filter no plugin provides or options
     its filter does not take (checked against the filter's ``Options``)."""

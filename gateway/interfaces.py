@@ -451,37 +451,6 @@ class Event(msgspec.Struct, kw_only=True, frozen=True):
     detail: dict[str, Any] = {}
 
 
-class EventSink:
-    """Receives every event (audited actions and notices) and passes it on: a file, a
-    dispatch system, syslog. Configured by ``[events.sinks.<id>]`` in ``gateway.toml``,
-    validated against its ``Options``; one instance per configured sink, used as an async
-    context manager while the gateway runs (``gateway`` is the plugin facade).
-
-    ``handle`` must not block: a sink that writes to disk or the network queues the event
-    and returns, and does the work in a task or a thread.
-    """
-
-    Options: ClassVar[type[msgspec.Struct]] = NoOptions
-
-    @staticmethod
-    def id() -> str:
-        raise NotImplementedError
-
-    def __init__(self, options: Any, gateway: Any) -> None:
-        self.options = options
-        self.gateway = gateway
-
-    async def __aenter__(self) -> EventSink:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def handle(self, event: Event) -> Any:
-        """Take one event; may return an awaitable (awaited in a task of the event bus)."""
-        raise NotImplementedError
-
-
 # --- analytics ---------------------------------------------------------------------------
 
 
