@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -906,7 +907,7 @@ def _private_sqlite_file(path: Path) -> None:
 def _lock_file(path: Path):  # -> an open file holding an exclusive lock
     import fcntl
 
-    handle = path.open("a")
+    handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")  # private like the database
     fcntl.flock(handle, fcntl.LOCK_EX)  # blocks (in a worker thread) while another process migrates
     return handle
 

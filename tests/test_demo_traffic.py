@@ -180,7 +180,8 @@ async def test_the_traffic_camera_counted_and_read_against_its_ground_truth(make
     exact = passed & set(reads)
     wrong_reads = [r for r in reads if r not in {v.plate for v in scene_vehicles}]
     assert len(passed) >= 12 and len(exact) >= 0.9 * len(passed), (sorted(passed - exact), wrong_reads)
-    assert len(wrong_reads) <= 0.1 * len(reads), wrong_reads
+    # a misread plate counts once however often the vehicle was re-read
+    assert len(set(wrong_reads)) <= 0.1 * len(set(reads)), wrong_reads
 
 
 async def _watch_one_loop(ws) -> tuple[float, float, list[dict], float, float]:

@@ -116,7 +116,15 @@ async def test_pending_sessions_per_user_are_limited_and_time_out(gw: RunningGat
         return len(sessions) == 0
 
     await poll(dropped, "pending sessions closed")
-    stops = [e for e in await gw.app[AUDIT].query(action="live.stop", user="tester") if e["detail"]["kind"] == "webrtc"]
+
+    async def audited_stops() -> list[dict]:  # the audit log writes in batches: poll for them
+        return [e for e in await gw.app[AUDIT].query(action="live.stop", user="tester") if e["detail"]["kind"] == "webrtc"]
+
+    async def both_stops_audited() -> bool:
+        return len(await audited_stops()) >= 2
+
+    await poll(both_stops_audited, "both closed sessions audited")
+    stops = await audited_stops()
     assert len(stops) == 2 and all("ICE/DTLS did not complete within 2s" in e["detail"]["reason"] for e in stops)
 
 
