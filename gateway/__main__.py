@@ -83,18 +83,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.bind or config.server.bind
     port = args.port if args.port is not None else config.server.port
     if args.workers > 1 and args.worker_index is None:
-        if config.cluster.enabled:
-            raise ConfigError(
-                str(Path(config.root) / "gateway.toml"), "cluster.node-id",
-                "--workers makes its own nodes on this machine; remove [cluster] node-id, or run one process per node",
-            )
         print(f"Citygate {__version__}: {args.workers} workers on port {port}", flush=True)
         argv = [sys.executable, "-m", "gateway", *sys.argv[1:]]
+        # alone on a machine the workers share a secret made in the data dir; as a node of a
+        # cluster of machines they are its nodes <node-id>-w<i> and use the cluster's secret
+        secret = Path(config.root) / config.cluster.secret_file if config.cluster.enabled and config.cluster.secret_file \
+            else workers.ensure_secret(Path(config.data_dir))
         pid_file = cli_reload.write_pid_file(Path(config.data_dir))  # `citygate reload`: SIGHUP passed on to the workers
         try:
-            return workers.supervise(argv, args.workers, Path(config.data_dir))
+            return workers.supervise(argv, args.workers, workers.worker_ports(config, args.workers), secret)
         finally:
             pid_file.unlink(missing_ok=True)
+    machines = config.cluster.enabled  # a node of a cluster of machines (before this worker's own config)
     if args.worker_index is not None:
         config = workers.worker_config(config, args.worker_index, args.worker_port, Path(args.worker_secret))
     app = build_app(config, plugins, policy, on_first_admin=_print_first_admin)
@@ -105,7 +105,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     loop = _new_loop()
     if args.worker_index is not None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(workers.run_sites(app, host=host, port=port, ssl_context=ctx, internal_port=args.worker_port))
+        loop.run_until_complete(workers.run_sites(
+            app, host=host, port=port, ssl_context=ctx, internal_port=args.worker_port,
+            # the other machines forward to this worker: on the server's address, with its TLS if advertised so
+            internal_host=host if machines else "127.0.0.1",
+            internal_ssl=ctx if machines and (config.cluster.advertise_url or "").startswith("https:") else None,
+        ))
         return 0
     print(f"Citygate {__version__}: {len(config.cameras)} cameras; open {scheme}://{shown}:{port}/ in a browser", flush=True)
     web.run_app(app, host=host, port=port, ssl_context=ctx, loop=loop, print=None, access_log=None, shutdown_timeout=5)

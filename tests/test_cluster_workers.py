@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiortc import RTCSessionDescription
 
 from tests.fixtures_app import ROOT, camera_toml
@@ -24,10 +25,21 @@ CAMERAS = ("w0", "w1", "w2", "w3")
 PASSWORD = "Two-workers-pass-1"
 
 
-async def test_two_workers_share_the_cameras_behind_one_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("machines", [False, True], ids=["one-machine", "node-of-a-cluster-of-machines"])
+async def test_two_workers_share_the_cameras_behind_one_port(tmp_path: Path, machines: bool) -> None:
+    """Alone, the workers are nodes ``<host>-w<i>`` on loopback; as a ``[cluster]`` node of a
+    cluster of machines, they are ``<node-id>-w<i>``, reached on the advertised host at the
+    ports after the advertised one, signed with the cluster's secret."""
     conf = tmp_path / "conf"
     conf.mkdir()
     port = free_port()
+    cluster = "lease-seconds = 3\n"
+    if machines:
+        secret = tmp_path / "cluster.key"
+        secret.write_text("s" * 64)
+        secret.chmod(0o600)
+        cluster += f'node-id = "rack-1"\nadvertise-url = "http://127.0.0.1:{port}"\nsecret-file = "{secret}"\n'
+
     conf.joinpath("cameras.toml").write_text("".join(
         camera_toml(cid, "demo", area="d1", width=160, height=120, fps=10, keyframe_interval=1.0) for cid in CAMERAS
     ))
@@ -37,8 +49,7 @@ async def test_two_workers_share_the_cameras_behind_one_port(tmp_path: Path) -> 
         port = {port}
         data-dir = "data"
         [cluster]
-        lease-seconds = 3
-    """))
+    """) + cluster)
     url = f"http://127.0.0.1:{port}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "serve", "--config", str(conf), "--workers", "2",
@@ -64,6 +75,9 @@ async def test_two_workers_share_the_cameras_behind_one_port(tmp_path: Path) -> 
             return report if len(nodes) == 2 and sorted(owners.count(n) for n in nodes) == [2, 2] else None
         report = await poll(shared, 60, "two workers owning two cameras each")
         assert all(node.endswith(("-w0", "-w1")) for node in report["cameras"].values())
+        if machines:
+            assert {(n["node"], n["url"]) for n in report["nodes"]} == {
+                ("rack-1-w0", f"http://127.0.0.1:{port + 1}"), ("rack-1-w1", f"http://127.0.0.1:{port + 2}")}
 
         for cid in CAMERAS:  # every camera through the one URL, whichever worker answers
             pc = client_offer_pc()

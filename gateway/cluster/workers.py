@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 from aiohttp import web
@@ -48,14 +49,34 @@ def ensure_secret(data_dir: Path) -> Path:
     return path
 
 
+def worker_ports(config: Config, workers: int) -> list[int]:
+    """Where each worker takes forwarded requests. Alone on a machine: free loopback ports.
+    As part of a cluster of machines (``[cluster] node-id``): the ports after the node's
+    advertised one (8081, 8082... for 8080), fixed so that firewalls can let them through."""
+    if config.cluster.enabled and config.cluster.advertise_url:
+        base = urllib.parse.urlsplit(config.cluster.advertise_url).port or 80
+        return [base + 1 + i for i in range(workers)]
+    return [_free_port() for _ in range(workers)]
+
+
 def worker_config(config: Config, index: int, port: int, secret: Path) -> Config:
-    """The config of worker ``index``: a node of its own, reached on ``port`` on loopback."""
+    """The config of worker ``index``: a node of its own, reached on ``port``. On one machine
+    alone it is ``<host>-w<i>`` on loopback; in a cluster of machines, ``<node-id>-w<i>`` on
+    the node's advertised host, with the cluster's secret."""
     import msgspec
 
-    cluster = ClusterConfig(
-        node_id=worker_node(index), advertise_url=f"http://127.0.0.1:{port}",
-        capacity=config.cluster.capacity, lease_seconds=config.cluster.lease_seconds, secret_file=str(secret),
-    )
+    own = config.cluster
+    if own.enabled and own.advertise_url and own.node_id:
+        advertised = urllib.parse.urlsplit(own.advertise_url)
+        cluster = msgspec.structs.replace(
+            own, node_id=f"{own.node_id}-w{index}", advertise_url=f"{advertised.scheme}://{advertised.hostname}:{port}",
+            capacity=max(1, own.capacity // max(1, _workers_of(config))),
+        )
+    else:
+        cluster = ClusterConfig(
+            node_id=worker_node(index), advertise_url=f"http://127.0.0.1:{port}",
+            capacity=own.capacity, lease_seconds=own.lease_seconds, secret_file=str(secret),
+        )
     # the re-stream: worker i on the configured port + i; clients of one worker's port are
     # redirected to the worker that runs the camera
     rtsp_out = msgspec.structs.replace(config.rtsp_out, port=config.rtsp_out.port + index)
@@ -74,16 +95,14 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def supervise(argv: list[str], workers: int, data_dir: Path) -> int:
+def supervise(argv: list[str], workers: int, ports: list[int], secret: Path) -> int:
     """Run ``workers`` worker processes (``argv`` + their flags) until told to stop."""
-    secret = ensure_secret(data_dir)
-    ports = [_free_port() for _ in range(workers)]
     procs: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
         cmd = [*argv, "--worker-index", str(i), "--worker-port", str(ports[i]), "--worker-secret", str(secret)]
-        return subprocess.Popen(cmd)
+        return subprocess.Popen(cmd, env={**os.environ, WORKERS_ENV: str(workers)})
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -127,7 +146,8 @@ def supervise(argv: list[str], workers: int, data_dir: Path) -> int:
 
 
 async def run_sites(
-    app: web.Application, *, host: str, port: int, ssl_context: object, internal_port: int | None
+    app: web.Application, *, host: str, port: int, ssl_context: object, internal_port: int | None,
+    internal_host: str = "127.0.0.1", internal_ssl: object = None,
 ) -> None:
     """Serve ``app`` on the public port (shared by the workers) and its own loopback port,
     until SIGTERM or SIGINT."""
@@ -135,8 +155,8 @@ async def run_sites(
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=True).start()  # type: ignore[arg-type]
-        if internal_port is not None:
-            await web.TCPSite(runner, "127.0.0.1", internal_port).start()
+        if internal_port is not None:  # forwarded requests: on loopback, or the host's address in a cluster of machines
+            await web.TCPSite(runner, internal_host, internal_port, ssl_context=internal_ssl).start()  # type: ignore[arg-type]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,3 +164,12 @@ async def run_sites(
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+def _workers_of(config: Config) -> int:
+    """How many workers share this machine's node (its capacity is divided among them)."""
+    return int(os.environ.get(WORKERS_ENV, "1"))
+
+
+#: Set by the supervisor for its workers: how many there are.
+WORKERS_ENV = "CITYGATE_WORKERS"
