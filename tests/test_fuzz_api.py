@@ -32,7 +32,7 @@ from gateway.appkeys import POLICY
 from tests.fixtures_app import camera_toml
 
 #: Examples per operation: for the roles that hold the operation's action, and for the others.
-EXAMPLES = 3
+EXAMPLES = 2
 EXAMPLES_REFUSED = 1
 #: The one camera: configured, never reachable (port 9 is closed), so nothing decodes video.
 CAMERA = "fuzzcam"
