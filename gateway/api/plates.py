@@ -35,19 +35,10 @@ class Links(msgspec.Struct, kw_only=True):
     recordings: str
 
 
-class ReadView(msgspec.Struct, kw_only=True):
-    """One plate read: where, when, what; its crop and the recording at that moment."""
+class ReadView(PlateRead, kw_only=True):
+    """One plate read as the API shows it (``PlateRead.view``): where, when, what; its crop
+    and the recording at that moment."""
 
-    id: int
-    camera: str
-    at: float
-    plate: str
-    display: str
-    country: str | None
-    raw: str
-    confidence: float
-    analyzer: str
-    has_crop: bool
     links: Links
 
 
@@ -92,10 +83,6 @@ def _check_purpose(purpose: str | None) -> None:
         raise BadRequest(f"purpose has at most {MAX_PURPOSE} characters")
 
 
-def _read_view(read: PlateRead) -> dict:
-    return read.view()
-
-
 def _watch_view(request: web.Request, entry: WatchEntry) -> dict:
     return entry.view(request.app[PLATES].clock())
 
@@ -122,7 +109,7 @@ async def search(request: web.Request) -> web.Response:
         raise BadRequest("q is required: a plate, perhaps with * and ?")
     store = request.app[PLATES]
     reads = await store.search(principal(request), filters, client_address(request))
-    return json_response({"query": parse_query(filters.query).text, "reads": [_read_view(r) for r in reads]})
+    return json_response({"query": parse_query(filters.query).text, "reads": [r.view() for r in reads]})
 
 
 @api(
