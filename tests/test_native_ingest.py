@@ -5,7 +5,9 @@ RTP marker bit, and one frame less latency than the FFmpeg ingest."""
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
+import threading
 import time
 
 import av
@@ -19,6 +21,7 @@ from gateway.media.hub import StreamHub
 from gateway.media.packet import MediaPacket
 from gateway.media.source import RtspSource, SourceState
 from gateway.media.timecode import read_timecode
+from gateway.rtsp.client import RtspClient
 from gateway.rtsp.depacketizer import Depacketizer, TimestampUnwrapper
 from gateway.rtsp.rtp import RtpPacketizer
 from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
@@ -333,3 +336,108 @@ async def test_native_client_reconnects_after_the_camera_comes_back(gst_camera):
     pts = [p.pts for p in before + after]
     assert all(b > a for a, b in zip(pts, pts[1:]))
     assert len(decode_all(after)) >= 9
+
+
+# --- UDP: packets swapped and duplicated on the way ------------------------------------------
+
+
+class _Shuffler(asyncio.DatagramProtocol):
+    """Relays a camera's UDP datagrams to the client, holding every 5th back behind the next
+    one (swapped pairs, across picture boundaries too) and sending every 7th twice."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.target: tuple[str, int] | None = None
+        self.held: bytes | None = None
+        self.count = self.swapped = self.duplicated = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.target is None or self.transport is None:
+            return
+        self.count += 1
+        send = self.transport.sendto
+        if self.held is not None:
+            send(data, self.target)
+            send(self.held, self.target)
+            self.held = None
+            self.swapped += 1
+        elif self.count % 5 == 0:
+            self.held = data
+        else:
+            send(data, self.target)
+            if self.count % 7 == 0:
+                send(data, self.target)
+                self.duplicated += 1
+
+
+@pytest.mark.gstreamer
+async def test_native_client_over_udp_puts_swapped_and_duplicated_packets_back_in_order(shared_gst_camera):
+    """A relay between the GStreamer camera and the client (the SETUP's client ports rewritten
+    by an RTSP proxy) swaps and duplicates RTP packets: every access unit still decodes."""
+    loop = asyncio.get_running_loop()
+    rtp_relay = _Shuffler()
+    rtcp_relay = _Shuffler()
+    rtp_transport, _ = await loop.create_datagram_endpoint(lambda: rtp_relay, local_addr=("127.0.0.1", 0))
+    rtcp_transport, _ = await loop.create_datagram_endpoint(lambda: rtcp_relay, local_addr=("127.0.0.1", 0))
+    relay_ports = f"client_port={rtp_transport.get_extra_info('sockname')[1]}-{rtcp_transport.get_extra_info('sockname')[1]}"
+    cam_host, cam_port = shared_gst_camera.host, shared_gst_camera.port
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection(cam_host, cam_port)
+
+        async def client_to_camera() -> None:
+            while data := await reader.read(65536):
+                match = re.search(rb"client_port=(\d+)-(\d+)", data)
+                if match:
+                    rtp_relay.target = ("127.0.0.1", int(match[1]))
+                    rtcp_relay.target = ("127.0.0.1", int(match[2]))
+                    data = data.replace(match[0], relay_ports.encode())
+                up_w.write(data)
+
+        async def camera_to_client() -> None:
+            while data := await up_r.read(65536):
+                writer.write(data)
+
+        try:
+            await asyncio.gather(client_to_camera(), camera_to_client())
+        finally:
+            up_w.close()
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"rtsp://127.0.0.1:{server.sockets[0].getsockname()[1]}/h264"
+    stop = threading.Event()
+
+    def receive() -> tuple[RtspClient, bytes, list]:
+        with RtspClient(url, transport="udp", stop=stop) as client:
+            track = client.open()
+            units = []
+            for unit in client.access_units():
+                if units or h26x.H264_IDR in kinds("h264", unit.data):
+                    units.append(unit)
+                if len(units) == 60:
+                    return client, track.parameter_sets, units
+        raise AssertionError("the stream ended")
+
+    try:
+        client, parameter_sets, units = await asyncio.wait_for(asyncio.to_thread(receive), 30)
+    finally:
+        stop.set()
+        server.close()
+        rtp_transport.close()
+        rtcp_transport.close()
+    assert rtp_relay.swapped >= 10 and rtp_relay.duplicated >= 5, (rtp_relay.swapped, rtp_relay.duplicated)
+    reorder = client.reorder
+    assert reorder.reordered >= 10 and reorder.lost == 0 and reorder.duplicates + reorder.late >= 5
+    assert client.depacketizer is not None and client.depacketizer.lost == 0 and client.depacketizer.late == 0
+    assert not any(u.damaged for u in units) and all(u.marked for u in units)
+    stamps = [u.timestamp for u in units]
+    assert all(b - a == 3600 for a, b in zip(stamps, stamps[1:])), "one access unit per picture, in order"
+    decoder = av.CodecContext.create("h264", "r")
+    frames = decoder.decode(av.Packet(parameter_sets + units[0].data))  # any decoder error fails the test
+    for unit in units[1:]:
+        frames += decoder.decode(av.Packet(unit.data))
+    assert len(frames) >= len(units) - 2 and frames[0].width == 640

@@ -12,7 +12,10 @@ PyAV ingest does). What it does that cameras need:
   not end the session, and a keepalive (GET_PARAMETER, or OPTIONS where the camera does not
   offer it) at half the session timeout.
 - Access units from :class:`gateway.rtsp.depacketizer.Depacketizer`: completed on the RTP
-  marker bit, the moment the last packet of a picture is in.
+  marker bit, the moment the last packet of a picture is in; H.264's interleaved mode
+  (``packetization-mode=2``) put back in decoding order by DON.
+- Over UDP, :class:`gateway.rtsp.reorder.ReorderBuffer` puts swapped packets back in order
+  and drops duplicates (a packet behind a gap waits at most 20 ms); over TCP nothing waits.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from gateway.media.h26x import START_CODE
 from gateway.rtsp.depacketizer import AccessUnit, Depacketizer, OversizedAccessUnit
 from gateway.rtsp.digest import DigestCredentials, expected_response
+from gateway.rtsp.reorder import ReorderBuffer
 from gateway.rtsp.rtp import RTP_VERSION
 
 logger = logging.getLogger(__name__)
@@ -79,6 +83,10 @@ class VideoTrack:
     #: Parameter sets from the SDP, Annex B (empty if the SDP has none).
     parameter_sets: bytes = b""
     framerate: float | None = None
+    #: H.264 ``packetization-mode`` (2: interleaved, NAL units ordered by DON) and its
+    #: ``sprop-interleaving-depth`` (None: not given).
+    packetization_mode: int = 0
+    interleaving_depth: int | None = None
 
 
 @dataclass(slots=True)
@@ -196,7 +204,11 @@ def parse_sdp(sdp: str, base: str) -> VideoTrack:
         framerate = None
     if framerate is not None and not (math.isfinite(framerate) and 0 < framerate <= 1000):
         framerate = None  # "NaN", "inf", "-25": not a frame rate (NaN would reach the API and playlists)
+    mode = fmtp.get("packetization-mode", "0")
+    depth = fmtp.get("sprop-interleaving-depth", "")
     return VideoTrack(
+        packetization_mode=int(mode) if codec == "h264" and mode in ("0", "1", "2") else 0,
+        interleaving_depth=int(depth[:6]) if depth.isascii() and depth.isdigit() else None,
         codec=codec,
         payload_type=int(pt),
         control=_resolve(base, found.get("control", "")),
@@ -319,6 +331,7 @@ class RtspClient:
         self.user_agent = user_agent
         self.poll = poll
         self.track: VideoTrack | None = None
+        self.depacketizer: Depacketizer | None = None  #: while ``access_units()`` runs
         self._sock: socket.socket | None = None
         self._udp: tuple[socket.socket, socket.socket] | None = None
         self._server_ports: tuple[int, int] | None = None
@@ -335,6 +348,8 @@ class RtspClient:
         self._ssrc = secrets.randbits(32)
         self._cname = f"citygate-{secrets.token_hex(4)}".encode()
         self.stats = _ReceiverStats()
+        #: Over UDP: puts swapped packets back in order (never used over TCP).
+        self.reorder = ReorderBuffer(name=f"rtsp {self.url}")
 
     # -- session setup ----------------------------------------------------------------------
     def open(self) -> VideoTrack:
@@ -586,7 +601,11 @@ class RtspClient:
     def access_units(self) -> Iterator[AccessUnit]:
         """Access units as they complete, until the camera ends the stream or ``stop`` is set."""
         assert self.track is not None and self._sock is not None
-        depacketizer = Depacketizer(self.track.codec, self.track.payload_type)
+        track = self.track
+        depacketizer = Depacketizer(
+            track.codec, track.payload_type, interleaved=track.packetization_mode == 2, interleaving_depth=track.interleaving_depth
+        )
+        self.depacketizer = depacketizer
         # Junk keeps the connection busy without carrying a picture: only packets of our
         # payload type count as data for the read timeout, or a camera sending nothing but
         # malformed RTP would stay "connecting" for ever without an error.
@@ -661,7 +680,11 @@ class RtspClient:
             return []  # a keepalive's answer, or another track's data
         assert self._sock is not None
         rtp, rtcp = self._udp
-        readable, _, _ = select.select([rtp, rtcp, self._sock], [], [], self.poll)
+        wait = self.poll
+        due = self.reorder.deadline()
+        if due is not None:  # packets wait behind a gap: come back when it is given up
+            wait = max(0.0, min(wait, due - time.monotonic()))
+        readable, _, _ = select.select([rtp, rtcp, self._sock], [], [], wait)
         out: list[tuple[int, bytes]] = []
         for sock in readable:
             if sock is self._sock:
@@ -677,7 +700,11 @@ class RtspClient:
                     data = sock.recv(65536, socket.MSG_DONTWAIT)
                 except (BlockingIOError, InterruptedError):
                     break
-                out.append((channel, data))
+                if channel == 0:
+                    out += [(0, packet) for packet in self.reorder.push(data, time.monotonic())]
+                else:
+                    out.append((channel, data))
+        out += [(0, packet) for packet in self.reorder.poll(time.monotonic())]
         out.sort(key=lambda item: item[0])  # RTP first: a picture is not held back by RTCP
         return out
 
