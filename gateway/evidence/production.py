@@ -69,22 +69,26 @@ class Production:
             logger.warning("evidence: %d exports failed: their producing node stopped", result.rowcount)
         return result.rowcount or 0
 
-    async def delete_old_packages(self, now: float | None = None) -> list[int]:
+    async def delete_old_packages(self, now: float | None = None, *, producer: str | None = None) -> list[int]:
         """Delete packages produced more than ``package-days`` ago; returns the request ids.
 
         The file goes first, then the request is marked and the register says so; a file
-        already missing (deleted by hand) is recorded the same way."""
+        already missing (deleted by hand) is recorded the same way.
+
+        In a cluster a package lies in the data dir of the node that produced it, so only
+        that node can delete it: each node sweeps its own (``producer`` = its node id), and
+        the cluster-wide job (no ``producer``) those no node produced (made before the
+        gateway became a cluster). Each package is thus deleted once, where it lies."""
         if not self.settings.package_days:
             return []
         now = self.clock() if now is None else now
         cutoff = now - self.settings.package_days * 86400
+        r = export_requests.c
+        where = [r.status == PRODUCED, r.package_deleted_at.is_(None), r.produced_at <= cutoff]
+        if self.node is not None:
+            where.append(r.producer_node == producer if producer is not None else r.producer_node.is_(None))
         async with self.db.connect() as conn:
-            rows = (await conn.execute(
-                sa.select(export_requests).where(
-                    export_requests.c.status == PRODUCED, export_requests.c.package_deleted_at.is_(None),
-                    export_requests.c.produced_at <= cutoff,
-                )
-            )).all()
+            rows = (await conn.execute(sa.select(export_requests).where(*where))).all()
         deleted = []
         for row in rows:
             req = request_from_row(row)

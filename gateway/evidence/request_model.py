@@ -64,6 +64,8 @@ class ExportRequest(msgspec.Struct, kw_only=True):
     release_proposal_reason: str | None = None
     #: ... and who confirmed it (``holds_released_at``).
     holds_released_by: str | None = None
+    #: The cluster node that produces (produced) the package: it lies in that node's data dir.
+    producer_node: str | None = None
 
 
 class NewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

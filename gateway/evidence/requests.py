@@ -143,6 +143,7 @@ class ExportService(Workflow, Register, Production):
         self.signer = signer
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.Task[None] | None = None
+        self._own_packages: asyncio.Task[None] | None = None
         #: Requests whose stored package path failed the check (reported once each).
         self._bad_packages: set[int] = set()
 
@@ -162,11 +163,13 @@ class ExportService(Workflow, Register, Production):
                 .values(status=FAILED, error="interrupted by a gateway restart; produce again")
             )
         self._expiry = asyncio.create_task(self.jobs.run("export-expiry", self._expire_forever), name="export-expiry")
+        if self.node is not None:  # a cluster: each node deletes the packages that lie in its data dir
+            self._own_packages = asyncio.create_task(self._delete_own_packages_forever(), name="export-own-packages")
         logger.info("evidence: %d export formats (%s); signing key %s", len(self.formats), ", ".join(sorted(self.formats)), self.signer.fingerprint)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        tasks = [t for t in (self._expiry, *self._tasks) if t is not None]
+        tasks = [t for t in (self._expiry, self._own_packages, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -181,6 +184,14 @@ class ExportService(Workflow, Register, Production):
                 await self.delete_old_packages()
             except Exception:
                 logger.exception("evidence: expiring requests or packages failed")
+            await asyncio.sleep(EXPIRY_CHECK)
+
+    async def _delete_own_packages_forever(self) -> None:
+        while True:
+            try:
+                await self.delete_old_packages(producer=self.node)
+            except Exception:
+                logger.exception("evidence: deleting this node's old packages failed")
             await asyncio.sleep(EXPIRY_CHECK)
 
     # -- reading -----------------------------------------------------------------------
