@@ -137,19 +137,15 @@ async def test_the_traffic_camera_counted_and_read_against_its_ground_truth(make
     while counter.frames < 40 or reader.frames < 5:  # the counter has learnt the street
         assert time.monotonic() < deadline, (counter, reader)
         await asyncio.sleep(0.2)
-    for _ in range(2):
-        # one whole loop, every vehicle once. Background subtraction under a loaded machine
-        # (pictures skipped) now and then splits a car or loses one into the road: a second
-        # loop is watched only then, and must match on its own.
-        start, end, events, watched_from, watched_to = await _watch_one_loop(ws)
+    # one whole loop, every vehicle once (pictures skipped on a loaded machine must not
+    # change the counts: the counter predicts tracks across them and merges split blobs)
+    start, end, events, watched_from, watched_to = await _watch_one_loop(ws)
 
-        def found(kind: str, events=events, start=start, end=end) -> list[dict]:
-            return [e["detail"]["payload"] for e in events if e["kind"] == kind and start <= e["at"] < end]
+    def found(kind: str) -> list[dict]:
+        return [e["detail"]["payload"] for e in events if e["kind"] == kind and start <= e["at"] < end]
 
-        counted = Counter((p["lane"], p["direction"]) for p in found("analytics.count"))
-        truth = ground_truth(OPTIONS, start, end)
-        if counted == truth:
-            break
+    counted = Counter((p["lane"], p["direction"]) for p in found("analytics.count"))
+    truth = ground_truth(OPTIONS, start, end)
     await ws.close()
     if os.environ.get("CITYGATE_TRAFFIC_DEBUG"):  # what was counted when, beside the ground truth
         Path(os.environ["CITYGATE_TRAFFIC_DEBUG"]).write_text(json.dumps([
