@@ -331,6 +331,31 @@ camera_views = sa.Table(
     sa.Column("view", sa.JSON, nullable=False),
 )
 
+# -- the hourly playback cap, cluster-wide (migration 32) --------------------------------
+
+#: One row per session that pulled recorded video in the last hour. Every admission of a
+#: segment takes the session's row first (an upsert: a row lock on PostgreSQL, the write
+#: lock on SQLite), so the admissions of one session are counted one after the other
+#: whichever nodes serve them. ``alarmed``: the limit's alarm was raised (once per session
+#: until the hour frees up again).
+playback_budgets = sa.Table(
+    "playback_budgets",
+    metadata,
+    sa.Column("session", sa.String(100), primary_key=True),
+    sa.Column("updated_at", sa.Float, nullable=False, index=True),
+    sa.Column("alarmed", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+#: The segments a session pulled in the last hour: each counted once per session.
+playback_counted = sa.Table(
+    "playback_counted",
+    metadata,
+    sa.Column("session", sa.String(100), primary_key=True),
+    sa.Column("segment", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("seconds", sa.Float, nullable=False),
+)
+
 # -- PTZ positions (migration 10) -------------------------------------------------------
 
 #: Where PTZ cameras pointed: readings of their position (on change, and every few seconds
@@ -786,6 +811,10 @@ def _v31_node_rtsp_port(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE cluster_nodes ADD COLUMN rtsp_port INTEGER"))
 
 
+def _v32_playback_budgets(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[playback_budgets, playback_counted])
+
+
 def _v26_cluster_events(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[cluster_events])
 
@@ -884,6 +913,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (28, "cluster: what each camera's node reports of it", _v28_camera_views),
     (31, "cluster: each node's RTSP re-stream port", _v31_node_rtsp_port),
     (29, "cameras managed through the API", _v29_managed_cameras),
+    (32, "the hourly playback cap, counted for the whole cluster", _v32_playback_budgets),
 ]
 
 

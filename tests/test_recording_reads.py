@@ -130,7 +130,7 @@ async def test_the_hour_slides(database_url):
     seg = lambda i: Segment(i, "d", i * 60.0, i * 60.0 + 60, 60.0, 10, "", "", "local", "h264", 1, 1, 0.0)  # noqa: E731
     who = Principal(1, "op", "operator", frozenset(), True, "s1", "cookie", "x")
     async with Database(database_url) as db, AuditLog(db) as log:
-        reads = PlaybackReads(log, EventBus(), max_seconds_per_hour=120, clock=lambda: now[0])
+        reads = PlaybackReads(log, EventBus(), db=db, max_seconds_per_hour=120, clock=lambda: now[0])
         await reads.admit_segment(who, "127.0.0.1", seg(1))
         now[0] += 1800
         await reads.admit_segment(who, "127.0.0.1", seg(2))
@@ -138,7 +138,7 @@ async def test_the_hour_slides(database_url):
             await reads.admit_segment(who, "127.0.0.1", seg(3))
         now[0] += 1801  # the first segment left the hour
         await reads.admit_segment(who, "127.0.0.1", seg(3))
-        assert reads.used("s1") == 120
+        assert await reads.used("s1") == 120
         await reads.flush()
         entries = await log.query(action="playback.segments")
     assert [e["outcome"] for e in entries] == ["ok", "refused"]
