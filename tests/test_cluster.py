@@ -5,7 +5,9 @@ A's camera list shows the cameras B runs as B sees them; a WHEP viewer and an LL
 signed in on node A watch a camera node B runs and get frames; ending the session on node C
 ends that view; a forged node-to-node request is refused and audited; kill -9 of a node
 moves its cameras to the survivors, whose recordings resume with the gap catalogued once,
-as a failover, and no two segments of a camera overlapping (fencing)."""
+as a failover, and no two segments of a camera overlapping (fencing). Cluster-wide jobs run
+once in the cluster: each on one node; an expired segment, a lapsed push and an old export
+package (deleted by the node whose data dir holds it) each leave exactly one audit entry."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from aiortc import RTCSessionDescription
 
 import sqlalchemy as sa
 
-from gateway.db import Database, audit, recording_gaps, segments
+from gateway.db import Database, audit, export_register, export_requests, recording_gaps, segments
+from gateway.recording.index import Catalogue
 from tests.fixtures_app import ROOT, camera_toml
 from tests.fixtures_cameras import free_port
 from tests.fixtures_s3 import MotoServer
@@ -37,6 +40,12 @@ PASSWORD = "Three-nodes-pass-1"
 LEASE = 2.0
 NODES = ("node-a", "node-b", "node-c")
 CAMERAS = ("cam0", "cam1", "cam2", "cam3", "cam4", "cam5")
+#: Seconds between retention sweeps: short, so a sweep comes while the three nodes run.
+SWEEP = 2
+#: Seconds of recordings a session may pull per hour (the least the config allows).
+CAP = 60
+#: The cluster-wide jobs every node of this test competes for.
+JOBS = ("events-sweep", "export-expiry", "plates-retention", "retention")
 
 
 class Node:
@@ -57,6 +66,8 @@ class Node:
             data-dir = "{root / (name + '-data')}"
             [recording]
             segment-seconds = 1
+            sweep-interval = {SWEEP}
+            max-playback-seconds-per-hour = {CAP}
             [rtsp-out]
             enabled = true
             port = {self.rtsp}
@@ -169,6 +180,25 @@ async def audited(db: Database, action: str) -> list[dict]:
     return [{"outcome": o, **json.loads(d)} for o, d in rows]
 
 
+async def old_package(db: Database, data_dir: Path, producer: str) -> tuple[int, Path]:
+    """A package ``producer`` made 31 days ago (past the default 30 package-days), lying in its data dir."""
+    now = time.time()
+    async with db.begin() as conn:
+        request_id = (await conn.execute(export_requests.insert().values(
+            status="produced", format="evidence", cameras=["cam0"], range_from=now - 32 * 86400, range_to=now - 32 * 86400 + 60,
+            case_number="C-16", authority="court", legal_basis="test", purpose="test", requested_by="admin", requested_by_id=1,
+            requested_at=now - 32 * 86400, expires_at=now - 31 * 86400, holds=[], produced_by="admin",
+            produced_at=now - 31 * 86400, package_name="x", package_bytes=7, package_sha256="0" * 64, producer_node=producer,
+        ).returning(export_requests.c.id))).scalar_one()
+        name = f"export-{request_id}-evidence.zip"
+        await conn.execute(export_requests.update().where(export_requests.c.id == request_id).values(package_name=name))
+    package = data_dir / "exports" / name
+    package.parent.mkdir(parents=True, mode=0o700)
+    data_dir.chmod(0o700)
+    package.write_bytes(b"package")
+    return request_id, package
+
+
 async def test_three_nodes_share_cameras_forward_views_and_fail_over(
     tmp_path: Path, database_url: str, moto_server: MotoServer, s3_bucket: str
 ) -> None:
@@ -189,6 +219,8 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
     a, b, c = nodes.values()
     db = Database(database_url)
     await db.__aenter__()
+    # node C made a package that is past its package-days: it lies in C's data dir alone
+    package_request, package = await old_package(db, tmp_path / "node-c-data", "node-c")
     sessions: list[aiohttp.ClientSession] = []
     pc = None
     try:
@@ -217,6 +249,38 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
 
         report = await poll(spread, 60, "six cameras spread two per node over three nodes")
         owned_by_b = [cid for cid, node in report["cameras"].items() if node == "node-b"]
+
+        # -- cluster-wide jobs run once in the cluster, never once per node ----------------
+        async def jobs_by_node():
+            found = {}
+            for n in nodes.values():
+                async with on_a.get(n.url + "/api/cluster") as resp:
+                    found[n.name] = (await resp.json())["jobs_here"]
+            ran = sorted(j for jobs in found.values() for j in jobs)
+            return found if ran == sorted(JOBS) else None
+        running = await poll(jobs_by_node, 20, f"each of {JOBS} running on one node")
+        logger.info("cluster-wide jobs by node: %s", running)
+        # an expired segment of a camera no longer configured (45 days' retention): one
+        # sweep of one node deletes it, object and row, with one receipt
+        data = b"expired segment"
+        moto_server.client().put_object(Bucket=s3_bucket, Key="retired/old/0.mp4", Body=data)
+        old = time.time() - 100 * 86400
+        expired = await Catalogue(db).add_segment(
+            camera="retired", start=old, end=old + 1, bytes=len(data), sha256="0" * 64, storage_key="retired/old/0.mp4",
+            backend="s3", codec="h264", width=160, height=120,
+        )
+
+        # recordings of an hour ago, for the playback cap below
+        catalogue, half = Catalogue(db), CAP / 2
+        earlier = []
+        for i in range(3):
+            key = f"cam0/earlier/{i}.mp4"
+            moto_server.client().put_object(Bucket=s3_bucket, Key=key, Body=data)
+            start = time.time() - 7200 + i * half
+            earlier.append(await catalogue.add_segment(
+                camera="cam0", start=start, end=start + half, bytes=len(data), sha256="0" * 64, storage_key=key,
+                backend="s3", codec="h264", width=160, height=120,
+            ))
 
         # -- node A's camera list shows B's cameras as B sees them -------------------------
         async def listed_online():
@@ -303,6 +367,21 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
         operator = await signed_in(a.url, "Operator-cluster-pass-7", username="op1", first="First-pass-9-operator")
         station = await signed_in(c.url, "Station-cluster-pass-7", username="station1", first="First-pass-9-rescue-station")
         sessions += [operator, station]
+
+        # -- the hourly playback cap is the cluster's: one session reading on A, B and C -----
+        async def read(node: Node, segment) -> int:
+            async with operator.get(node.url + f"/api/cameras/cam0/recordings/segments/{segment.id}.mp4") as resp:
+                await resp.read()
+                return resp.status
+        assert await read(a, earlier[0]) == 200 and await read(b, earlier[1]) == 200  # the cap, used up on two nodes
+        assert await read(c, earlier[2]) == 429, "a third node has no hour of its own"
+        assert await read(c, earlier[0]) == 200  # counted already (on A): served again
+        async def refused_reads():
+            async with db.connect() as conn:
+                rows = (await conn.execute(sa.select(audit.c.user, audit.c.detail).where(
+                    audit.c.action == "playback.segments", audit.c.outcome == "refused"))).all()
+            return [(user, json.loads(d)["segment"], json.loads(d)["used_seconds"]) for user, d in rows]
+        assert await poll(refused_reads, 10, "the refused read audited") == [("op1", earlier[2].id, CAP)]
         pushed = owned_by_b[1]
         async with station.ws_connect(c.url.replace("http", "ws") + "/api/events") as ws:
             async with operator.post(a.url + "/api/pushes", json={"cameras": [pushed], "stations": ["station1"],
@@ -315,6 +394,11 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
                 if msg.get("type") == "event":
                     kinds.append(msg["event"]["kind"])
             assert "push.created" in kinds, f"the push did not reach the station on node C: {kinds}"
+        # a push of a few seconds: every node's expiry watcher sees it lapse; it ends once
+        async with operator.post(a.url + "/api/pushes", json={"cameras": [owned_by_b[0]], "stations": ["station1"],
+                                                             "reason": "a short look", "minutes": 0.05}) as resp:
+            assert resp.status == 201, await resp.text()
+            short_push = (await resp.json())["id"]
         # and the station, connected to C, now watches the pushed camera that B runs
         spc = client_offer_pc()
         try:
@@ -354,6 +438,25 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
             assert sum(1 for k in keys if k.startswith(f"{cid}/")) >= len(spans) > 0, "segments in S3"
             assert_one_writer(cid, spans)
 
+        # -- each cluster-wide job's outcome (the short push lapsed meanwhile), in the audit log
+        async def swept():
+            async with db.connect() as conn:
+                left = (await conn.execute(sa.select(segments.c.id).where(segments.c.id == expired.id))).first()
+            return left is None and "retired/old/0.mp4" not in moto_server.list_keys(s3_bucket)
+        await poll(swept, SWEEP * 3 + 10, "the expired segment deleted by a retention sweep")
+
+        def expired_pushes():
+            async def found():
+                return [e for e in await audited(db, "push.expire") if e["push"] == short_push]
+            return found
+        await poll(expired_pushes(), 20, "the short push expiring")
+        async def package_gone():
+            return not package.exists()
+        await poll(package_gone, 20, "node C deleting its old package (it lies in C's data dir)")
+        async def package_receipts():
+            return [e for e in await audited(db, "export.package_deleted") if e["request"] == package_request]
+        await poll(package_receipts, 10, "the package deletion audited")
+
         # -- a viewer reconnecting through node C gets a picture of a moved camera ----------
         rpc = client_offer_pc()
         try:
@@ -382,6 +485,17 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
         async def back():
             return await cameras_of(on_a2, a.url, "node-c")
         await poll(back, LEASE * 3 + 10, "node C back in service")
+
+        # -- ... and none of those outcomes came twice, many sweeps and watches later -------
+        async with db.connect() as conn:
+            receipts = (await conn.execute(
+                sa.select(sa.func.count()).select_from(audit).where(audit.c.action == "retention.delete", audit.c.camera == "retired")
+            )).scalar()
+            registered = (await conn.execute(sa.select(sa.func.count()).select_from(export_register).where(
+                export_register.c.request_id == package_request, export_register.c.event == "package_deleted"))).scalar()
+        assert receipts == 1, f"one retention receipt for the expired segment, not {receipts}"
+        assert len(await expired_pushes()()) == 1, "the push expired once, not once per node"
+        assert len(await package_receipts()) == 1 and registered == 1, "the package was deleted once, by the node it lay on"
 
         # -- the command line sees the same cluster -----------------------------------------
         status = await asyncio.create_subprocess_exec(
@@ -428,3 +542,4 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
             await http.close()
         await asyncio.gather(*(n.stop() for n in nodes.values()))
         await db.__aexit__(None, None, None)
+        import sys as _s; [print(n.name, n.output.result().decode()[-20000:], file=_s.stderr) for n in nodes.values() if n.output is not None and n.output.done()]  # DEBUG
