@@ -307,6 +307,9 @@ cluster_nodes = sa.Table(
     #: The node's RTSP re-stream port ([rtsp-out]), where clients of the other nodes' re-streams
     #: are redirected for this node's cameras (migration 31; None: no re-stream).
     sa.Column("rtsp_port", sa.Integer),
+    #: The base URL of the node's ONVIF face ([onvif-server]), where the other nodes' faces
+    #: pass snapshot requests for this node's cameras (migration 33; None: no face).
+    sa.Column("onvif_url", sa.String(300)),
 )
 
 #: Events of every node, for the other nodes' events channels (migration 26): an outbox
@@ -811,6 +814,12 @@ def _v31_node_rtsp_port(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE cluster_nodes ADD COLUMN rtsp_port INTEGER"))
 
 
+def _v33_node_onvif_url(conn: sa.Connection) -> None:
+    present = {c["name"] for c in sa.inspect(conn).get_columns("cluster_nodes")}
+    if "onvif_url" not in present:
+        conn.execute(sa.text("ALTER TABLE cluster_nodes ADD COLUMN onvif_url VARCHAR(300)"))
+
+
 def _v32_playback_budgets(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[playback_budgets, playback_counted])
 
@@ -914,6 +923,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (31, "cluster: each node's RTSP re-stream port", _v31_node_rtsp_port),
     (29, "cameras managed through the API", _v29_managed_cameras),
     (32, "the hourly playback cap, counted for the whole cluster", _v32_playback_budgets),
+    (33, "cluster: each node's ONVIF face", _v33_node_onvif_url),
 ]
 
 

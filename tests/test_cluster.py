@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from gateway.db import Database, audit, export_register, export_requests, recording_gaps, segments
 from gateway.recording.index import Catalogue
+from citygate_plugins.cameras.onvif import envelope, security_header
 from tests.fixtures_app import ROOT, camera_toml
 from tests.fixtures_cameras import free_port
 from tests.fixtures_s3 import MotoServer
@@ -54,6 +55,7 @@ class Node:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.rtsp = free_port()
+        self.onvif = free_port()
         self.conf = root / f"{name}-conf"
         self.conf.mkdir()
         self.conf.joinpath("cameras.toml").write_text("".join(
@@ -71,6 +73,9 @@ class Node:
             [rtsp-out]
             enabled = true
             port = {self.rtsp}
+            [onvif-server]
+            enabled = true
+            port = {self.onvif}
             {shared}
             [cluster]
             node-id = "{name}"
@@ -382,6 +387,35 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
                     audit.c.action == "playback.segments", audit.c.outcome == "refused"))).all()
             return [(user, json.loads(d)["segment"], json.loads(d)["used_seconds"]) for user, d in rows]
         assert await poll(refused_reads, 10, "the refused read audited") == [("op1", earlier[2].id, CAP)]
+
+        # -- the ONVIF face of A hands out a snapshot URI of B's camera; the picture comes
+        #    from B, which audits it for the client A saw; a forged hop to B's face is refused
+        async with admin.post(a.url + "/api/users/op1/rtsp-secret") as resp:
+            assert resp.status == 200, await resp.text()
+            device_secret = (await resp.json())["secret"]
+        snapped = owned_by_b[0]
+        soap = envelope(f"<trt:GetSnapshotUri><trt:ProfileToken>{snapped}</trt:ProfileToken></trt:GetSnapshotUri>",
+                        security_header("op1", device_secret))
+        async with aiohttp.ClientSession() as vms:
+            async with vms.post(f"http://127.0.0.1:{a.onvif}/onvif/media_service", data=soap,
+                                headers={"Content-Type": "application/soap+xml; charset=utf-8"}) as resp:
+                assert resp.status == 200, await resp.text()
+                uri = re.search(r"<tt:Uri>([^<]+)</tt:Uri>", await resp.text()).group(1).replace("&amp;", "&")
+            assert uri.startswith(f"http://127.0.0.1:{a.onvif}/onvif/snapshot/{snapped}?token=")
+            async with vms.get(uri) as resp:
+                assert resp.status == 200 and resp.content_type == "image/jpeg", await resp.text()
+                assert (await resp.read()).startswith(b"\xff\xd8")
+            forged = {"X-Citygate-Node": "node-a", "X-Citygate-Time": f"{time.time():.3f}",
+                      "X-Citygate-Client": "10.0.0.1", "X-Citygate-Signature": "0" * 64}
+            async with vms.get(f"http://127.0.0.1:{b.onvif}/onvif/snapshot/{snapped}?user=1", headers=forged) as resp:
+                assert resp.status == 403
+        async def onvif_snapshots():
+            async with db.connect() as conn:
+                rows = (await conn.execute(sa.select(audit.c.user, audit.c.camera, audit.c.outcome, audit.c.detail).where(
+                    audit.c.action == "snapshot"))).all()
+            return [(u, cam, o, json.loads(d).get("node")) for u, cam, o, d in rows if json.loads(d).get("via") == "onvif"]
+        assert await poll(onvif_snapshots, 10, "the ONVIF snapshot audited") == [("op1", snapped, "ok", "node-a")]
+        assert any(e["reason"] == "bad signature" and e["path"].startswith("/onvif/") for e in await audited(db, "cluster.forged"))
         pushed = owned_by_b[1]
         async with station.ws_connect(c.url.replace("http", "ws") + "/api/events") as ws:
             async with operator.post(a.url + "/api/pushes", json={"cameras": [pushed], "stations": ["station1"],

@@ -18,6 +18,9 @@ again: if the camera moved meanwhile, the owner answers 503 and the client retri
 WHEP answers carry the owner's ICE candidates, so media flows from the owner straight to
 the browser; the session's ``Location`` is rewritten to name the owner
 (``/api/whep/sessions/<node>~<id>``) so the DELETE finds its way from any node.
+
+The ONVIF face serves a port of its own, outside these middlewares: ``OwnerLink`` tells it
+which node runs a camera and passes its snapshot requests there, signed the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from gateway.appkeys import AUDIT, DATABASE
 from gateway.cluster.hop import (
     CLIENT_HEADER, HOP, HOP_HEADERS, NODE_HEADER, SIGNATURE_HEADER, TIME_HEADER, Hop, hop_of, sign,
 )
-from gateway.cluster.node import ClusterNode, Owner
+from gateway.cluster.node import ClusterNode, NodeInfo, Owner
 from gateway.db import export_requests
 from gateway.errors import Forbidden, NotFound, Unavailable
 
@@ -89,7 +92,11 @@ async def inbound_middleware(request: web.Request, handler: web.RequestHandler) 
 
 
 async def _verify(request: web.Request) -> str | None:
-    secret = request.app.get(CLUSTER_SECRET)
+    return await verify_hop(request.app.get(CLUSTER_SECRET), request)
+
+
+async def verify_hop(secret: bytes | None, request: web.Request) -> str | None:
+    """Why ``request``'s hop headers do not prove it comes from a node of this cluster (None: they do)."""
     if secret is None:
         return "this gateway is not a cluster node"
     headers = request.headers
@@ -109,6 +116,48 @@ async def _verify(request: web.Request) -> str | None:
     if not hmac.compare_digest(expected, headers[SIGNATURE_HEADER]):
         return "bad signature"
     return None
+
+
+def hop_headers(secret: bytes, node: str, *, method: str, path_qs: str, client: str, body: bytes = b"") -> dict[str, str]:
+    """The signed hop headers of a request this node passes to another."""
+    at = f"{time.time():.3f}"
+    return {
+        NODE_HEADER: node, TIME_HEADER: at, CLIENT_HEADER: client,
+        SIGNATURE_HEADER: sign(secret, method=method, path_qs=path_qs, node=node, at=at, client=client, body=body),
+    }
+
+
+class OwnerLink:
+    """For a service with a port of its own (the ONVIF face), outside the API's middlewares:
+    who runs a camera, and a signed GET to that node's same service."""
+
+    def __init__(self, node: ClusterNode, secret: bytes, http: aiohttp.ClientSession) -> None:
+        self.node = node
+        self.secret = secret
+        self.http = http
+
+    def elsewhere(self, camera_id: str) -> NodeInfo | None:
+        """The node running the camera when it is not this one (None: it runs here).
+        Raises Unavailable while the camera moves between nodes."""
+        owner = self.node.owner(camera_id)
+        if owner is None:
+            raise Unavailable(f"camera {camera_id} is moving between nodes; try again in a few seconds")
+        if owner.node == self.node.node:
+            return None
+        info = self.node.node_info(owner.node)
+        if info is None:
+            raise Unavailable(f"camera {camera_id} is moving between nodes; try again in a few seconds")
+        return info
+
+    async def get(self, base_url: str, path_qs: str, client: str) -> tuple[int, str, bytes]:
+        """GET ``path_qs`` of another node's service: (status, content type, body)."""
+        headers = hop_headers(self.secret, self.node.node, method="GET", path_qs=path_qs, client=client)
+        try:
+            async with self.http.get(base_url.rstrip("/") + path_qs, headers=headers, allow_redirects=False) as resp:
+                return resp.status, resp.content_type, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("cluster: %s unreachable for %s: %s", base_url, path_qs, exc)
+            raise Unavailable("the node running this camera cannot be reached; try again shortly") from exc
 
 
 @web.middleware
@@ -164,15 +213,9 @@ async def _target(request: web.Request, node: ClusterNode) -> tuple[Owner | None
 
 async def _proxy(request: web.Request, target: Owner, path_qs: str, node: ClusterNode) -> web.StreamResponse:
     body = await request.read()
-    at = f"{time.time():.3f}"
     client = client_address(request)
     headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED)
-    headers[NODE_HEADER] = node.node
-    headers[TIME_HEADER] = at
-    headers[CLIENT_HEADER] = client
-    headers[SIGNATURE_HEADER] = sign(
-        request.app[CLUSTER_SECRET], method=request.method, path_qs=path_qs, node=node.node, at=at, client=client, body=body
-    )
+    headers.update(hop_headers(request.app[CLUSTER_SECRET], node.node, method=request.method, path_qs=path_qs, client=client, body=body))
     http = request.app[CLUSTER_HTTP]
     try:
         upstream = await http.request(

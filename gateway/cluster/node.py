@@ -57,6 +57,7 @@ class NodeInfo:
     draining: bool
     cameras: int
     rtsp_port: int | None = None
+    onvif_url: str | None = None
 
     def alive(self, now: float, ttl: float) -> bool:
         return self.heartbeat_at >= now - ttl
@@ -160,6 +161,8 @@ class ClusterNode:
         self.started_at = clock()
         #: This node's RTSP re-stream port, if it serves one (set before the node starts).
         self.rtsp_port: int | None = None
+        #: This node's ONVIF face, if it has one (set before the node starts).
+        self.onvif_url: str | None = None
 
     def bind(self, cameras: CameraManager) -> None:
         """The cameras this node may run (all configured ones; it runs those it owns)."""
@@ -225,7 +228,8 @@ class ClusterNode:
     async def __aenter__(self) -> ClusterNode:
         now = self._clock()
         values = dict(
-            url=self.url, capacity=self.capacity, started_at=now, heartbeat_at=now, draining=False, cameras=0, rtsp_port=self.rtsp_port
+            url=self.url, capacity=self.capacity, started_at=now, heartbeat_at=now, draining=False, cameras=0, rtsp_port=self.rtsp_port,
+            onvif_url=self.onvif_url,
         )
         async with self._db.begin() as conn:
             updated = await conn.execute(cluster_nodes.update().where(cluster_nodes.c.node == self.node).values(**values))
@@ -333,7 +337,8 @@ class ClusterNode:
             views = (await conn.execute(sa.select(camera_views.c.camera, camera_views.c.node, camera_views.c.view))).all()
         self._nodes = {
             r["node"]: NodeInfo(
-                r["node"], r["url"], r["capacity"], r["started_at"], r["heartbeat_at"], bool(r["draining"]), r["cameras"], r["rtsp_port"]
+                r["node"], r["url"], r["capacity"], r["started_at"], r["heartbeat_at"], bool(r["draining"]), r["cameras"], r["rtsp_port"],
+                r["onvif_url"],
             )
             for r in nodes
         }

@@ -10,6 +10,7 @@ import logging
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -17,12 +18,13 @@ from aiohttp import web
 from gateway.access.identity import Identity
 from gateway.api.cameras import view
 from gateway.appkeys import ACCESS, CONFIG, DATABASE, EVENTS, IDENTITY
-from gateway.cluster.forward import CLUSTER_HTTP, CLUSTER_NODE, CLUSTER_SECRET
+from gateway.cluster.forward import CLUSTER_HTTP, CLUSTER_NODE, CLUSTER_SECRET, OwnerLink
 from gateway.cluster.node import ClusterNode
 from gateway.cluster.outbox import ClusterEvents
 from gateway.cluster.role import CLUSTER_ROLE, SINGLE_NODE
 from gateway.config import GATEWAY_FILE, Config
 from gateway.errors import ConfigError
+from gateway.onvif_face.server import ONVIF_FACE
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +84,17 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
         ClusterEvents(app[DATABASE], node.node, app[EVENTS], on_access_change=access_changed) as outbox,
     ):
         app[CLUSTER_HTTP] = http
+        face = app.get(ONVIF_FACE)
+        if face is not None:  # the ONVIF face passes snapshot requests to the node running the camera
+            face.cluster = OwnerLink(node, app[CLUSTER_SECRET], http)
+            node.onvif_url = face.cluster_url(urlsplit(node.url).hostname or "127.0.0.1")
         sweep = asyncio.create_task(node.jobs.run("events-sweep", outbox.sweep_forever), name="cluster-events-sweep")
         try:
             async with node:
                 yield
         finally:
+            if face is not None:
+                face.cluster = None
             sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweep

@@ -54,6 +54,8 @@ from gateway.access.guard import Principal
 from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, IDENTITY, PTZ
 from gateway.db import users
 from gateway.errors import BadRequest, CameraUnavailable, Conflict, Forbidden, GatewayError, NotFound
+from gateway.cluster.forward import verify_hop
+from gateway.cluster.hop import CLIENT_HEADER, HOP_HEADERS, NODE_HEADER
 from gateway.live.rtsp_out import KEY_FILE, load_key, rtsp_secret, stream_uri
 from gateway.media.snapshot import snapshot_jpeg
 from gateway.onvif_face import soap
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from gateway.access.control import AccessControl
     from gateway.access.identity import Identity
     from gateway.cameras import Camera, CameraManager
+    from gateway.cluster.forward import OwnerLink
     from gateway.config import Config
     from gateway.db import Database
     from gateway.interfaces import CameraVendor
@@ -127,6 +130,9 @@ class OnvifFace:
         self._tls = self._ssl_context()
         #: Stable across restarts of the same installation (WS-Discovery endpoint, serial).
         self.device_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"citygate:{config.data_dir}")
+        #: In a cluster: the node running each camera, to pass snapshot requests to (set by
+        #: ``gateway.cluster.wiring`` while the node runs).
+        self.cluster: OwnerLink | None = None
         self._ops: dict[tuple[str, str], Operation] = {
             (soap.TDS, "GetDeviceInformation"): self._device_information,
             (soap.TDS, "GetCapabilities"): self._capabilities,
@@ -192,6 +198,10 @@ class OnvifFace:
     @property
     def _scheme(self) -> str:
         return "https" if self._tls is not None else "http"
+
+    def cluster_url(self, node_host: str) -> str:
+        """Where the other nodes of a cluster reach this face (the node's advertised host)."""
+        return self._base(self._face.public_host or node_host, self._port)
 
     def _xaddr_for(self, local_host: str) -> str:
         """The device service address for a WS-Discovery reply received on ``local_host``."""
@@ -482,11 +492,34 @@ class OnvifFace:
         return int(user_id)
 
     async def _snapshot(self, request: web.Request) -> web.Response:
+        """A snapshot URI's picture. In a cluster the node that issued the URI checks the
+        token and the account's rights (refusals audited there) and passes the request to
+        the node running the camera, signed as a hop of the cluster; that node checks the
+        account's rights again, takes the picture and audits it, for the client the hop
+        names. A request with hop headers that do not verify is refused and audited."""
         camera_id = request.match_info["camera_id"]
         client = request.remote or ""
         user: str | None = None
+        passed = any(h in request.headers for h in HOP_HEADERS)
         try:
-            user_id = self._check_snapshot(request.query.get("token", ""), camera_id)
+            if passed:
+                secret = self.cluster.secret if self.cluster is not None else None
+                reason = await verify_hop(secret, request)
+                if reason is not None:
+                    node = request.headers.get(NODE_HEADER, "")[:64]
+                    await self._audit.record(
+                        "cluster.forged", outcome="refused", client=client,
+                        detail={"node": node, "reason": reason, "method": request.method, "path": request.path[:300]},
+                    )
+                    logger.warning("onvif: refused a snapshot request claiming to come from node %r: %s", node, reason)
+                    return web.Response(status=403, text="not a request of this cluster's nodes\n", headers={"Cache-Control": "no-store"})
+                client = request.headers[CLIENT_HEADER]
+                try:
+                    user_id = int(request.query.get("user", ""))
+                except ValueError:
+                    raise BadRequest("a passed snapshot request names its user") from None
+            else:
+                user_id = self._check_snapshot(request.query.get("token", ""), camera_id)
             current = await self._identity.subject_for(user_id)
             if current is None or current.disabled:
                 raise Forbidden("the account that asked for this snapshot URI is disabled or gone")
@@ -496,6 +529,14 @@ class OnvifFace:
             if not decision:
                 raise Forbidden(decision.reason)
             camera = self._cameras.get(camera_id)
+            owner = self.cluster.elsewhere(camera_id) if self.cluster is not None and not passed else None
+            if owner is not None:
+                if owner.onvif_url is None:
+                    raise CameraUnavailable(f"camera {camera_id} runs on node {owner.node}, which has no ONVIF face")
+                path = f"/onvif/snapshot/{quote(camera_id, safe='')}?user={user_id}"
+                status, content_type, body = await self.cluster.get(owner.onvif_url, path, client)  # type: ignore[union-attr]
+                # the node running the camera audited the picture (or its refusal)
+                return web.Response(status=status, body=body, content_type=content_type, headers={"Cache-Control": "no-store"})
             keyframe = camera.latest_keyframe()
             if keyframe is None and camera.hub.info is not None:
                 keyframe = await camera.hub.next_keyframe(SNAPSHOT_WAIT)
@@ -510,8 +551,9 @@ class OnvifFace:
                 camera=camera_id, detail={"via": "onvif", "reason": reason},
             )
             return web.Response(status=status, text=reason + "\n", headers={"Cache-Control": "no-store"})
+        detail = {"via": "onvif", **({"node": request.headers[NODE_HEADER]} if passed else {})}
         await self._audit.record(
-            "snapshot", user=user, client=client, camera=camera_id, range_from=keyframe.wallclock, detail={"via": "onvif"},
+            "snapshot", user=user, client=client, camera=camera_id, range_from=keyframe.wallclock, detail=detail,
         )
         return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
