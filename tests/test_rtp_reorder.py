@@ -1,8 +1,8 @@
-"""RTP over UDP and H.264's interleaved mode, below the native RTSP client: the reorder buffer
+"""RTP over UDP and decoding order numbers, below the native RTSP client: the reorder buffer
 (gateway/rtsp/reorder.py) on shuffled, duplicated, lost and wrapped sequences and on a
 restarted sender; the depacketizer on STAP-B, MTAP16, MTAP24 and FU-B packets built here from
-real H.264 access units (PyAV's libx264), put back in decoding order by their DON, decoded by
-PyAV picture for picture like the source."""
+real H.264 access units (PyAV's libx264), and on H.265 packets with DONL/DOND (libx265), put
+back in decoding order by their DON, decoded by PyAV picture for picture like the source."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from gateway.media import h26x
+from gateway.rtsp.client import parse_sdp
 from gateway.rtsp.depacketizer import H264_FU_B, H264_MTAP16, H264_MTAP24, H264_STAP_B, Depacketizer
 from gateway.rtsp.reorder import ReorderBuffer, seq_delta
 from gateway.rtsp.rtp import RtpPacketizer, parse_rtp
@@ -251,3 +252,100 @@ def test_a_lost_fragment_damages_its_picture_and_the_rest_decodes(source_units: 
     units = [u for p in packets[:fu_a] + packets[fu_a + 1 :] for u in depacketizer.push(p)] + depacketizer.flush_all()
     assert depacketizer.lost == 1 and sum(u.damaged for u in units) >= 1
     assert len(units) == 12  # the other slice of the picture still makes one
+
+
+# --- H.265 with decoding order numbers (sprop-max-don-diff > 0) ---------------------------------
+
+
+def encode_hevc(frames: int = 8) -> list[bytes]:
+    ctx = av.CodecContext.create("libx265", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 160, 96, "yuv420p"
+    ctx.time_base = Fraction(1, 25)
+    ctx.options = {"preset": "ultrafast", "x265-params": "keyint=4:min-keyint=4:scenecut=0:bframes=0:slices=2:log-level=none"}
+    out = []
+    for i in range(frames):
+        img = np.zeros((96, 160), np.uint8) + np.uint8(40)
+        img[10 + i * 6 : 30 + i * 6, 20:70] = 220
+        frame = av.VideoFrame.from_ndarray(np.stack([img] * 3, axis=-1), format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        out += [bytes(p) for p in ctx.encode(frame)]
+    out += [bytes(p) for p in ctx.encode(None)]
+    return out
+
+
+def hevc_with_donl(units: list[bytes], *, first_don: int, max_payload: int) -> tuple[list[bytes], int]:
+    """RTP packets of H.265 ``units`` with DONL/DOND fields, two pictures at a time sent later
+    one first: parameter sets in one AP (DONL then DONDs), large NAL units as FUs (DONL in the
+    start fragment), the rest as single NAL unit packets (DONL after the payload header).
+    Returns the packets and the sprop-depack-buf-nalus they need."""
+    pictures = []
+    don = first_don
+    for n, au in enumerate(units):
+        nals = []
+        for nal in h26x.iter_nals(au):
+            nals.append((don, 3600 * n, nal))
+            don += 1
+        pictures.append(nals)
+    sent: list[tuple[int, int, bytes]] = []
+    for i in range(0, len(pictures), 2):
+        for picture in reversed(pictures[i : i + 2]):
+            sent += picture
+    dons = [d for d, _, _ in sent]
+    depth = max(sum(1 for other in dons[:k] if other > d) for k, d in enumerate(dons))
+    payloads: list[tuple[int, bytes]] = []
+    i = 0
+    while i < len(sent):
+        d, t, nal = sent[i]
+        kind = (nal[0] >> 1) & 0x3F
+        if kind in (h26x.HEVC_VPS, h26x.HEVC_SPS, h26x.HEVC_PPS):  # the parameter sets: one AP
+            group = [sent[i]]
+            while i + len(group) < len(sent) and (sent[i + len(group)][2][0] >> 1) & 0x3F in (33, 34):
+                group.append(sent[i + len(group)])
+            body = bytes([48 << 1, 1]) + (group[0][0] & 0xFFFF).to_bytes(2, "big")
+            for k, (gd, _, gn) in enumerate(group):
+                if k:
+                    body += bytes([gd - group[k - 1][0] - 1])
+                body += len(gn).to_bytes(2, "big") + gn
+            payloads.append((t, body))
+            i += len(group)
+            continue
+        if len(nal) + 2 <= max_payload:
+            payloads.append((t, nal[:2] + (d & 0xFFFF).to_bytes(2, "big") + nal[2:]))
+        else:
+            header = bytes([(nal[0] & 0x81) | (49 << 1), nal[1]])
+            body = nal[2:]
+            step = max_payload - 5
+            for start in range(0, len(body), step):
+                fu = kind | (0x80 if start == 0 else 0) | (0x40 if start + step >= len(body) else 0)
+                donl = (d & 0xFFFF).to_bytes(2, "big") if start == 0 else b""
+                payloads.append((t, header + bytes([fu]) + donl + body[start : start + step]))
+        i += 1
+    return [rtp(100 + k, p, ts=t) for k, (t, p) in enumerate(payloads)], depth
+
+
+def test_h265_with_decoding_order_numbers_is_put_back_in_order():
+    units = encode_hevc()
+    assert len(units) == 8
+    packets, depth = hevc_with_donl(units, first_don=65_533, max_payload=300)
+    assert depth >= 2 and any((parse_rtp(p)[5][0] >> 1) & 0x3F == 49 for p in packets)
+    depacketizer = Depacketizer("hevc", 96, interleaved=True, interleaving_depth=depth)
+    got = [u for p in packets for u in depacketizer.push(p)] + depacketizer.flush_all()
+    assert [list(h26x.iter_nals(u.data)) for u in got] == [list(h26x.iter_nals(u)) for u in units]
+    assert not any(u.damaged for u in got) and depacketizer.late_nals == 0
+
+    def decode_hevc(data: list[bytes]) -> list[np.ndarray]:
+        ctx = av.CodecContext.create("hevc", "r")
+        frames = [f for d in data for f in ctx.decode(av.Packet(d))] + ctx.decode(None)
+        return [f.to_ndarray(format="gray") for f in frames]
+
+    a, b = decode_hevc([u.data for u in got]), decode_hevc(units)
+    assert len(a) == len(b) == 8 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_the_sdp_turns_on_decoding_order_numbers():
+    sdp = "v=0\r\nm=video 0 RTP/AVP 97\r\na=rtpmap:97 H265/90000\r\na=fmtp:97 sprop-max-don-diff=2;sprop-depack-buf-nalus=3\r\n"
+    track = parse_sdp(sdp, "rtsp://cam/")
+    assert (track.codec, track.max_don_diff, track.interleaving_depth) == ("hevc", 2, 3)
+    sdp = "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=2;sprop-interleaving-depth=4\r\n"
+    track = parse_sdp(sdp, "rtsp://cam/")
+    assert (track.packetization_mode, track.interleaving_depth, track.max_don_diff) == (2, 4, 0)

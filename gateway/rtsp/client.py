@@ -13,7 +13,8 @@ PyAV ingest does). What it does that cameras need:
   offer it) at half the session timeout.
 - Access units from :class:`gateway.rtsp.depacketizer.Depacketizer`: completed on the RTP
   marker bit, the moment the last packet of a picture is in; H.264's interleaved mode
-  (``packetization-mode=2``) put back in decoding order by DON.
+  (``packetization-mode=2``) and H.265 with DONL (``sprop-max-don-diff`` > 0) put back in
+  decoding order by DON.
 - Over UDP, :class:`gateway.rtsp.reorder.ReorderBuffer` puts swapped packets back in order
   and drops duplicates (a packet behind a gap waits at most 20 ms); over TCP nothing waits.
 """
@@ -87,6 +88,9 @@ class VideoTrack:
     #: ``sprop-interleaving-depth`` (None: not given).
     packetization_mode: int = 0
     interleaving_depth: int | None = None
+    #: H.265 ``sprop-max-don-diff`` (> 0: packets carry DONL/DOND, ordered by DON);
+    #: ``interleaving_depth`` is then its ``sprop-depack-buf-nalus``.
+    max_don_diff: int = 0
 
 
 @dataclass(slots=True)
@@ -205,10 +209,12 @@ def parse_sdp(sdp: str, base: str) -> VideoTrack:
     if framerate is not None and not (math.isfinite(framerate) and 0 < framerate <= 1000):
         framerate = None  # "NaN", "inf", "-25": not a frame rate (NaN would reach the API and playlists)
     mode = fmtp.get("packetization-mode", "0")
-    depth = fmtp.get("sprop-interleaving-depth", "")
+    depth = fmtp.get("sprop-interleaving-depth" if codec == "h264" else "sprop-depack-buf-nalus", "")
+    don_diff = fmtp.get("sprop-max-don-diff", "0") if codec == "hevc" else "0"
     return VideoTrack(
         packetization_mode=int(mode) if codec == "h264" and mode in ("0", "1", "2") else 0,
         interleaving_depth=int(depth[:6]) if depth.isascii() and depth.isdigit() else None,
+        max_don_diff=int(don_diff[:6]) if don_diff.isascii() and don_diff.isdigit() else 0,
         codec=codec,
         payload_type=int(pt),
         control=_resolve(base, found.get("control", "")),
@@ -603,7 +609,10 @@ class RtspClient:
         assert self.track is not None and self._sock is not None
         track = self.track
         depacketizer = Depacketizer(
-            track.codec, track.payload_type, interleaved=track.packetization_mode == 2, interleaving_depth=track.interleaving_depth
+            track.codec,
+            track.payload_type,
+            interleaved=track.packetization_mode == 2 or track.max_don_diff > 0,
+            interleaving_depth=track.interleaving_depth,
         )
         self.depacketizer = depacketizer
         # Junk keeps the connection busy without carrying a picture: only packets of our

@@ -10,8 +10,9 @@ slices of one picture share one timestamp, so a sliced keyframe is one access un
 Understood: single NAL unit packets, STAP-A and FU-A (H.264), AP and FU (H.265), and H.264's
 interleaved mode (packetization-mode=2: STAP-B, MTAP16, MTAP24, FU-B), whose NAL units are put
 back in decoding order by their DON (RFC 6184 5.5 and 13: a deinterleaving buffer of
-``sprop-interleaving-depth`` VCL NAL units); an interleaved access unit completes when the
-next one starts in decoding order. Packets that arrive late (sequence number a little behind
+``sprop-interleaving-depth`` VCL NAL units), and H.265 with DONL/DOND fields
+(``sprop-max-don-diff`` > 0, RFC 7798 6: a buffer of ``sprop-depack-buf-nalus`` NAL units);
+such an access unit completes when the next one starts in decoding order. Packets that arrive late (sequence number a little behind
 the newest) are dropped: over UDP, ``gateway.rtsp.reorder.ReorderBuffer`` puts them in order
 first. A gap in the sequence drops the fragmented NAL unit it broke, and the access unit is
 marked damaged. A new SSRC, or a sequence number far behind (a camera that restarted its
@@ -86,8 +87,10 @@ class TimestampUnwrapper:
 class Depacketizer:
     """Assembles the RTP packets of one stream (one SSRC, one payload type) into access units.
 
-    ``interleaved``: the SDP says ``packetization-mode=2`` (a stream that sends STAP-B, MTAP or
-    FU-B switches to it by itself); ``interleaving_depth``: its ``sprop-interleaving-depth``.
+    ``interleaved``: the SDP says ``packetization-mode=2`` (H.264; a stream that sends STAP-B,
+    MTAP or FU-B switches to it by itself) or ``sprop-max-don-diff`` > 0 (H.265: every packet
+    carries DONL/DOND fields); ``interleaving_depth``: its ``sprop-interleaving-depth`` (H.264,
+    VCL NAL units) or ``sprop-depack-buf-nalus`` (H.265, NAL units).
     """
 
     def __init__(
@@ -288,8 +291,6 @@ class Depacketizer:
 
     # -- interleaved mode (RFC 6184, packetization-mode=2) ---------------------------------------
     def _start_interleaving(self) -> None:
-        if self.codec != "h264":
-            raise ValueError("only H.264 has an interleaved packetization mode")
         self.interleaved = True
         self._timestamp = None
 
@@ -303,8 +304,72 @@ class Depacketizer:
         """A NAL unit that carries no DON (not allowed in mode 2): right after the newest."""
         return self._extend_don(((self._don if self._don is not None else -1) + 1) & 0xFFFF)
 
+    def _add_donl(self, payload: bytes, timestamp: int) -> None:
+        """H.265 with decoding order numbers (RFC 7798 4.4): DONL after the payload header of a
+        single NAL unit, a fragmentation unit's start and an aggregation packet's first NAL
+        unit; DOND (DON minus the previous one's, minus 1) before the others of an AP."""
+        n = len(payload)
+        if n < 4:
+            self._damaged = True
+            return
+        kind = (payload[0] >> 1) & 0x3F
+        if kind == HEVC_AP:
+            i = 2
+            don: int | None = None
+            while i < n:
+                if don is None:
+                    if i + 2 > n:
+                        break
+                    don = int.from_bytes(payload[i : i + 2], "big")
+                    i += 2
+                else:
+                    don = (don + payload[i] + 1) & 0xFFFF
+                    i += 1
+                if i + 2 > n:
+                    self._damaged = True
+                    return
+                size = int.from_bytes(payload[i : i + 2], "big")
+                i += 2
+                if size < 2 or i + size > n:
+                    self._damaged = True
+                    return
+                self._hold(self._extend_don(don), timestamp, payload[i : i + size])
+                i += size
+        elif kind == HEVC_FU:
+            fu = payload[2]
+            header = bytes([(payload[0] & 0x81) | ((fu & 0x3F) << 1), payload[1]])
+            if fu & 0x80:
+                if n < 5:
+                    self._damaged = True
+                    return
+                if self._ifragment is not None:
+                    self._damaged = True
+                self._ifragment = (self._extend_don(int.from_bytes(payload[3:5], "big")), timestamp, bytearray(header))
+                body = payload[5:]
+            elif self._ifragment is None:
+                self._damaged = True  # its start was lost
+                return
+            else:
+                body = payload[3:]
+            don, ts, fragment = self._ifragment
+            fragment += body
+            if len(fragment) > MAX_ACCESS_UNIT:
+                raise OversizedAccessUnit(
+                    f"the camera sent a NAL unit larger than {MAX_ACCESS_UNIT // (1024 * 1024)} MiB without ending it"
+                )
+            if fu & 0x40:
+                self._ifragment = None
+                self._hold(don, ts, bytes(fragment))
+        elif kind < 48:
+            self._hold(self._extend_don(int.from_bytes(payload[2:4], "big")), timestamp, payload[:2] + payload[4:])
+        else:
+            self._unsupported(kind)
+
     def _add_interleaved(self, payload: bytes, timestamp: int) -> None:
         if not payload:
+            return
+        if self.codec == "hevc":
+            self._add_donl(payload, timestamp)
             return
         kind = payload[0] & 0x1F
         n = len(payload)
@@ -389,8 +454,12 @@ class Depacketizer:
         self._arrivals += 1
         heapq.heappush(self._heap, (don, self._arrivals, timestamp, nal))
         self._heap_bytes += len(nal)
-        if 1 <= nal[0] & 0x1F <= 5:
+        if self._counted(nal):
             self._vcl += 1
+
+    def _counted(self, nal: bytes) -> bool:
+        """Counts against the depth: H.264's VCL NAL units; every NAL unit of H.265."""
+        return self.codec == "hevc" or 1 <= nal[0] & 0x1F <= 5
 
     def _deinterleave(self, *, flush: bool) -> list[AccessUnit]:
         """Hand NAL units on in DON order while more VCL NAL units wait than the depth."""
@@ -401,7 +470,7 @@ class Depacketizer:
         ):
             don, _, timestamp, nal = heapq.heappop(heap)
             self._heap_bytes -= len(nal)
-            if 1 <= nal[0] & 0x1F <= 5:
+            if self._counted(nal):
                 self._vcl -= 1
             self._don_out = don
             if self._timestamp is not None and timestamp != self._timestamp and self._nals:
