@@ -172,13 +172,14 @@ async def test_native_client_on_a_long_gop_camera_starts_at_a_keyframe(shared_gs
 
 @pytest.mark.gstreamer
 async def test_a_camera_table_selects_the_native_client(make_gateway, shared_gst_camera):
+    """Per camera ``ingest-client`` overrides ``[ingest] client`` (whatever its default is)."""
     cams = (
         camera_toml("native", "generic_rtsp", url=shared_gst_camera.url("h264")).replace(
             'area = "centre"\n', 'area = "centre"\ningest-client = "native"\n'
         )
         + camera_toml("classic", "generic_rtsp", url=shared_gst_camera.url("h264"))
     )
-    gw = await make_gateway(cams)
+    gw = await make_gateway(cams, '[ingest]\nclient = "ffmpeg"\nbackoff-initial = 0.2\nbackoff-max = 2.0\nread-timeout = 3.0\n')
     await gw.wait_online("native", "classic")
     assert gw.cameras.get("native")._source.ingest.client == "native"
     assert gw.cameras.get("classic")._source.ingest.client == "ffmpeg"
