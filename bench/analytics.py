@@ -20,6 +20,7 @@ then:
    the wrong-way drivers, and plates read exactly against the plates driven past.
 
     python bench/analytics.py [--seconds 20] [--cameras 1] [--fps 10] [--seed N]
+    python bench/analytics.py --real [--seconds 20]   # main against sub stream (stream = "sub")
 
 Figures only; nothing is asserted.
 """
@@ -72,17 +73,24 @@ def entry(camera: CameraConfig, analyzer: str) -> AnalyticsConfig:
     return next(a for a in camera.analytics if a.analyzer == analyzer)
 
 
-def encode_clip(camera: CameraConfig, start: float, seconds: float) -> tuple[list[tuple[bytes, bool, float]], bytes, float, float]:
-    """The traffic from ``start`` at 720p: (annex B access unit, keyframe, scene time) per
-    picture, parameter sets, Mbit/s, and ms to draw a picture."""
-    options = msgspec.structs.replace(camera.options, width=W, height=H, fps=FPS)
+def encode_clip(camera: CameraConfig, start: float, seconds: float, *, width: int = W, height: int = H,
+                pattern: str | None = None, preset: str = "ultrafast", bitrate: int = 2_000_000,
+                ) -> tuple[list[tuple[bytes, bool, float]], bytes, float, float]:
+    """The traffic (or another demo ``pattern``) from ``start``: (annex B access unit,
+    keyframe, scene time) per picture, parameter sets, Mbit/s, and ms to draw a picture."""
+    options = msgspec.structs.replace(camera.options, width=width, height=height, fps=FPS)
+    if pattern is not None:
+        options = msgspec.structs.replace(options, pattern=pattern)
     renderer = _Renderer(options, camera.name or camera.id)
     ctx = av.CodecContext.create("libx264", "w")
-    ctx.width, ctx.height, ctx.pix_fmt = W, H, "yuv420p"
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
     ctx.time_base = Fraction(1, FPS)
     ctx.framerate = Fraction(FPS)
-    ctx.bit_rate = 2_000_000
-    ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0:repeat-headers=1"}
+    ctx.bit_rate = bitrate
+    params = f"keyint={FPS}:min-keyint={FPS}:scenecut=0:repeat-headers=1:bframes=0"
+    ctx.options = {"preset": preset, "tune": "zerolatency", "x264-params": params}
+    if preset != "ultrafast":
+        ctx.options = {**ctx.options, "profile": "main"}  # CABAC and deblocking, like a real camera
     keeper = ParameterSetKeeper("h264", b"")
     units: list[tuple[bytes, bool, float]] = []
     total = int(seconds * FPS)
@@ -103,7 +111,7 @@ def encode_clip(camera: CameraConfig, start: float, seconds: float) -> tuple[lis
     return units, keeper.parameter_sets, mbits, draw * 1000 / total
 
 
-def steps(units: list[tuple[bytes, bool, float]], camera: CameraConfig, fps: float) -> dict[str, Any]:
+def steps(units: list[tuple[bytes, bool, float]], camera: CameraConfig, fps: float, *, plates: bool = True) -> dict[str, Any]:
     """Thread CPU per picture of each step, and what counting and plate reading found."""
     decoder = av.CodecContext.create("h264", "r")
     decoder.thread_count = 1
@@ -128,14 +136,14 @@ def steps(units: list[tuple[bytes, bool, float]], camera: CameraConfig, fps: flo
                 t1 = time.thread_time()
                 plane = frame_converter(frame)("gray")  # as the runner hands it over
                 t2 = time.thread_time()
-                picture = AnalyzerFrame("bench", i, at, frame.width, frame.height, lambda kind, p=plane: p)
+                picture = AnalyzerFrame("bench", frame.pts, at, frame.width, frame.height, lambda kind, p=plane: p)
                 found += [(o.at, o.kind, o.payload) for o in counter.analyze(picture)]
                 count += time.thread_time() - t2
                 luma += t2 - t1
                 analysed += 1
-            if i % every_plate == 0:
+            if plates and i % every_plate == 0:
                 t3 = time.thread_time()
-                picture = AnalyzerFrame("bench", i, at, frame.width, frame.height, frame_converter(frame))
+                picture = AnalyzerFrame("bench", frame.pts, at, frame.width, frame.height, frame_converter(frame))
                 found += [(o.at, o.kind, o.payload) for o in reader.analyze(picture)]
                 plate += time.thread_time() - t3
                 read += 1
@@ -179,10 +187,10 @@ def accuracy(options: TrafficOptions, found: list[tuple[float, str, dict]], star
 
 
 async def runner(units: list[tuple[bytes, bool, float]], parameter_sets: bytes, camera: CameraConfig, cameras: int,
-                 seconds: float, fps: float) -> dict[str, float]:
+                 seconds: float, fps: float, size: tuple[int, int] = (W, H)) -> dict[str, float]:
     """The real runner on ``cameras`` hubs fed in real time; the process's CPU per camera."""
     counting = AnalyticsConfig(analyzer="vehicle-count", fps=fps, options=entry(camera, "vehicle-count").options)
-    info = StreamInfo(codec="h264", width=W, height=H, parameter_sets=parameter_sets, declared_fps=FPS)
+    info = StreamInfo(codec="h264", width=size[0], height=size[1], parameter_sets=parameter_sets, declared_fps=FPS)
     hubs = [StreamHub(f"bench-{i}") for i in range(cameras)]
     fakes = [
         SimpleNamespace(
@@ -224,7 +232,13 @@ def main() -> None:
     parser.add_argument("--cameras", type=int, default=1)
     parser.add_argument("--fps", type=float, default=VehicleCounter.default_fps, help="analysed pictures per second (counting)")
     parser.add_argument("--seed", type=int, default=None, help="another traffic seed than conf/cameras.toml's")
+    parser.add_argument("--real", action="store_true",
+                        help="the runner on camera-like streams instead (libx264 veryfast, main profile, no B-frames):"
+                             " 720p main stream against a 640x360 sub stream, CPU and counting accuracy")
     args = parser.parse_args()
+    if args.real:
+        real(args)
+        return
     camera = shipped_camera()
     traffic: TrafficOptions = camera.options.traffic
     if args.seed is not None:
@@ -249,6 +263,35 @@ def main() -> None:
           f" (loop + decode thread + counting thread), {r['analysed_fps']:.1f} pictures analysed per second per camera,"
           f" {r['skipped']} packets skipped; {os.cpu_count()} cores")
 
+
+SUB = (640, 360)
+
+
+def real(args: argparse.Namespace) -> None:
+    """What ``stream = "sub"`` saves on a camera-like stream, and what it does to counting."""
+    camera = shipped_camera()
+    traffic: TrafficOptions = camera.options.traffic
+    loop = traffic.loop_seconds
+    start = traffic.origin + 1000 * loop
+    print(f"encoding one loop of the traffic at {W}x{H} (4 Mbit/s) and {SUB[0]}x{SUB[1]} (1 Mbit/s), libx264 veryfast,"
+          " main profile, no B-frames (CABAC and deblocking, like a camera) ...", flush=True)
+    clips = {}
+    for name, size, rate in (("main", (W, H), 4_000_000), ("sub", SUB, 1_000_000)):
+        clips[name] = (size, *encode_clip(camera, start - LEAD, LEAD + loop + TAIL, width=size[0], height=size[1],
+                                          preset="veryfast", bitrate=rate))
+    for name in ("main", "sub", "main", "sub"):  # alternated: the machine's load changes meanwhile
+        size, units, ps, mbits, _ = clips[name]
+        r = asyncio.run(runner(units, ps, camera, args.cameras, args.seconds, args.fps, size))
+        print(f"runner on the {name} stream ({size[0]}x{size[1]}, {mbits:.1f} Mbit/s), {args.cameras} camera(s), {args.seconds:g} s:"
+              f" {r['pct_per_camera']:.1f} % of a core per camera, {r['analysed_fps']:.1f} pictures analysed per second,"
+              f" {r['skipped']} packets skipped", flush=True)
+    for name in ("main", "sub"):
+        size, units, _, mbits, _ = clips[name]
+        s = steps(units, camera, args.fps, plates=False)
+        print(f"{name} stream: decode {s['decode_pct']:.1f} %, counting {s['count_pct']:.1f} % of a core (steps, one thread)")
+        for line in accuracy(traffic, s["found"], start, start + loop):
+            if not line.startswith(("plates", "  missed")):
+                print("  " + line)
 
 if __name__ == "__main__":
     main()

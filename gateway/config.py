@@ -611,12 +611,15 @@ class AnalyticsConfig(Base):
     analyzer: str
     #: Pictures per second it is given; None: the analyzer's ``default_fps``.
     fps: Annotated[float, Meta(gt=0, le=60)] | None = None
+    #: The camera stream it analyses: "sub" (a quarter of the decoding, for counting) while
+    #: the camera offers one and has no privacy masks; otherwise the main stream.
+    stream: Literal["main", "sub"] = "main"
     #: The analyzer's ``Options`` instance (the raw table when ``load()`` got no analyzers).
     options: Any = {}
 
 
 #: The keys of a ``[[camera.analytics]]`` table that are not the analyzer's own options.
-ANALYTICS_COMMON_KEYS = ("analyzer", "fps")
+ANALYTICS_COMMON_KEYS = ("analyzer", "fps", "stream")
 
 
 class CameraConfig(Base):
@@ -1062,7 +1065,7 @@ def _analytics_entries(
     for index, table in enumerate(tables):
         where = f"{key}[{index}]"
         if isinstance(table, AnalyticsConfig):
-            table = {"analyzer": table.analyzer, "fps": table.fps, **_raw_options(table.options)}
+            table = {"analyzer": table.analyzer, "fps": table.fps, "stream": table.stream, **_raw_options(table.options)}
         if not isinstance(table, dict):
             errors.append(ConfigError(file, where, "expected a table ([[camera.analytics]])"))
             continue

@@ -3,7 +3,9 @@
 Per camera with ``[[camera.analytics]]`` entries, a ``CameraAnalytics``:
 
 - reads the camera's *public* hub (``Camera.open_reader``), so privacy masks apply to every
-  analyzer exactly as to every viewer;
+  analyzer exactly as to every viewer; analyzers configured with ``stream = "sub"`` read the
+  camera's sub stream instead (a quarter of the decoding at 360p) while the camera offers it,
+  which it never does while masked: then they get the masked main stream like the others;
 - hands packet references to one decode thread (PyAV), never decoding on the event loop;
   when the thread falls behind it skips to the next keyframe, like the mask stage;
 - offers each decoded picture to every analyzer whose rate is due (by the picture's 90 kHz
@@ -40,11 +42,12 @@ import numpy as np
 
 from gateway.config import AnalyticsConfig, analytics_entries
 from gateway.errors import CameraUnavailable, ConfigError, StreamClosed
-from gateway.interfaces import Analyzer, AnalyzerFrame, Event, Observation
+from gateway.interfaces import Analyzer, AnalyzerFrame, Event, Observation, StreamProfile
 from gateway.media.packet import TIME_BASE, CLOCK_RATE, MediaPacket, StreamInfo
 
 if TYPE_CHECKING:
     from gateway.cameras import Camera
+    from gateway.media.hub import HubReader
     from gateway.events import EventBus
 
 logger = logging.getLogger(__name__)
@@ -98,8 +101,10 @@ class DecodeStats:
 @dataclass(slots=True)
 class CameraStats:
     camera: str
-    decode: DecodeStats
+    decode: DecodeStats  #: the main stream's (or the one stream read)
     analyzers: list[AnalyzerStats] = field(default_factory=list)
+    #: Per stream asked for ("main", "sub").
+    streams: dict[str, DecodeStats] = field(default_factory=dict)
 
 
 def frame_converter(frame: av.VideoFrame) -> Callable[[str], np.ndarray]:
@@ -293,25 +298,27 @@ def _close(instance: Analyzer, name: str) -> None:
         logger.exception("analyzer %s: close failed", name)
 
 
-class CameraAnalytics:
-    """The analyzers of one camera: a hub reader, a decode thread, a thread per analyzer."""
+class _Feed:
+    """The pictures of one camera stream for the analyzers that asked for it: a hub reader
+    (pump on the loop), a decode thread, and the mask stage's pictures when it has them.
 
-    def __init__(
-        self,
-        camera: Camera,
-        slots: list[AnalyzerSlot],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    ``profile`` is the stream asked for. The sub stream is read only while the camera
+    offers it, which it never does while privacy-masked (``Camera.profiles``): a masked
+    camera's sub-stream analyzers get the masked main stream, from the mask stage."""
+
+    def __init__(self, camera: Camera, profile: StreamProfile, slots: list[AnalyzerSlot]) -> None:
         self.camera = camera
         self.id = camera.id
+        self.profile = profile
         self.slots = slots
         self.decode = DecodeStats()
-        self._loop = loop
+        #: The stream read now (the sub stream's analyzers read the main one while it is
+        #: not offered).
+        self.reading: StreamProfile | None = None
         self._inbox: queue.Queue[Any] = queue.Queue(INBOX_PACKETS)
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=f"analytics-decode-{self.id}", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=f"analytics-decode-{self.id}-{profile}", daemon=True)
         self._pump_task: asyncio.Task[None] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
         self._reader: Any = None
         # decode-thread state
         self._info: StreamInfo | None = None
@@ -321,39 +328,25 @@ class CameraAnalytics:
         #: When the mask stage last handed a picture over (monotonic; thread-safe float).
         self._shared_at = 0.0
 
-    def stats(self) -> CameraStats:
-        return CameraStats(self.id, self.decode, [s.stats for s in self.slots])
-
-    async def start(self) -> None:
+    def start(self) -> None:
         self._thread.start()
-        for slot in self.slots:
-            slot.start()
-        # a masked camera's mask stage decodes every picture already: take its masked ones
-        self.camera.tap_masked_pictures(self._from_mask_stage)
-        self._pump_task = asyncio.create_task(self._pump(), name=f"analytics-pump:{self.id}")
-        self._watchdog = asyncio.create_task(self._watch(), name=f"analytics-watchdog:{self.id}")
+        self._pump_task = asyncio.create_task(self._pump(), name=f"analytics-pump:{self.id}:{self.profile}")
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
         self._closed = True
-        self.camera.tap_masked_pictures(None)
         if self._reader is not None:
             self._reader.close()
-        for task in (self._pump_task, self._watchdog):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            try:
+                await self._pump_task
+            except asyncio.CancelledError:
+                pass
         self._drain()
         self._inbox.put(_STOP)
-        analyzers = [t for t in (slot.stop() for slot in self.slots) if t is not None]
-        # The decode thread ends at once; an analyzer gets a moment to finish its picture,
-        # and one that does not (hung) is left behind: its thread is a daemon.
-        await asyncio.to_thread(_join_all, [self._thread], 5.0)
-        await asyncio.to_thread(_join_all, analyzers, STOP_WAIT)
+
+    def join(self, timeout: float) -> None:
+        _join_all([self._thread], timeout)
 
     def _drain(self) -> None:
         while True:
@@ -362,27 +355,34 @@ class CameraAnalytics:
             except queue.Empty:
                 return
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(WATCHDOG_INTERVAL)
-            now = time.monotonic()
-            for slot in self.slots:
-                slot.check_hung(now)
+    async def _open(self) -> HubReader:
+        name = f"analytics {self.id}"
+        if self.profile == StreamProfile.SUB:
+            reader, self.reading = await self.camera.open_live_reader(name, StreamProfile.SUB)
+            return reader
+        self.reading = StreamProfile.MAIN
+        return self.camera.open_reader(name)
 
     async def _pump(self) -> None:
-        """Move packet references from the public hub to the decode thread."""
+        """Move packet references from the camera's public hub to the decode thread."""
         while not self._closed:
             try:
-                self._reader = self.camera.open_reader(f"analytics {self.id}")
+                self._reader = await self._open()
             except CameraUnavailable:
                 await asyncio.sleep(OPEN_RETRY)
                 continue
             except StreamClosed:
                 return  # the camera stopped
             need_keyframe = False
+            recheck = time.monotonic() + SUB_RECHECK
             try:
                 while True:
                     packet = await self._reader.recv()
+                    if self.reading != self.profile and time.monotonic() > recheck:
+                        recheck = time.monotonic() + SUB_RECHECK
+                        if StreamProfile.SUB in self.camera.profiles:  # offered again (masks removed)
+                            self._reader.close()
+                            break
                     if need_keyframe and not packet.keyframe:
                         self.decode.skipped += 1
                         continue
@@ -411,7 +411,7 @@ class CameraAnalytics:
                 logger.exception("camera %s: analytics decoding failed on a picture; restarting the decoder", self.id)
                 self._info = None
 
-    def _from_mask_stage(self, pts: int, wallclock: float, picture: av.VideoFrame) -> None:
+    def from_mask_stage(self, pts: int, wallclock: float, picture: av.VideoFrame) -> None:
         """The mask stage's worker hands over a masked picture: the same picture the public
         hub carries (before its re-encoding), without decoding it a second time."""
         if self._closed:
@@ -466,8 +466,85 @@ class CameraAnalytics:
             self._wallclocks.clear()
 
 
+class CameraAnalytics:
+    """The analyzers of one camera: a feed (hub reader and decode thread) per stream they
+    asked for, a thread per analyzer."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        slots: list[AnalyzerSlot],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.camera = camera
+        self.id = camera.id
+        self.slots = slots
+        self._loop = loop
+        profiles = sorted({StreamProfile(slot.entry.stream) for slot in slots}, key=lambda p: p != StreamProfile.MAIN)
+        self.feeds = [
+            _Feed(camera, profile, [slot for slot in slots if slot.entry.stream == profile]) for profile in profiles
+        ]
+        self._closed = False
+        self._watchdog: asyncio.Task[None] | None = None
+
+    @property
+    def decode(self) -> DecodeStats:
+        """The decoding of the first feed (the main stream's, if any analyzer reads it)."""
+        return self.feeds[0].decode
+
+    def stats(self) -> CameraStats:
+        return CameraStats(
+            self.id, self.decode, [s.stats for s in self.slots],
+            streams={str(feed.profile): feed.decode for feed in self.feeds},
+        )
+
+    async def start(self) -> None:
+        for feed in self.feeds:
+            feed.start()
+        for slot in self.slots:
+            slot.start()
+        # a masked camera's mask stage decodes every picture already: take its masked ones
+        self.camera.tap_masked_pictures(self._from_mask_stage)
+        self._watchdog = asyncio.create_task(self._watch(), name=f"analytics-watchdog:{self.id}")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.camera.tap_masked_pictures(None)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            try:
+                await self._watchdog
+            except asyncio.CancelledError:
+                pass
+        for feed in self.feeds:
+            await feed.aclose()
+        analyzers = [t for t in (slot.stop() for slot in self.slots) if t is not None]
+        # The decode threads end at once; an analyzer gets a moment to finish its picture,
+        # and one that does not (hung) is left behind: its thread is a daemon.
+        for feed in self.feeds:
+            await asyncio.to_thread(feed.join, 5.0)
+        await asyncio.to_thread(_join_all, analyzers, STOP_WAIT)
+
+    def _from_mask_stage(self, pts: int, wallclock: float, picture: av.VideoFrame) -> None:
+        # A masked camera offers no sub stream: every feed reads the masked main stream.
+        for feed in self.feeds:
+            feed.from_mask_stage(pts, wallclock, picture)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            now = time.monotonic()
+            for slot in self.slots:
+                slot.check_hung(now)
+
+
 #: The mask stage handed a picture over this recently (s): the public stream is not decoded.
 SHARED_FRESH = 1.0
+#: How often analyzers that asked for the sub stream but read the main one (masked, or the
+#: sub stream failed) look whether it is offered again (s).
+SUB_RECHECK = 30.0
 
 
 def _join_all(threads: list[threading.Thread], timeout: float) -> None:
