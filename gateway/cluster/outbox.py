@@ -6,6 +6,12 @@ A durable table rather than PostgreSQL's LISTEN/NOTIFY alone: it works the same 
 (``--workers N``), and a node that was briefly cut off reads what it missed instead of
 losing it. Polling every quarter second costs one indexed query per node per poll.
 
+On PostgreSQL the table is also the wake-up: each insert sends ``NOTIFY citygate_events``
+(delivered at commit) and every node LISTENs on a connection of its own, reading at once
+when another node wrote instead of at its next poll. The poll stays as the fallback: while
+the listening connection is down (it is re-opened after a second) nothing is lost, only
+later. SQLite has no notifications: its nodes poll.
+
 Ids are handed out at insert but committed in any order (two nodes insert at once), so a
 row with a smaller id can appear after a larger one was read: each poll reads back a
 window below the highest id seen and skips the ids it already delivered.
@@ -29,6 +35,11 @@ from gateway.interfaces import Event
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
+#: The PostgreSQL channel of the wake-ups (the payload: the node that wrote).
+CHANNEL = "citygate_events"
+#: How often the listening connection is checked, and how soon it is re-opened when lost.
+LISTEN_CHECK_SECONDS = 30.0
+RELISTEN_SECONDS = 1.0
 FLUSH_SECONDS = 0.05
 #: Ids below the highest seen that a poll reads again (rows committed late).
 REREAD_WINDOW = 500
@@ -53,6 +64,7 @@ class ClusterEvents:
         *,
         on_access_change: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self._db = db
         self._node = node
@@ -65,6 +77,10 @@ class ClusterEvents:
         self._seen: set[int] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.delivered = 0
+        self._poll_seconds = poll_seconds
+        self._notified = asyncio.Event()
+        #: Whether this node listens for wake-ups now (PostgreSQL only).
+        self.listening = False
 
     async def __aenter__(self) -> ClusterEvents:
         async with self._db.connect() as conn:
@@ -74,6 +90,8 @@ class ClusterEvents:
             asyncio.create_task(self._write_forever(), name="cluster-events-write"),
             asyncio.create_task(self._read_forever(), name="cluster-events-read"),
         ]
+        if not self._db.is_sqlite:
+            self._tasks.append(asyncio.create_task(self._listen_forever(), name="cluster-events-listen"))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -113,6 +131,8 @@ class ClusterEvents:
         try:
             async with self._db.begin() as conn:
                 await conn.execute(cluster_events.insert(), rows)
+                if not self._db.is_sqlite:  # the other nodes read at once (sent at commit)
+                    await conn.execute(sa.text("SELECT pg_notify(:channel, :node)"), {"channel": CHANNEL, "node": self._node})
         except Exception:
             self._pending[:0] = rows
             raise
@@ -120,11 +140,58 @@ class ClusterEvents:
     # -- in -----------------------------------------------------------------------------
     async def _read_forever(self) -> None:
         while True:
-            await asyncio.sleep(POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._notified.wait(), self._poll_seconds)
+            self._notified.clear()
             try:
                 await self.poll()
             except Exception as exc:
                 logger.warning("cluster events: reading failed: %s", exc)
+
+    async def _listen_forever(self) -> None:
+        """PostgreSQL: LISTEN on a connection held for it; re-open it when it is lost."""
+        while True:
+            try:
+                await self._listen()
+            except Exception as exc:
+                logger.warning(
+                    "cluster events: listening for other nodes' events failed (%s); polling every %.2f s meanwhile",
+                    exc, self._poll_seconds,
+                )
+            finally:
+                self.listening = False
+            await asyncio.sleep(RELISTEN_SECONDS)
+
+    async def _listen(self) -> None:
+        lost = asyncio.Event()
+
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            if payload != self._node:
+                self._notified.set()
+
+        def on_lost(_conn: object) -> None:
+            lost.set()
+
+        async with self._db.engine.connect() as conn:
+            pg = (await conn.get_raw_connection()).driver_connection
+            assert pg is not None
+            pg.add_termination_listener(on_lost)
+            await pg.add_listener(CHANNEL, on_notify)
+            try:
+                self.listening = True
+                self._notified.set()  # read what came while nobody listened
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), LISTEN_CHECK_SECONDS)
+                    if not lost.is_set():  # a connection cut without a word: find out
+                        await asyncio.wait_for(pg.execute("SELECT 1"), 10)
+                raise ConnectionError("the listening connection closed")
+            finally:
+                self.listening = False
+                pg.remove_termination_listener(on_lost)
+                if not pg.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(pg.remove_listener(CHANNEL, on_notify), 5)
 
     async def poll(self) -> int:
         c = cluster_events.c
