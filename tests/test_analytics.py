@@ -246,6 +246,15 @@ async def _run(gw, street: TrafficCamera) -> None:
     investigator = await gw.sign_in("inv", role="investigator", all_areas=True)
     async with investigator.get(gw.url + "/api/analytics/counts?camera=traffic") as resp:
         assert resp.status == 403
+    # the transport department sees the counts, and neither plates nor pictures (refused, audited)
+    transport = await gw.sign_in("transport", role="transport", all_areas=True)
+    async with transport.get(gw.url + f"/api/analytics/counts?camera=traffic&interval=hour&from={started - 3600}") as resp:
+        assert resp.status == 200 and sum(c["count"] for c in (await resp.json())["counts"]) == 6
+    async with transport.get(gw.url + "/api/plates", params={"q": "AA*", "purpose": "traffic study"}) as resp:
+        assert resp.status == 403
+    async with transport.get(gw.url + "/api/cameras/traffic/snapshot.jpg") as resp:
+        assert resp.status == 403
+    assert await gw.app[AUDIT].query(action="plates.search", outcome="refused", user="transport")
     refused = await gw.app[AUDIT].query(action="analytics.view", outcome="refused")
     assert {(r["user"], r["camera"]) for r in refused} >= {("north-operator", "traffic"), ("inv", None)}
     granted = await gw.app[AUDIT].query(action="analytics.view", outcome="ok", user="tester")
