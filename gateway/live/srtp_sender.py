@@ -55,12 +55,17 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from gateway.live.rtp_fanout import CameraFanout, RtpFrame
+from gateway.live.rtp_fanout import MAX_PAYLOAD, CameraFanout, RtpFrame
+from gateway.live.srtp_out import CAPACITY as SRTP_CAPACITY
+from gateway.live.srtp_out import SrtpError, SrtpOut
 
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!BBHII")
 _RTX_OSN = struct.Struct("!H")
+_RTP_HEADER_BYTES = _HEADER.size
+if MAX_PAYLOAD + _RTP_HEADER_BYTES + _RTX_OSN.size > SRTP_CAPACITY:
+    raise ImportError("the largest RTP packet (an RTX header before the largest payload) must fit the SRTP buffer")
 #: RTP timestamp step (90 kHz ticks, 1 ms) between the frames of a GOP burst: old pictures
 #: are decoded at once instead of being played at their original pace, behind live.
 BURST_STEP = 90
@@ -136,7 +141,7 @@ class ViewerSender:
         self.cname = ""
         self._dtls: RTCDtlsTransport | None = None
         self._path: DatagramPath | None = None
-        self._protect: Callable[[bytes], bytes] | None = None
+        self._out: SrtpOut | None = None
         self._seq = random.getrandbits(16) % 32768  # lower half: no early wrap (as aiortc)
         self._rtx_seq = random.getrandbits(16) % 32768
         self._last_ts = random.getrandbits(32)
@@ -196,11 +201,11 @@ class ViewerSender:
         self._dtls = dtls
         try:
             self._path = find_datagram_path(dtls)
+            self._out = SrtpOut(dtls._tx_srtp, self._path.socket, self._path.address)
         except (RuntimeError, OSError) as exc:
             logger.error("%s: cannot send: %s", self.label, exc)
             self.end(f"media sender failed: {exc}")
             return
-        self._protect = dtls._tx_srtp.protect
         dtls._register_rtp_sender(self, parameters)  # type: ignore[arg-type]
         self._sr_task = asyncio.get_running_loop().create_task(self._send_reports(), name=f"rtcp {self.label}")
         logger.debug("%s: sending %s pt %d rtx %s", self.label, codec.mimeType, self.payload_type, self.rtx_payload_type)
@@ -248,6 +253,7 @@ class ViewerSender:
         if self._dtls is not None:
             self._send_rtcp(bytes(RtcpByePacket(sources=[self._ssrc])))
             self._dtls._unregister_rtp_sender(self)  # type: ignore[arg-type]
+        self._out = None
         if self._path is not None:
             self._path.close()
             self._path = None
@@ -261,12 +267,12 @@ class ViewerSender:
         return frame.pts + self._ts_offset
 
     def _send(self, frame: RtpFrame, ts: int) -> None:
-        """Header, SRTP, sendto for each payload of ``frame`` (the per-viewer hot path)."""
-        path, protect = self._path, self._protect
-        if path is None or protect is None:
+        """Header, SRTP, sendto for each payload of ``frame`` (the per-viewer hot path):
+        header and payload are written into the viewer's C buffer, protected there and sent."""
+        out = self._out
+        if out is None:
             return
-        sendto, address = path.socket.sendto, path.address
-        pack = _HEADER.pack
+        view, send, pack_into = out.view, out.send, _HEADER.pack_into
         pt, ssrc, wire_ts = self.payload_type, self._ssrc, ts & 0xFFFFFFFF
         sent_canon, sent_wire, mask = self._sent_canon, self._sent_wire, SENT_RING - 1
         seq, canon = self._seq, frame.first_seq
@@ -276,11 +282,13 @@ class ViewerSender:
             seq = (seq + 1) & 0xFFFF
             sent_canon[seq & mask] = canon + i
             sent_wire[seq & mask] = seq
+            end = _RTP_HEADER_BYTES + len(payload)
+            pack_into(view, 0, 0x80, pt | 0x80 if i == last else pt, seq, wire_ts, ssrc)
+            view[_RTP_HEADER_BYTES:end] = payload
             try:
-                sendto(protect(pack(0x80, pt | 0x80 if i == last else pt, seq, wire_ts, ssrc) + payload), address)
-            except BlockingIOError:
-                dropped += 1
-            except OSError as exc:  # the network is gone; the watchdog ends the session
+                if not send(end):
+                    dropped += 1
+            except (OSError, SrtpError) as exc:  # the network is gone; the watchdog ends the session
                 logger.debug("%s: send failed: %r", self.label, exc)
                 dropped += 1
         self._seq = seq
@@ -391,7 +399,8 @@ class ViewerSender:
     def retransmit(self, seq: int) -> bool:
         """Send wire packet ``seq`` again from the camera's history; False if forgotten."""
         slot = seq & (SENT_RING - 1)
-        if self._sent_wire[slot] != seq or self._path is None or self._protect is None:
+        out = self._out
+        if self._sent_wire[slot] != seq or out is None:
             return False
         canon = self._sent_canon[slot]
         entry = self.fanout.history.get(canon)
@@ -402,18 +411,20 @@ class ViewerSender:
         if index != frame.index:
             return False
         marker = 0x80 if canon == frame.first_seq + len(frame.payloads) - 1 else 0
+        view, start = out.view, _RTP_HEADER_BYTES
         if self.rtx_payload_type is not None:
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            data = (
-                _HEADER.pack(0x80, self.rtx_payload_type | marker, self._rtx_seq, ts & 0xFFFFFFFF, self.rtx_ssrc)
-                + _RTX_OSN.pack(seq)
-                + payload
-            )
+            _HEADER.pack_into(view, 0, 0x80, self.rtx_payload_type | marker, self._rtx_seq, ts & 0xFFFFFFFF, self.rtx_ssrc)
+            _RTX_OSN.pack_into(view, start, seq)
+            start += _RTX_OSN.size
         else:
-            data = _HEADER.pack(0x80, self.payload_type | marker, seq, ts & 0xFFFFFFFF, self._ssrc) + payload
+            _HEADER.pack_into(view, 0, 0x80, self.payload_type | marker, seq, ts & 0xFFFFFFFF, self._ssrc)
+        end = start + len(payload)
+        view[start:end] = payload
         try:
-            self._path.socket.sendto(self._protect(data), self._path.address)
-        except OSError:
+            if not out.send(end):
+                return False
+        except (OSError, SrtpError):
             return False
         self.retransmitted += 1
         return True
