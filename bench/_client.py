@@ -259,3 +259,127 @@ def install_frame_counter() -> dict[int, list[int]]:
 
     receiver_module.decoder_worker = count_frames
     return counts
+
+
+#: Which frame counter the benchmark's viewer processes use (``BENCH_VIEWER_COUNTER``):
+#: "header" (default) counts from the SRTP packets' clear RTP headers, "jitter" lets aiortc
+#: decrypt and reassemble every frame (a much heavier viewer).
+VIEWER_COUNTER_ENV = "BENCH_VIEWER_COUNTER"
+#: Seconds between the receiver reports a header-counting viewer sends.
+REPORT_INTERVAL = 1.0
+
+
+class JitterBufferCounter:
+    """Complete frames from aiortc's jitter buffer (``install_frame_counter``); packets from
+    the receiver's statistics."""
+
+    def __init__(self) -> None:
+        self._counts = install_frame_counter()
+
+    def frames(self, viewer) -> int:
+        return self._counts.get(id(viewer.track._queue), [0, 0])[0]
+
+    async def packets(self, viewer) -> int:
+        return await packets_received(viewer)
+
+
+class _CountingSrtp:
+    """Stands in for a DTLS transport's receiving SRTP session: SRTCP is unprotected as
+    usual; an SRTP packet is counted from its clear RTP header and then refused (aiortc drops
+    it quietly), so no per-packet decryption, parsing, jitter buffer or NACK runs. A receiver
+    report for the media stream goes back about once a second, as any receiver sends."""
+
+    def __init__(self, session, transport, slot: list[int]) -> None:
+        self._session = session
+        self._transport = transport
+        self._slot = slot  # frames, packets
+        self._ssrc: int | None = None
+        self._last_marker: int | None = None
+        self._since_marker = 0
+        self._highest = 0
+        self._cycles = 0
+        self._reported = 0.0
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        return self._session.unprotect_rtcp(data)
+
+    def unprotect(self, data: bytes) -> bytes:
+        import pylibsrtp
+
+        ssrc = int.from_bytes(data[8:12], "big")
+        if self._ssrc is None:
+            self._ssrc = ssrc
+        if ssrc == self._ssrc:  # retransmissions (RTX) come on another SSRC
+            self._count(int.from_bytes(data[2:4], "big"), data[1] & 0x80)
+        raise pylibsrtp.Error("counted from the clear header")
+
+    def _count(self, seq: int, marker: int) -> None:
+        slot = self._slot
+        slot[1] += 1
+        self._since_marker += 1
+        if seq < self._highest and self._highest - seq > 0x8000:
+            self._cycles += 0x10000
+        if ((seq - self._highest) & 0xFFFF) < 0x8000:
+            self._highest = seq
+        if marker:
+            # a frame is complete when every packet since the previous marker arrived
+            if self._last_marker is not None and self._since_marker == (seq - self._last_marker) & 0xFFFF:
+                slot[0] += 1
+            self._last_marker = seq
+            self._since_marker = 0
+            now = time.monotonic()
+            if now - self._reported >= REPORT_INTERVAL:
+                self._reported = now
+                asyncio.ensure_future(self._report())
+
+    async def _report(self) -> None:
+        from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
+
+        report = RtcpRrPacket(ssrc=1, reports=[RtcpReceiverInfo(
+            ssrc=self._ssrc, fraction_lost=0, packets_lost=0, highest_sequence=self._cycles + self._highest,
+            jitter=0, lsr=0, dlsr=0,
+        )])
+        try:
+            await self._transport._send_rtp(bytes(report))
+        except ConnectionError:
+            pass
+
+
+class ClearHeaderCounter:
+    """Complete frames and packets counted from the SRTP packets' clear RTP headers, as the
+    issue's own measurement did: the viewer costs little, so the server is what is measured.
+    Installs itself on aiortc's DTLS transports (call before any peer connects)."""
+
+    def __init__(self) -> None:
+        from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+        slots = self._slots = {}
+
+        def get_rx(transport):
+            return transport.__dict__.get("_bench_rx")
+
+        def set_rx(transport, session) -> None:
+            if session is not None:
+                session = _CountingSrtp(session, transport, slots.setdefault(id(transport), [0, 0]))
+            transport.__dict__["_bench_rx"] = session
+
+        RTCDtlsTransport._rx_srtp = property(get_rx, set_rx)
+
+    def _slot(self, viewer) -> list[int]:
+        return self._slots.get(id(viewer.pc.getTransceivers()[0].receiver.transport), [0, 0])
+
+    def frames(self, viewer) -> int:
+        return self._slot(viewer)[0]
+
+    async def packets(self, viewer) -> int:
+        return self._slot(viewer)[1]
+
+
+def viewer_counter():
+    """The frame counter ``BENCH_VIEWER_COUNTER`` names (default: clear headers)."""
+    kind = os.environ.get(VIEWER_COUNTER_ENV, "header")
+    if kind == "jitter":
+        return JitterBufferCounter()
+    if kind == "header":
+        return ClearHeaderCounter()
+    raise SystemExit(f"{VIEWER_COUNTER_ENV} must be 'header' or 'jitter', not {kind!r}")

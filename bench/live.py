@@ -41,15 +41,14 @@ from _client import (
     close_viewer,
     create_user,
     free_port,
-    install_frame_counter,
     luma_top,
     median,
     open_viewer,
-    packets_received,
     percentile,
     sign_in,
     stop_process,
     udp_receive_errors,
+    viewer_counter,
     wait_camera_online,
 )
 
@@ -224,8 +223,9 @@ async def sub_first_frames(http: aiohttp.ClientSession, base: str, sessions: int
 
 
 async def child_viewers(base: str, count: int, token: str | None) -> None:
-    """Child process: ``count`` peers that count frames without decoding; driven over stdin."""
-    counts = install_frame_counter()
+    """Child process: ``count`` peers that count frames without decoding (``viewer_counter``);
+    driven over stdin."""
+    counter = viewer_counter()
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(headers=auth_headers(token)) as http:
         limit = asyncio.Semaphore(5)
@@ -239,10 +239,10 @@ async def child_viewers(base: str, count: int, token: str | None) -> None:
         errors = [repr(e) for e in results if isinstance(e, BaseException)]
 
         def frames() -> list[int]:
-            return [counts.get(id(v.track._queue), [0, 0])[0] for v in viewers]
+            return [counter.frames(v) for v in viewers]
 
         async def packets() -> list[int]:
-            return [await packets_received(v) for v in viewers]
+            return [await counter.packets(v) for v in viewers]
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not all(frames()):

@@ -5,7 +5,11 @@ frames received per viewer, and the first-frame time (issue 17).
 - gateway: ``python -m gateway serve`` with one ``generic_rtsp`` camera on the farm, recording
   off; its CPU from /proc/<pid>/stat while the viewers watch;
 - viewers: aiortc peers in child processes (bench/live.py's ``--child-viewers``) that count
-  the complete frames aiortc's jitter buffer assembles instead of decoding them.
+  complete frames without decoding them: by default from the SRTP packets' clear RTP headers
+  (every packet between two marker bits arrived), sending a receiver report a second, so a
+  viewer costs little and 100 of them fit beside the servers on a small machine;
+  ``--viewer-counter jitter`` lets aiortc decrypt every packet and assemble every frame in its
+  jitter buffer instead (about three times the viewer's CPU).
 
 Janus (Debian's ``janus`` 1.1.x, streaming plugin, an RTSP mountpoint on the same camera,
 ``event_loops = 2``) is the peer the issue compares against, in the same run with the same
@@ -48,12 +52,12 @@ from _client import (  # noqa: E402
     auth_headers,
     create_user,
     free_port,
-    install_frame_counter,
     median,
-    packets_received,
     sign_in,
     stop_process,
     udp_receive_errors,
+    viewer_counter,
+    VIEWER_COUNTER_ENV,
 )
 
 FPS = live.FPS
@@ -138,7 +142,7 @@ async def start_janus_child(janus_base: str, count: int) -> live.ViewerProcess:
 async def child_janus_viewers(janus_base: str, count: int) -> None:
     """Child process: ``count`` Janus viewers on one session that count frames without decoding
     (the same counter as bench/live.py's Citygate viewers); driven over stdin like them."""
-    counts = install_frame_counter()
+    counter = viewer_counter()
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as http, _janus.JanusSession(http, janus_base) as session:
         limit = asyncio.Semaphore(5)
@@ -152,7 +156,7 @@ async def child_janus_viewers(janus_base: str, count: int) -> None:
         errors = [repr(e) for e in results if isinstance(e, BaseException)]
 
         def frames() -> list[int]:
-            return [counts.get(id(v.track._queue), [0, 0])[0] for v in viewers]
+            return [counter.frames(v) for v in viewers]
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not all(frames()):
@@ -165,7 +169,7 @@ async def child_janus_viewers(janus_base: str, count: int) -> None:
                 if line != "MARK":
                     break
                 marked = time.monotonic()
-                packets = [await packets_received(v) for v in viewers]
+                packets = [await counter.packets(v) for v in viewers]
                 print(json.dumps({"t": marked, "frames": frames(), "packets": packets}), flush=True)
         finally:
             await asyncio.gather(*(_janus.close_viewer(session, v) for v in viewers), return_exceptions=True)
@@ -454,10 +458,13 @@ def main() -> None:
     parser.add_argument("--janus", action="store_true", help="also measure Janus side by side (root; network namespace)")
     parser.add_argument("--runs", type=int, default=1, help="with --janus: runs of every count, the median CPU is shown")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 s runs")
+    parser.add_argument("--viewer-counter", choices=("header", "jitter"), default=os.environ.get(VIEWER_COUNTER_ENV, "header"),
+                        help="viewers count frames from the clear RTP headers (light, default) or from aiortc's jitter buffer")
     parser.add_argument("--netns", help=argparse.SUPPRESS)  # set by run_in_namespace for the run inside
     parser.add_argument("--child-janus-viewers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ[VIEWER_COUNTER_ENV] = args.viewer_counter  # the viewer processes read it
     if args.child_janus_viewers:
         asyncio.run(child_janus_viewers(args.url, args.child_janus_viewers))
         return
