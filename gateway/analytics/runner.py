@@ -43,7 +43,8 @@ import numpy as np
 from gateway.config import AnalyticsConfig, analytics_entries
 from gateway.errors import CameraUnavailable, ConfigError, StreamClosed
 from gateway.interfaces import Analyzer, AnalyzerFrame, Event, Observation, StreamProfile
-from gateway.media.packet import TIME_BASE, CLOCK_RATE, MediaPacket, StreamInfo
+from gateway.media.decoding import STOP, FrameDecoder, drain, forward, serve
+from gateway.media.packet import CLOCK_RATE, MediaPacket
 
 if TYPE_CHECKING:
     from gateway.cameras import Camera
@@ -67,7 +68,6 @@ BACKOFF_RESET = 60.0
 WATCHDOG_INTERVAL = 0.5
 #: How long a camera's stop waits for its analyzers to finish the picture in hand.
 STOP_WAIT = 2.0
-_STOP = object()
 
 Listener = Callable[[Observation], Any]
 
@@ -321,12 +321,11 @@ class _Feed:
         self._pump_task: asyncio.Task[None] | None = None
         self._reader: Any = None
         # decode-thread state
-        self._info: StreamInfo | None = None
-        self._decoder: Any = None
+        self._frames = FrameDecoder()
         self._dropping = False
-        self._wallclocks: dict[int, float] = {}
         #: When the mask stage last handed a picture over (monotonic; thread-safe float).
         self._shared_at = 0.0
+        self._recheck = 0.0  #: when to look again whether the sub stream is offered
 
     def start(self) -> None:
         self._thread.start()
@@ -342,18 +341,11 @@ class _Feed:
                 await self._pump_task
             except asyncio.CancelledError:
                 pass
-        self._drain()
-        self._inbox.put(_STOP)
+        drain(self._inbox)
+        self._inbox.put(STOP)
 
     def join(self, timeout: float) -> None:
         _join_all([self._thread], timeout)
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                self._inbox.get_nowait()
-            except queue.Empty:
-                return
 
     async def _open(self) -> HubReader:
         name = f"analytics {self.id}"
@@ -373,43 +365,32 @@ class _Feed:
                 continue
             except StreamClosed:
                 return  # the camera stopped
-            need_keyframe = False
-            recheck = time.monotonic() + SUB_RECHECK
+            self._recheck = time.monotonic() + SUB_RECHECK
             try:
-                while True:
-                    packet = await self._reader.recv()
-                    if self.reading != self.profile and time.monotonic() > recheck:
-                        recheck = time.monotonic() + SUB_RECHECK
-                        if StreamProfile.SUB in self.camera.profiles:  # offered again (masks removed)
-                            self._reader.close()
-                            break
-                    if need_keyframe and not packet.keyframe:
-                        self.decode.skipped += 1
-                        continue
-                    need_keyframe = False
-                    try:
-                        self._inbox.put_nowait(packet)
-                    except queue.Full:
-                        self._drain()
-                        self.decode.skipped += 1
-                        need_keyframe = True
-                        logger.warning("camera %s: analytics decoding falls behind; skipping to the next keyframe", self.id)
+                await forward(self._reader, self._inbox, skipped=self._skipped, behind=self._behind, until=self._sub_offered)
+                self._reader.close()  # the sub stream is offered again: read it
             except StreamClosed:
                 if self.camera.hub.closed:
                     return
                 await asyncio.sleep(OPEN_RETRY)  # our reader was closed, not the hub: reopen
 
+    def _sub_offered(self, packet: MediaPacket) -> bool:
+        """Whether analyzers that asked for the sub stream but read the main one (masked, or
+        the sub stream failed) may read the sub stream again (looked at every SUB_RECHECK s)."""
+        if self.reading == self.profile or time.monotonic() < self._recheck:
+            return False
+        self._recheck = time.monotonic() + SUB_RECHECK
+        return StreamProfile.SUB in self.camera.profiles  # offered again (masks removed)
+
+    def _skipped(self) -> None:
+        self.decode.skipped += 1
+
+    def _behind(self) -> None:
+        logger.warning("camera %s: analytics decoding falls behind; skipping to the next keyframe", self.id)
+
     # -- decode thread --------------------------------------------------------------------
     def _work(self) -> None:
-        while True:
-            packet = self._inbox.get()
-            if packet is _STOP:
-                return
-            try:
-                self._process(packet)
-            except Exception:  # one bad picture must not end analytics: restart at a keyframe
-                logger.exception("camera %s: analytics decoding failed on a picture; restarting the decoder", self.id)
-                self._info = None
+        serve(self._inbox, self._process, self._frames.reset, logger, f"camera {self.id}: analytics decoding")
 
     def from_mask_stage(self, pts: int, wallclock: float, picture: av.VideoFrame) -> None:
         """The mask stage's worker hands over a masked picture: the same picture the public
@@ -428,7 +409,7 @@ class _Feed:
         stats = self.decode
         stats.packets += 1
         if time.monotonic() - self._shared_at < SHARED_FRESH:
-            self._info = None  # the mask stage supplies the pictures; decode afresh when it stops
+            self._frames.reset()  # the mask stage supplies the pictures; decode afresh when it stops
             return
         if self._dropping and not packet.keyframe:
             stats.skipped += 1
@@ -439,31 +420,17 @@ class _Feed:
             stats.skipped += 1
             logger.warning("camera %s: analytics is %.1fs behind; skipping to the next keyframe", self.id, time.time() - packet.wallclock)
             return
-        if packet.info is not self._info or packet.discontinuity:
-            if not packet.keyframe:
-                return
-            self._info = packet.info
-            self._decoder = av.CodecContext.create(packet.info.codec, "r")
-            self._decoder.thread_count = 1
         t0 = time.thread_time()
-        av_packet = av.Packet(packet.data)
-        av_packet.pts = av_packet.dts = packet.pts
-        av_packet.time_base = TIME_BASE
-        self._wallclocks[packet.pts] = packet.wallclock
-        frames = self._decoder.decode(av_packet)
+        frames = self._frames.decode(packet)
         stats.cpu_seconds += time.thread_time() - t0
-        for frame in frames:
+        for frame, pts, wallclock in frames or ():
             stats.frames += 1
-            pts = frame.pts if frame.pts is not None else packet.pts
-            wallclock = self._wallclocks.pop(pts, packet.wallclock)
             wanted = [slot for slot in self.slots if slot.due(pts)]
             if not wanted:
                 continue
             picture = AnalyzerFrame(self.id, pts, wallclock, frame.width, frame.height, frame_converter(frame))
             for slot in wanted:
                 slot.offer(picture)
-        if len(self._wallclocks) > 64:
-            self._wallclocks.clear()
 
 
 class CameraAnalytics:

@@ -36,6 +36,7 @@ import numpy as np
 from gateway.config import MaskingConfig
 from gateway.errors import StreamClosed
 from gateway.interfaces import MaskFilter, MaskShape
+from gateway.media.decoding import STOP, FrameDecoder, drain, forward, serve
 from gateway.media.h26x import ParameterSetKeeper
 from gateway.media.hub import HubReader
 from gateway.media.mask_projection import WHOLE_PICTURE, MaskProjector
@@ -49,7 +50,6 @@ INBOX_PACKETS = 256
 MAX_LAG = 2.0
 #: Pixels around a shape's bounding box that a filter also sees (blur needs a neighbourhood).
 FILTER_MARGIN = 8
-_STOP = object()
 
 
 # --------------------------------------------------------------------------------------
@@ -376,15 +376,13 @@ class MaskStage:
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
         # worker-thread state
-        self._in_info: StreamInfo | None = None
+        self._frames = FrameDecoder()
         self._out_info: StreamInfo | None = None
-        self._decoder: av.CodecContext | None = None
         self._encoder: _Encoder | None = None
         self._regions_key: tuple[int, int, tuple[MaskShape, ...]] | None = None
         self._regions: list[_Region] = []
         self._first = True
         self._dropping = False
-        self._wallclocks: dict[int, float] = {}
         #: Projects masks anchored to a PTZ camera's scene; None for picture-space masks only.
         self._projector = projector
         self._on_position = on_position
@@ -422,49 +420,27 @@ class MaskStage:
                 await self._pump_task
             except asyncio.CancelledError:
                 pass
-        self._drain_inbox()
-        self._inbox.put(_STOP)
+        drain(self._inbox)
+        self._inbox.put(STOP)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
 
-    def _drain_inbox(self) -> None:
-        while True:
-            try:
-                self._inbox.get_nowait()
-            except queue.Empty:
-                return
-
     async def _pump(self) -> None:
         """Move packet references from the hub reader to the worker; skip GOPs if it lags."""
-        need_keyframe = False
         try:
-            while True:
-                packet = await self._reader.recv()
-                if need_keyframe and not packet.keyframe:
-                    self.stats.skipped += 1
-                    continue
-                need_keyframe = False
-                try:
-                    self._inbox.put_nowait(packet)
-                except queue.Full:
-                    self._drain_inbox()
-                    self.stats.skipped += 1
-                    need_keyframe = True
-                    logger.warning("camera %s: masking falls behind; skipping to the next keyframe", self.name)
+            await forward(self._reader, self._inbox, skipped=self._skipped, behind=self._behind)
         except StreamClosed:
             pass
 
+    def _skipped(self) -> None:
+        self.stats.skipped += 1
+
+    def _behind(self) -> None:
+        logger.warning("camera %s: masking falls behind; skipping to the next keyframe", self.name)
+
     # -- worker thread ------------------------------------------------------------------
     def _work(self) -> None:
-        while True:
-            packet = self._inbox.get()
-            if packet is _STOP:
-                return
-            try:
-                self._process(packet)
-            except Exception:  # one bad picture must not end masking: restart at a keyframe
-                logger.exception("camera %s: masking failed on a picture; restarting the decoder", self.name)
-                self._in_info = None
+        serve(self._inbox, self._process, self._frames.reset, logger, f"camera {self.name}: masking")
 
     def _process(self, packet: MediaPacket) -> None:
         stats = self.stats
@@ -479,30 +455,19 @@ class MaskStage:
             stats.skipped += 1
             logger.warning("camera %s: masking is %.1fs behind; skipping to the next keyframe", self.name, time.time() - packet.wallclock)
             return
-        if packet.info is not self._in_info or packet.discontinuity:
-            if not packet.keyframe:
-                return
-            self._in_info = packet.info
-            self._decoder = av.CodecContext.create(packet.info.codec, "r")
-            self._decoder.thread_count = 1  # frame threads would hold pictures back
+        epoch = self._frames.started
+        t0 = time.thread_time()
+        frames = self._frames.decode(packet)
+        stats.decode += time.thread_time() - t0
+        if frames is None:
+            return
+        if self._frames.started != epoch:
             self._encoder = None  # a new epoch out: a fresh encoder starts with a keyframe
             self._first = True
-        t0 = time.thread_time()
-        av_packet = av.Packet(packet.data)
-        av_packet.pts = av_packet.dts = packet.pts
-        av_packet.time_base = TIME_BASE
-        self._wallclocks[packet.pts] = packet.wallclock
-        frames = self._decoder.decode(av_packet)
-        t1 = time.thread_time()
-        stats.decode += t1 - t0
-        for frame in frames:
-            pts = frame.pts if frame.pts is not None else packet.pts
-            wallclock = self._wallclocks.pop(pts, packet.wallclock)
+        for frame, pts, wallclock in frames:
             if self._after_pts is not None and pts <= self._after_pts:
                 continue
             self._encode(frame, pts, wallclock, packet.info)
-        if len(self._wallclocks) > 64:
-            self._wallclocks.clear()
 
     def _encode(self, frame: av.VideoFrame, pts: int, wallclock: float, info: StreamInfo) -> None:
         stats = self.stats
