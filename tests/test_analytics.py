@@ -327,3 +327,26 @@ fps = 5
     assert stats.frames == 0, "the masked public stream was never decoded a second time"
     for masked, clear in LumaProbe.seen:
         assert masked < 24 < clear, f"the analyzer saw the masked picture (left {masked:.0f}, right {clear:.0f})"
+
+
+def test_an_analytics_stream_other_than_main_or_sub_names_its_key(tmp_path: Path) -> None:
+    plugins = load_plugins()
+    (tmp_path / "cameras.toml").write_text("""
+[[camera]]
+id = "gate-1"
+vendor = "demo"
+area = "centre"
+[[camera.analytics]]
+analyzer = "vehicle-count"
+stream = "third"
+[[camera.analytics.lines]]
+name = "a"
+points = [[0.1, 0.5], [0.9, 0.5]]
+""")
+    with pytest.raises(ConfigErrors) as caught:
+        config_mod.load(tmp_path, vendors=plugins.camera_vendors(), analyzers=plugins.analyzers())
+    (error,) = caught.value.errors
+    assert error.key == "camera[0].analytics[0].stream" and "'third'" in error.reason and error.file.endswith("cameras.toml"), error
+    (tmp_path / "cameras.toml").write_text((tmp_path / "cameras.toml").read_text().replace('"third"', '"sub"'))
+    (camera,) = config_mod.load(tmp_path, vendors=plugins.camera_vendors(), analyzers=plugins.analyzers()).cameras
+    assert camera.analytics[0].stream == "sub" and camera.analytics[0].options.lines[0].name == "a"
