@@ -5,10 +5,11 @@ never runs. ``take_over(sender, viewer)`` replaces its ``send``, which aiortc ca
 DTLS is connected with the negotiated parameters (payload types, RTX, CNAME): from there
 this module sends. Per packet it only writes the viewer's own 12-byte RTP header (payload
 type, marker, sequence number, timestamp, SSRC) before the shared payload of
-``gateway.live.rtp_fanout``, protects it with the DTLS transport's SRTP session
-(``pylibsrtp``, C) and writes it to the ICE pair's UDP socket with one ``sendto`` (C) —
-no coroutine per packet, no ``RtpPacket`` objects. A full socket buffer drops the packet
-(the viewer's NACK brings it back); nothing waits.
+``gateway.live.rtp_fanout`` in a C buffer, where the DTLS transport's SRTP context protects
+it in place (libsrtp), and hands each access unit's packets to the ICE pair's UDP socket in
+one ``sendmmsg`` (``gateway.live.srtp_out``) — no coroutine per packet, no ``RtpPacket``
+objects, one system call per frame. A full socket buffer drops the packet (the viewer's
+NACK brings it back); nothing waits.
 
 RTCP from the viewer reaches ``_handle_rtcp_packet`` through aiortc's router (we register
 under the sender's SSRC): receiver reports feed the watchdog, NACK retransmits from the
@@ -56,6 +57,7 @@ from aiortc.rtp import (
 )
 
 from gateway.live.rtp_fanout import MAX_PAYLOAD, CameraFanout, RtpFrame
+from gateway.live.srtp_out import BATCH as SRTP_BATCH
 from gateway.live.srtp_out import CAPACITY as SRTP_CAPACITY
 from gateway.live.srtp_out import SrtpError, SrtpOut
 
@@ -267,30 +269,36 @@ class ViewerSender:
         return frame.pts + self._ts_offset
 
     def _send(self, frame: RtpFrame, ts: int) -> None:
-        """Header, SRTP, sendto for each payload of ``frame`` (the per-viewer hot path):
-        header and payload are written into the viewer's C buffer, protected there and sent."""
+        """The per-viewer hot path: each payload of ``frame`` behind the viewer's header in a
+        slot of its C buffers, SRTP-protected there; the frame sent in one system call."""
         out = self._out
         if out is None:
             return
-        view, send, pack_into = out.view, out.send, _HEADER.pack_into
+        slots, protect, flush, pack_into = out.slots, out.protect, out.flush, _HEADER.pack_into
         pt, ssrc, wire_ts = self.payload_type, self._ssrc, ts & 0xFFFFFFFF
         sent_canon, sent_wire, mask = self._sent_canon, self._sent_wire, SENT_RING - 1
         seq, canon = self._seq, frame.first_seq
         last = len(frame.payloads) - 1
         dropped = 0
-        for i, payload in enumerate(frame.payloads):
-            seq = (seq + 1) & 0xFFFF
-            sent_canon[seq & mask] = canon + i
-            sent_wire[seq & mask] = seq
-            end = _RTP_HEADER_BYTES + len(payload)
-            pack_into(view, 0, 0x80, pt | 0x80 if i == last else pt, seq, wire_ts, ssrc)
-            view[_RTP_HEADER_BYTES:end] = payload
-            try:
-                if not send(end):
-                    dropped += 1
-            except (OSError, SrtpError) as exc:  # the network is gone; the watchdog ends the session
-                logger.debug("%s: send failed: %r", self.label, exc)
-                dropped += 1
+        k = 0
+        try:
+            for i, payload in enumerate(frame.payloads):
+                seq = (seq + 1) & 0xFFFF
+                sent_canon[seq & mask] = canon + i
+                sent_wire[seq & mask] = seq
+                end = _RTP_HEADER_BYTES + len(payload)
+                slot = slots[k]
+                pack_into(slot, 0, 0x80, pt | 0x80 if i == last else pt, seq, wire_ts, ssrc)
+                slot[_RTP_HEADER_BYTES:end] = payload
+                protect(k, end)
+                k += 1
+                if k == SRTP_BATCH:
+                    dropped += flush(k)
+                    k = 0
+            dropped += flush(k)
+        except (OSError, SrtpError) as exc:  # the network is gone; the watchdog ends the session
+            logger.debug("%s: send failed: %r", self.label, exc)
+            dropped += k
         self._seq = seq
         self._frame_ts[frame.index % FRAME_RING] = (frame.index, ts)
         self._last_ts = ts
@@ -411,18 +419,19 @@ class ViewerSender:
         if index != frame.index:
             return False
         marker = 0x80 if canon == frame.first_seq + len(frame.payloads) - 1 else 0
-        view, start = out.view, _RTP_HEADER_BYTES
+        slot, start = out.slots[0], _RTP_HEADER_BYTES
         if self.rtx_payload_type is not None:
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            _HEADER.pack_into(view, 0, 0x80, self.rtx_payload_type | marker, self._rtx_seq, ts & 0xFFFFFFFF, self.rtx_ssrc)
-            _RTX_OSN.pack_into(view, start, seq)
+            _HEADER.pack_into(slot, 0, 0x80, self.rtx_payload_type | marker, self._rtx_seq, ts & 0xFFFFFFFF, self.rtx_ssrc)
+            _RTX_OSN.pack_into(slot, start, seq)
             start += _RTX_OSN.size
         else:
-            _HEADER.pack_into(view, 0, 0x80, self.payload_type | marker, seq, ts & 0xFFFFFFFF, self._ssrc)
+            _HEADER.pack_into(slot, 0, 0x80, self.payload_type | marker, seq, ts & 0xFFFFFFFF, self._ssrc)
         end = start + len(payload)
-        view[start:end] = payload
+        slot[start:end] = payload
         try:
-            if not out.send(end):
+            out.protect(0, end)
+            if out.flush(1):
                 return False
         except (OSError, SrtpError):
             return False
