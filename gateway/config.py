@@ -69,10 +69,10 @@ class IngestConfig(Base):
     read_timeout: Seconds = 5.0
     backoff_initial: Seconds = 0.5
     backoff_max: Seconds = 30.0
-    #: Which RTSP client pulls cameras: "ffmpeg" (PyAV) or "native" (gateway.rtsp.client,
-    #: completes each picture on the RTP marker bit: one frame less latency). Per camera:
+    #: Which RTSP client pulls cameras: "native" (gateway.rtsp.client, completes each picture
+    #: on the RTP marker bit: one frame less latency) or "ffmpeg" (PyAV). Per camera:
     #: ``ingest-client`` in cameras.toml.
-    client: Literal["ffmpeg", "native"] = "ffmpeg"
+    client: Literal["ffmpeg", "native"] = "native"
     #: RTP transport of the native client: "tcp" (interleaved) or "udp"; FFmpeg uses TCP.
     transport: Literal["tcp", "udp"] = "tcp"
 

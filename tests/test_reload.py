@@ -101,17 +101,22 @@ async def test_reload_adds_changes_removes_refuses_and_applies_roles(make_gatewa
         + camera_toml("c-b", "demo", area="north", **{**SMALL, "width": 176})
         + camera_toml("c-c", "demo", area="north", **SMALL)
     )
+    reloaded_at = time.time()
     result = await reloader.reload(by="tester", via="test")
     assert result.ok and result.added == ["c-c"] and result.changed == ["c-b"] and result.restarted == ["c-b"], result
     await gw.wait_online("c-b", "c-c")
     assert (await gw.get_json("/api/cameras/c-b"))["width"] == 176
 
-    async def restart_gap() -> list:
+    async def recorded_since_restart() -> list:
         items = await gw.app[RECORDING].timeline("c-b", t0, time.time())
-        return [i for i in items if isinstance(i, Gap) and i.id is not None]
+        return [i for i in items if not isinstance(i, Gap) and i.start >= reloaded_at]
 
-    gaps = await poll(restart_gap, what="c-b's restart in its recording")
-    assert [g.reason for g in gaps] == [RESTARTED]
+    # c-b records on after its restart; a restart that left a hole in the recording (longer
+    # than a run's tolerance: the FFmpeg ingest takes ~0.5 s to reconnect, the native one a
+    # few ms) is catalogued as such, never as an unexplained gap
+    await poll(recorded_since_restart, what="c-b's recording after its restart")
+    items = await gw.app[RECORDING].timeline("c-b", t0, time.time())
+    assert [g.reason for g in items if isinstance(g, Gap) and g.id is not None] in ([], [RESTARTED])
     await viewer.keeps_receiving()
 
     # an invalid cameras.toml is refused whole, naming file and key; nothing changes
