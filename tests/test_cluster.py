@@ -73,6 +73,7 @@ class Node:
             [rtsp-out]
             enabled = true
             port = {self.rtsp}
+            allow-md5 = true
             [onvif-server]
             enabled = true
             port = {self.onvif}
@@ -393,6 +394,15 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
         async with admin.post(a.url + "/api/users/op1/rtsp-secret") as resp:
             assert resp.status == 200, await resp.text()
             device_secret = (await resp.json())["secret"]
+        # the secret issued on A is the account's on every node: B's re-stream takes it (Digest)
+        probe = await asyncio.create_subprocess_exec(
+            "ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name", "-of", "json",
+            f"rtsp://op1:{device_secret}@127.0.0.1:{b.rtsp}/cameras/{owned_by_b[0]}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(probe.communicate(), 30)
+        assert probe.returncode == 0, err.decode()
+        assert json.loads(out)["streams"][0] == {"codec_name": "h264"}
         snapped = owned_by_b[0]
         soap = envelope(f"<trt:GetSnapshotUri><trt:ProfileToken>{snapped}</trt:ProfileToken></trt:GetSnapshotUri>",
                         security_header("op1", device_secret))

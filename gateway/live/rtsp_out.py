@@ -8,7 +8,8 @@ a request without credentials is answered 401 with Digest challenges. Two ways i
   its **RTSP secret**. Digest needs the password (or ``H(user:realm:password)``) on the
   server, and Citygate keeps only Argon2 hashes of passwords, so the Digest password is not
   the account's password but a secret derived from it: ``HMAC(key, username, password
-  hash)`` with a key of this gateway (``rtsp-digest.key`` in the data dir). An
+  hash)`` with a key of this gateway (``rtsp-digest.key`` in the data dir; in a cluster,
+  a key every node derives from the cluster's secret, so a secret works on every node). An
   administrator issues it (``POST /api/users/{name}/rtsp-secret``, audited); it is random
   to anyone without the key, is never stored, is worthless elsewhere, and changes when
   the account's password is changed or reset, which ends the sessions made with it.
@@ -55,7 +56,7 @@ from gateway.access.relay import ON_BEHALF_HEADER, on_behalf_text
 from gateway.access.guard import principal as request_principal
 from gateway.appkeys import ACCESS, AUDIT, CAMERAS, CONFIG, DATABASE, IDENTITY
 from gateway.cameras import Camera, CameraManager
-from gateway.cluster.forward import CLUSTER_NODE
+from gateway.cluster.forward import CLUSTER_NODE, CLUSTER_SECRET
 from gateway.cluster.node import ClusterNode
 from gateway.config import Config, loopback_host
 from gateway.datadir import private_file
@@ -71,6 +72,8 @@ logger = logging.getLogger(__name__)
 
 PROFILES = ("main", "sub")
 KEY_FILE = "rtsp-digest.key"
+#: What a cluster's nodes derive their common credentials key from the cluster secret with.
+CLUSTER_KEY_LABEL = b"citygate: the key of RTSP and ONVIF device secrets"
 
 
 def stream_uri(config: Config, camera_id: str, profile: str = "main") -> str:
@@ -102,6 +105,17 @@ def rtsp_secret(key: bytes, username: str, password_hash: str) -> str:
     """The account's Digest secret: derived, never stored; changes with the password."""
     mac = hmac.new(key, b"citygate rtsp secret\0" + username.encode() + b"\0" + password_hash.encode(), hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()).decode("ascii")[:32]
+
+
+async def credentials_key(app: web.Application) -> bytes:
+    """The key of the accounts' RTSP (and ONVIF) secrets. Every node of a cluster derives
+    the same one from the cluster's secret: a secret issued on any node works on all of
+    them, also where the re-stream redirects a client to the camera's node. A single
+    gateway keeps its own key file."""
+    cluster_secret = app.get(CLUSTER_SECRET)
+    if cluster_secret is not None:
+        return hmac.new(cluster_secret, CLUSTER_KEY_LABEL, hashlib.sha256).digest()
+    return await asyncio.to_thread(load_key, app[CONFIG].data_dir / KEY_FILE)
 
 
 def load_key(path: Path) -> bytes:
@@ -405,7 +419,7 @@ async def rtsp_out_ctx(app: web.Application) -> AsyncIterator[None]:
     if not config.rtsp_out.enabled:
         yield
         return
-    key = await asyncio.to_thread(load_key, config.data_dir / KEY_FILE)
+    key = await credentials_key(app)
     async with RtspOut(
         config, cameras=app[CAMERAS], access=app[ACCESS], identity=app[IDENTITY], db=app[DATABASE], key=key,
         cluster=app.get(CLUSTER_NODE),

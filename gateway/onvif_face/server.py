@@ -56,7 +56,7 @@ from gateway.db import users
 from gateway.errors import BadRequest, CameraUnavailable, Conflict, Forbidden, GatewayError, NotFound
 from gateway.cluster.forward import verify_hop
 from gateway.cluster.hop import CLIENT_HEADER, HOP_HEADERS, NODE_HEADER
-from gateway.live.rtsp_out import KEY_FILE, load_key, rtsp_secret, stream_uri
+from gateway.live.rtsp_out import credentials_key, rtsp_secret, stream_uri
 from gateway.media.snapshot import snapshot_jpeg
 from gateway.onvif_face import soap
 from gateway.onvif_face.discovery import DiscoveryResponder
@@ -754,7 +754,7 @@ async def onvif_face_ctx(app: web.Application) -> AsyncIterator[None]:
     if not config.onvif_server.enabled:
         yield
         return
-    key = await asyncio.to_thread(load_key, config.data_dir / KEY_FILE)
+    key = await credentials_key(app)
     async with OnvifFace(
         config, access=app[ACCESS], identity=app[IDENTITY], cameras=app[CAMERAS], ptz=app[PTZ], audit=app[AUDIT],
         db=app[DATABASE], key=key,
