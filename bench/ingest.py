@@ -1,12 +1,13 @@
-"""Ingest cost: CPU and memory per passthrough camera at N = 1, 8, 32.
+"""Ingest cost: CPU and memory per passthrough camera at N = 1, 8, 32, for each RTSP client
+(the native one, the default, and FFmpeg's through PyAV).
 
-Each N runs in a fresh process: N RTSP sources (PyAV demux threads) into N hubs with
+Each N runs in a fresh process: N RTSP sources (a thread each) into N hubs with
 one reader each, for --seconds after a warm-up. The cameras are served by
 bench/camera_farm.py in another process, so their CPU is not counted. Prints CPU as %
 of one core per camera (process user+system time over wall time), RSS per camera
 (growth over the process before any camera started), and the frame rate each reader got.
 
-    python bench/ingest.py [--seconds 60] [--counts 1,8,32]
+    python bench/ingest.py [--seconds 60] [--counts 1,8,32] [--clients native,ffmpeg]
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure(url: str, count: int, seconds: float, warmup: float) -> dict:
+async def measure(url: str, count: int, seconds: float, warmup: float, client: str) -> dict:
     from gateway.config import IngestConfig
     from gateway.media.hub import StreamHub
     from gateway.media.source import RtspSource, SourceState
 
-    ingest = IngestConfig()
+    ingest = IngestConfig(client=client)
     base_rss = rss_bytes()
     hubs = [StreamHub(f"cam{i}") for i in range(count)]
 
@@ -82,9 +83,10 @@ async def measure(url: str, count: int, seconds: float, warmup: float) -> dict:
     }
 
 
-def run_child(url: str, count: int, seconds: float, warmup: float) -> dict:
+def run_child(url: str, count: int, seconds: float, warmup: float, client: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", url, "--counts", str(count), "--seconds", str(seconds), "--warmup", str(warmup)],
+        [sys.executable, __file__, "--child", url, "--counts", str(count), "--seconds", str(seconds), "--warmup", str(warmup),
+         "--clients", client],
         capture_output=True, text=True, check=True,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -97,11 +99,13 @@ def main() -> None:
     parser.add_argument("--counts", default="1,8,32")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--clients", default="native,ffmpeg", help="RTSP clients ([ingest] client) to measure, in order")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
+    clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     if args.child:
-        print(json.dumps(asyncio.run(measure(args.child, counts[0], args.seconds, args.warmup))))
+        print(json.dumps(asyncio.run(measure(args.child, counts[0], args.seconds, args.warmup, clients[0]))))
         return
 
     farm = subprocess.Popen(
@@ -115,11 +119,12 @@ def main() -> None:
         url = line[1]
         print(f"ingest benchmark: {args.width}x{args.height} 25 fps H.264 ~2 Mbit/s passthrough, "
               f"{args.seconds:.0f} s per run, {os.cpu_count()} cores")
-        print(f"{'cameras':>8} {'online':>7} {'CPU %/cam':>10} {'CPU % all':>10} {'RSS MiB/cam':>12} {'fps/cam':>8}")
+        print(f"{'client':>7} {'cameras':>8} {'online':>7} {'CPU %/cam':>10} {'CPU % all':>10} {'RSS MiB/cam':>12} {'fps/cam':>8}")
         for count in counts:
-            r = run_child(url, count, args.seconds, args.warmup)
-            print(f"{r['cameras']:>8} {r['online']:>7} {r['cpu_pct_per_camera']:>10.2f} {r['cpu_pct_total']:>10.1f} "
-                  f"{r['rss_mib_per_camera']:>12.2f} {r['fps_per_camera']:>8.1f}", flush=True)
+            for client in clients:
+                r = run_child(url, count, args.seconds, args.warmup, client)
+                print(f"{client:>7} {r['cameras']:>8} {r['online']:>7} {r['cpu_pct_per_camera']:>10.2f} {r['cpu_pct_total']:>10.1f} "
+                      f"{r['rss_mib_per_camera']:>12.2f} {r['fps_per_camera']:>8.1f}", flush=True)
         print("target at 32 cameras: <= 1.5 % of one core and <= 15 MiB RSS per camera")
     finally:
         farm.terminate()
