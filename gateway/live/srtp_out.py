@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 from typing import Any
 
 from cffi import FFI
@@ -60,16 +61,17 @@ class SrtpError(RuntimeError):
 
 
 def _sockaddr(address: tuple[Any, ...]) -> bytes:
-    """``struct sockaddr_in`` / ``sockaddr_in6`` of a socket-module address tuple."""
+    """``struct sockaddr_in`` / ``sockaddr_in6`` of a socket-module address tuple (the
+    family and scope id in the host's byte order, port and flow info in the network's)."""
     host, port = address[0], address[1]
     if ":" in host:
         flowinfo = address[2] if len(address) > 2 else 0
         scope = address[3] if len(address) > 3 else 0
         return (
-            socket.AF_INET6.to_bytes(2, "little") + port.to_bytes(2, "big") + flowinfo.to_bytes(4, "big")
-            + socket.inet_pton(socket.AF_INET6, host) + scope.to_bytes(4, "little")
+            socket.AF_INET6.to_bytes(2, sys.byteorder) + port.to_bytes(2, "big") + flowinfo.to_bytes(4, "big")
+            + socket.inet_pton(socket.AF_INET6, host) + scope.to_bytes(4, sys.byteorder)
         )
-    return socket.AF_INET.to_bytes(2, "little") + port.to_bytes(2, "big") + socket.inet_pton(socket.AF_INET, host) + bytes(8)
+    return socket.AF_INET.to_bytes(2, sys.byteorder) + port.to_bytes(2, "big") + socket.inet_pton(socket.AF_INET, host) + bytes(8)
 
 
 class SrtpOut:
