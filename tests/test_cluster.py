@@ -180,6 +180,17 @@ async def failover_gaps(db: Database, camera: str) -> list[str]:
         return [r for r in rows if r.startswith("node failover")]
 
 
+async def ffprobe(url: str) -> dict:
+    """The first stream of an RTSP URL as ffprobe (FFmpeg, an independent client) sees it."""
+    probe = await asyncio.create_subprocess_exec(
+        "ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name,width,height", "-of", "json",
+        url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(probe.communicate(), 30)
+    assert probe.returncode == 0, err.decode()
+    return json.loads(out)["streams"][0]
+
+
 async def audited(db: Database, action: str) -> list[dict]:
     async with db.connect() as conn:
         rows = (await conn.execute(sa.select(audit.c.outcome, audit.c.detail).where(audit.c.action == action))).all()
@@ -313,14 +324,8 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
         async with on_a.post(a.url + "/api/session", json={"username": "admin", "password": PASSWORD, "kind": "token"}) as resp:
             assert resp.status == 201, await resp.text()
             token = (await resp.json())["token"]
-        probe = await asyncio.create_subprocess_exec(
-            "ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name,width,height", "-of", "json",
-            f"rtsp://127.0.0.1:{a.rtsp}/cameras/{owned_by_b[0]}?token={token}",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(probe.communicate(), 30)
-        assert probe.returncode == 0, err.decode()
-        assert json.loads(out)["streams"][0] == {"codec_name": "h264", "width": 160, "height": 120}
+        stream = await ffprobe(f"rtsp://127.0.0.1:{a.rtsp}/cameras/{owned_by_b[0]}?token={token}")
+        assert stream == {"codec_name": "h264", "width": 160, "height": 120}
 
         # -- a viewer signed in on A watches a camera B runs: frames arrive ----------------
         camera = owned_by_b[0]
@@ -395,14 +400,7 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
             assert resp.status == 200, await resp.text()
             device_secret = (await resp.json())["secret"]
         # the secret issued on A is the account's on every node: B's re-stream takes it (Digest)
-        probe = await asyncio.create_subprocess_exec(
-            "ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=codec_name", "-of", "json",
-            f"rtsp://op1:{device_secret}@127.0.0.1:{b.rtsp}/cameras/{owned_by_b[0]}",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(probe.communicate(), 30)
-        assert probe.returncode == 0, err.decode()
-        assert json.loads(out)["streams"][0] == {"codec_name": "h264"}
+        assert (await ffprobe(f"rtsp://op1:{device_secret}@127.0.0.1:{b.rtsp}/cameras/{owned_by_b[0]}"))["codec_name"] == "h264"
         snapped = owned_by_b[0]
         soap = envelope(f"<trt:GetSnapshotUri><trt:ProfileToken>{snapped}</trt:ProfileToken></trt:GetSnapshotUri>",
                         security_header("op1", device_secret))
@@ -426,6 +424,24 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
             return [(u, cam, o, json.loads(d).get("node")) for u, cam, o, d in rows if json.loads(d).get("via") == "onvif"]
         assert await poll(onvif_snapshots, 10, "the ONVIF snapshot audited") == [("op1", snapped, "ok", "node-a")]
         assert any(e["reason"] == "bad signature" and e["path"].startswith("/onvif/") for e in await audited(db, "cluster.forged"))
+
+        # -- a PTZ command through A's face for B's camera runs on B (its PTZ service and
+        #    lock), audited there for the client A saw; a forged hop to B's PTZ service is refused
+        move = envelope(
+            f'<tptz:RelativeMove><tptz:ProfileToken>{snapped}</tptz:ProfileToken><tptz:Translation>'
+            f'<tt:PanTilt x="0.05" y="0"/></tptz:Translation></tptz:RelativeMove>', security_header("op1", device_secret),
+        )
+        soap_type = {"Content-Type": "application/soap+xml; charset=utf-8"}
+        async with aiohttp.ClientSession() as vms:
+            async with vms.post(f"http://127.0.0.1:{a.onvif}/onvif/ptz_service", data=move, headers=soap_type) as resp:
+                assert resp.status == 200 and "RelativeMoveResponse" in await resp.text(), await resp.text()
+            forged = {"X-Citygate-Node": "node-a", "X-Citygate-Time": f"{time.time():.3f}",
+                      "X-Citygate-Client": "10.0.0.1", "X-Citygate-Signature": "0" * 64, **soap_type}
+            async with vms.post(f"http://127.0.0.1:{b.onvif}/onvif/ptz_service?user=op1", data=move, headers=forged) as resp:
+                assert resp.status == 403
+        moved = await poll(lambda: audited(db, "onvif.RelativeMove"), 10, "the passed PTZ command audited")
+        assert [(e.get("node")) for e in moved] == ["node-a"]  # once, by B, naming the node that passed it
+        assert len([e for e in await audited(db, "cluster.forged") if e["path"] == "/onvif/ptz_service"]) == 1
         pushed = owned_by_b[1]
         async with station.ws_connect(c.url.replace("http", "ws") + "/api/events") as ws:
             async with operator.post(a.url + "/api/pushes", json={"cameras": [pushed], "stations": ["station1"],

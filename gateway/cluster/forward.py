@@ -129,7 +129,7 @@ def hop_headers(secret: bytes, node: str, *, method: str, path_qs: str, client: 
 
 class OwnerLink:
     """For a service with a port of its own (the ONVIF face), outside the API's middlewares:
-    who runs a camera, and a signed GET to that node's same service."""
+    who runs a camera, and a signed request to that node's same service."""
 
     def __init__(self, node: ClusterNode, secret: bytes, http: aiohttp.ClientSession) -> None:
         self.node = node
@@ -151,9 +151,20 @@ class OwnerLink:
 
     async def get(self, base_url: str, path_qs: str, client: str) -> tuple[int, str, bytes]:
         """GET ``path_qs`` of another node's service: (status, content type, body)."""
-        headers = hop_headers(self.secret, self.node.node, method="GET", path_qs=path_qs, client=client)
+        return await self.send("GET", base_url, path_qs, client)
+
+    async def send(
+        self, method: str, base_url: str, path_qs: str, client: str, body: bytes = b"", content_type: str | None = None,
+    ) -> tuple[int, str, bytes]:
+        """``method`` ``path_qs`` of another node's service, signed with ``body``: (status,
+        content type, body of the answer)."""
+        headers = hop_headers(self.secret, self.node.node, method=method, path_qs=path_qs, client=client, body=body)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         try:
-            async with self.http.get(base_url.rstrip("/") + path_qs, headers=headers, allow_redirects=False) as resp:
+            async with self.http.request(
+                method, base_url.rstrip("/") + path_qs, data=body or None, headers=headers, allow_redirects=False,
+            ) as resp:
                 return resp.status, resp.content_type, await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("cluster: %s unreachable for %s: %s", base_url, path_qs, exc)

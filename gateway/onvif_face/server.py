@@ -220,17 +220,35 @@ class OnvifFace:
         host = public or (request.url.host or self._face.bind)
         call_base = self._base(host, self._port)
         operation, principal, camera = "?", None, None
+        # in a cluster: a PTZ command another node's face passed here, for a camera running here
+        passed_by = request.headers.get(NODE_HEADER, "")[:64] if any(h in request.headers for h in HOP_HEADERS) else None
+        if passed_by is not None:
+            reason = await verify_hop(self.cluster.secret if self.cluster is not None else None, request)
+            if reason is not None:
+                return await self._refuse_forged(request, client, passed_by, reason)
+            client = request.headers[CLIENT_HEADER]
         try:
-            req = soap.parse_request(await request.read())
+            raw = await request.read()
+            req = soap.parse_request(raw)
             operation = req.operation
             if req.namespace == soap.TDS and operation == "GetSystemDateAndTime":
                 body = self._date_and_time()  # open to anyone: clients need it to stamp digests
             else:
                 handler = self._ops.get((req.namespace, operation))
-                principal = await self._authenticate(req, client, secure=request.secure)
+                if passed_by is not None:  # the passing node checked the credentials; the rights are checked again here
+                    if req.namespace != soap.TPTZ:
+                        raise not_authorized("only PTZ commands are passed between the nodes of a cluster")
+                    principal = await self._principal(request.query.get("user", "")[:64])
+                else:
+                    principal = await self._authenticate(req, client, secure=request.secure)
                 if handler is None:
                     raise soap.not_supported(operation)
-                body, camera = await handler(Call(req, principal, client, call_base, host))
+                call = Call(req, principal, client, call_base, host)
+                if passed_by is None and req.namespace == soap.TPTZ and self.cluster is not None:
+                    answer = await self._pass_to_owner(call, raw, request.path)
+                    if answer is not None:
+                        return answer  # the node running the camera executed and audited it
+                body, camera = await handler(call)
         except SoapFault as fault:
             camera = camera or getattr(fault, "camera", None)
             why = getattr(fault, "refused", None)
@@ -244,8 +262,45 @@ class OnvifFace:
             return self._answer(soap.fault_body(fault), fault.status)
         await self._audit.record(
             f"onvif.{operation}", user=principal.username if principal else None, client=client, camera=camera,
+            detail={"node": passed_by} if passed_by is not None else None,
         )
         return self._answer(body)
+
+    async def _pass_to_owner(self, call: Call, raw: bytes, path: str) -> web.Response | None:
+        """A PTZ command for a camera another node runs goes to that node's face, so its PTZ
+        service (the control lock, priorities, the driver) executes it; None: it runs here.
+        The account's rights on the camera are checked here first (refusals audited here)."""
+        assert self.cluster is not None and call.principal is not None
+        camera_id = _child_text(call.soap.body, "ProfileToken")
+        if not camera_id:
+            return None  # the operation's own check answers
+        camera = self._camera(call, "ptz.control", token=camera_id)
+        try:
+            owner = self.cluster.elsewhere(camera.id)
+        except GatewayError as exc:
+            raise _blamed(_fault_of(exc), camera=camera.id) from None
+        if owner is None:
+            return None
+        if owner.onvif_url is None:
+            raise _blamed(SoapFault("env:Receiver", ("ter:Action",), f"camera {camera.id} runs on node {owner.node}, "
+                                    "which has no ONVIF face"), camera=camera.id)
+        try:
+            status, content_type, body = await self.cluster.send(
+                "POST", owner.onvif_url, f"{path}?user={quote(call.principal.username, safe='')}", call.client, raw,
+                "application/soap+xml; charset=utf-8",
+            )
+        except GatewayError as exc:
+            raise _blamed(_fault_of(exc), camera=camera.id) from None
+        return web.Response(status=status, body=body, content_type=content_type or "application/soap+xml",
+                            charset="utf-8", headers={"Cache-Control": "no-store"})
+
+    async def _refuse_forged(self, request: web.Request, client: str, node: str, reason: str) -> web.Response:
+        await self._audit.record(
+            "cluster.forged", outcome="refused", client=client,
+            detail={"node": node, "reason": reason, "method": request.method, "path": request.path[:300]},
+        )
+        logger.warning("onvif: refused a request claiming to come from node %r: %s", node, reason)
+        return web.Response(status=403, text="not a request of this cluster's nodes\n", headers={"Cache-Control": "no-store"})
 
     @staticmethod
     def _answer(body: str, status: int = 200) -> web.Response:
@@ -506,13 +561,7 @@ class OnvifFace:
                 secret = self.cluster.secret if self.cluster is not None else None
                 reason = await verify_hop(secret, request)
                 if reason is not None:
-                    node = request.headers.get(NODE_HEADER, "")[:64]
-                    await self._audit.record(
-                        "cluster.forged", outcome="refused", client=client,
-                        detail={"node": node, "reason": reason, "method": request.method, "path": request.path[:300]},
-                    )
-                    logger.warning("onvif: refused a snapshot request claiming to come from node %r: %s", node, reason)
-                    return web.Response(status=403, text="not a request of this cluster's nodes\n", headers={"Cache-Control": "no-store"})
+                    return await self._refuse_forged(request, client, request.headers.get(NODE_HEADER, "")[:64], reason)
                 client = request.headers[CLIENT_HEADER]
                 try:
                     user_id = int(request.query.get("user", ""))
