@@ -17,7 +17,18 @@ capacity  One pre-encoded 1280x720 25 fps ~2 Mbit/s H.264 camera farm (bench/cam
 
     python bench/cluster.py control [--cameras 700] [--nodes 3] [--database-url URL]
     python bench/cluster.py failover [--cameras 6] [--kills 5] [--lease 4]
+viewers   The same farm, ``citygate serve --workers W`` for W = 1 and 2 in the same run with
+          --cameras cameras, and WebRTC viewers (aiortc, counting complete frames from the
+          clear RTP headers: bench/_client.py) spread evenly over the cameras, at each of
+          --viewers counts: how many hold the full 25 fps, and the CPU of every worker. All
+          offers go to the one port; a worker that does not run the camera forwards the offer
+          to the one that does, which then sends the media. The viewers run on the same
+          machine: on a small one they, not the gateway, may be what runs out first.
+
+    python bench/cluster.py control [--cameras 700] [--nodes 3] [--database-url URL]
+    python bench/cluster.py failover [--cameras 6] [--kills 5] [--lease 4]
     python bench/cluster.py capacity [--cameras 30] [--seconds 20]
+    python bench/cluster.py viewers [--cameras 4] [--viewers 40,100,160] [--seconds 15]
 """
 
 from __future__ import annotations
@@ -37,10 +48,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import aiohttp
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _client import free_port, process_cpu_seconds, stop_process  # noqa: E402
+import live  # noqa: E402  (bench/live.py: viewer processes)
+from _client import auth_headers, create_user, free_port, process_cpu_seconds, sign_in, stop_process  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -319,10 +332,8 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def capacity_run(workers: int, cameras: int, seconds: float, url: str) -> dict:
-    root = Path(tempfile.mkdtemp(prefix=f"citygate-w{workers}-"))
-    conf = root / "conf"
-    conf.mkdir()
+def write_farm_cameras(conf: Path, cameras: int, url: str) -> None:
+    """cameras.toml with ``cameras`` generic RTSP cameras cam0.. on the farm's ``url``, and the roles."""
     conf.joinpath("cameras.toml").write_text("".join(textwrap.dedent(f"""
         [[camera]]
         id = "cam{i}"
@@ -332,6 +343,13 @@ def capacity_run(workers: int, cameras: int, seconds: float, url: str) -> dict:
         url = "{url}"
     """) for i in range(cameras)))
     shutil.copy(REPO / "conf" / "roles.toml", conf / "roles.toml")
+
+
+def capacity_run(workers: int, cameras: int, seconds: float, url: str) -> dict:
+    root = Path(tempfile.mkdtemp(prefix=f"citygate-w{workers}-"))
+    conf = root / "conf"
+    conf.mkdir()
+    write_farm_cameras(conf, cameras, url)
     port = free_port()
     conf.joinpath("gateway.toml").write_text(f'[server]\nport = {port}\ndata-dir = "{root / "data"}"\n[recording]\nsegment-seconds = 2\n')
     log = root / "serve.log"
@@ -393,6 +411,94 @@ def capacity(args: argparse.Namespace) -> None:
     print(f"  ratio --workers 2 / --workers 1: {caps[1] / caps[0]:.2f}x the cameras")
 
 
+# -- viewers per worker count ------------------------------------------------------------------
+
+#: aiortc viewers per viewer process (each process is one event loop).
+VIEWERS_PER_PROCESS = 25
+FULL_RATE = 0.95 * 25
+
+
+def viewers_conf(root: Path, cameras: int, url: str, port: int, limit: int) -> Path:
+    conf = root / "conf"
+    conf.mkdir(parents=True)
+    write_farm_cameras(conf, cameras, url)
+    # all the viewers are one user's: lift the per-user limits along with the viewer limits
+    conf.joinpath("gateway.toml").write_text(
+        f'[server]\nport = {port}\ndata-dir = "{root / "data"}"\n[recording]\nsegment-seconds = 2\n'
+        f"[live]\nmax-viewers-per-camera = {limit}\nmax-viewers = {limit}\nmax-sessions-per-user = {limit}\n"
+        f"max-pending-per-user = {limit}\nmax-offers-per-minute = {10 * limit}\n"
+    )
+    return conf
+
+
+async def viewers_window(base: str, token: str | None, cameras: int, count: int, seconds: float, pids: list[int]) -> dict:
+    per_camera = [count // cameras + (1 if i < count % cameras else 0) for i in range(cameras)]
+    groups = [(f"cam{i}", min(VIEWERS_PER_PROCESS, n - j)) for i, n in enumerate(per_camera) for j in range(0, n, VIEWERS_PER_PROCESS)]
+    children: list[live.ViewerProcess] = []
+    try:
+        for camera, n in groups:
+            children.append(await live.ViewerProcess.start(base, n, token, camera))
+        ready = [await c.read(180) for c in children]
+        await live.wait_steady(children)
+        before_cpu = {p: process_cpu_seconds(p) for p in pids}
+        before = [await c.mark() for c in children]
+        t0 = time.monotonic()
+        await asyncio.sleep(seconds)
+        after = [await c.mark() for c in children]
+        cpu = [100 * (process_cpu_seconds(p) - before_cpu[p]) / (time.monotonic() - t0) for p in pids]
+    finally:
+        await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
+    fps = [(f1 - f0) / (a["t"] - b["t"]) for b, a in zip(before, after) for f0, f1 in zip(b["frames"], a["frames"])]
+    return {"viewers": count, "receiving": sum(r["receiving"] for r in ready), "full": sum(f >= FULL_RATE for f in fps),
+            "fps_min": min(fps, default=0.0), "cpu": cpu}
+
+
+def viewers_run(workers: int, cameras: int, counts: list[int], seconds: float, url: str) -> list[dict]:
+    root = Path(tempfile.mkdtemp(prefix=f"citygate-view-w{workers}-"))
+    port = free_port()
+    conf = viewers_conf(root, cameras, url, port, max(counts) + 10)
+    password = create_user(conf, "bench")
+    log = root / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(conf), "--workers", str(workers)], cwd=REPO,
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    db = root / "data" / "citygate.db"
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if workers > 1:
+            wait(lambda: db.exists() and len(set(owners(db).values())) == workers, 120, "the cameras spread over the workers")
+
+        async def measure_all() -> list[dict]:
+            await live.wait_http(base, proc, log, timeout=60)
+            token = await sign_in(base, "bench", password) if password else None
+            async with aiohttp.ClientSession(headers=auth_headers(token)) as http:
+                for i in range(cameras):
+                    await live.wait_camera_online(http, base, f"cam{i}")
+            pids = [p for p in ([proc.pid] + children(proc.pid)) if workers == 1 or p != proc.pid]
+            return [await viewers_window(base, token, cameras, n, seconds, pids) for n in counts]
+
+        return asyncio.run(measure_all())
+    finally:
+        stop_process(proc, 30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def viewers(args: argparse.Namespace) -> None:
+    counts = [int(c) for c in args.viewers.split(",") if c.strip()]
+    farm, url = start_farm(free_port())
+    try:
+        runs = {w: viewers_run(w, args.cameras, counts, args.seconds, url) for w in (1, 2)}
+    finally:
+        stop_process(farm)
+    print(f"viewers: {args.cameras} cameras 1280x720 25 fps ~2 Mbit/s, WebRTC viewers spread over them, "
+          f"{args.seconds:.0f} s windows, {os.cpu_count()} cores (viewers on the same machine)")
+    print(f"{'workers':>7} {'viewers':>7} {'at 25 fps':>9} {'fps min':>7}  worker CPU % of a core")
+    for w, rows in runs.items():
+        for r in rows:
+            print(f"{w:>7} {r['viewers']:>7} {r['full']:>9} {r['fps_min']:>7.1f}  {' + '.join(f'{c:.0f}' for c in r['cpu'])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -408,11 +514,17 @@ def main() -> None:
     k = sub.add_parser("capacity")
     k.add_argument("--cameras", type=int, default=30)
     k.add_argument("--seconds", type=float, default=20.0)
+    v = sub.add_parser("viewers")
+    v.add_argument("--cameras", type=int, default=4)
+    v.add_argument("--viewers", default="40,100,160")
+    v.add_argument("--seconds", type=float, default=15.0)
     args = parser.parse_args()
     if args.what == "control":
         asyncio.run(control(args))
     elif args.what == "failover":
         failover(args)
+    elif args.what == "viewers":
+        viewers(args)
     else:
         capacity(args)
 

@@ -222,9 +222,9 @@ async def sub_first_frames(http: aiohttp.ClientSession, base: str, sessions: int
 # -- 3: many non-decoding viewers in child processes --------------------------------------
 
 
-async def child_viewers(base: str, count: int, token: str | None) -> None:
-    """Child process: ``count`` peers that count frames without decoding (``viewer_counter``);
-    driven over stdin."""
+async def child_viewers(base: str, count: int, token: str | None, camera_id: str = CAMERA_ID) -> None:
+    """Child process: ``count`` peers of ``camera_id`` that count frames without decoding
+    (``viewer_counter``); driven over stdin."""
     counter = viewer_counter()
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(headers=auth_headers(token)) as http:
@@ -232,7 +232,7 @@ async def child_viewers(base: str, count: int, token: str | None) -> None:
 
         async def one():
             async with limit:
-                return await open_viewer(http, base, CAMERA_ID)
+                return await open_viewer(http, base, camera_id)
 
         results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
         viewers = [v for v in results if not isinstance(v, BaseException)]
@@ -264,9 +264,9 @@ class ViewerProcess:
         self.proc = proc
 
     @classmethod
-    async def start(cls, base: str, count: int, token: str | None) -> ViewerProcess:
+    async def start(cls, base: str, count: int, token: str | None, camera_id: str = CAMERA_ID) -> ViewerProcess:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--child-viewers", str(count), "--url", base,
+            sys.executable, __file__, "--child-viewers", str(count), "--url", base, "--camera", camera_id,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, env={**os.environ, "BENCH_TOKEN": token or ""},
         )
         return cls(proc)
@@ -584,9 +584,10 @@ def main() -> None:
                         help="the gateway's RTSP ingest ([ingest] client); native completes pictures on the marker bit")
     parser.add_argument("--child-viewers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--camera", default=CAMERA_ID, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_viewers:
-        asyncio.run(child_viewers(args.url, args.child_viewers, os.environ.get("BENCH_TOKEN") or None))
+        asyncio.run(child_viewers(args.url, args.child_viewers, os.environ.get("BENCH_TOKEN") or None, args.camera))
         return
     if args.quick:
         args.seconds, args.warmup = 5.0, 2.0
