@@ -493,10 +493,11 @@ def viewers(args: argparse.Namespace) -> None:
         stop_process(farm)
     print(f"viewers: {args.cameras} cameras 1280x720 25 fps ~2 Mbit/s, WebRTC viewers spread over them, "
           f"{args.seconds:.0f} s windows, {os.cpu_count()} cores (viewers on the same machine)")
-    print(f"{'workers':>7} {'viewers':>7} {'at 25 fps':>9} {'fps min':>7}  worker CPU % of a core")
+    print(f"{'workers':>7} {'viewers':>7} {'receiving':>9} {'at 25 fps':>9} {'fps min':>7}  worker CPU % of a core")
     for w, rows in runs.items():
         for r in rows:
-            print(f"{w:>7} {r['viewers']:>7} {r['full']:>9} {r['fps_min']:>7.1f}  {' + '.join(f'{c:.0f}' for c in r['cpu'])}")
+            print(f"{w:>7} {r['viewers']:>7} {r['receiving']:>9} {r['full']:>9} {r['fps_min']:>7.1f}  "
+                  f"{' + '.join(f'{c:.0f}' for c in r['cpu'])}")
 
 
 def main() -> None:
