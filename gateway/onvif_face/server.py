@@ -13,7 +13,8 @@ Media   GetProfiles, GetProfile (one profile per camera the account may watch: `
         token that expires after ``snapshot-uri-seconds``: HTTP Digest is not offered)
 PTZ     ContinuousMove, Stop, AbsoluteMove, RelativeMove, GetStatus, GetPresets, GotoPreset,
         on cameras where the account has ``ptz.control``; every command goes through the
-        gateway's PTZ service, so the control lock, priorities and its audit apply
+        gateway's PTZ service, so the control lock, priorities and its audit apply (in a
+        cluster, the PTZ service of the node running the camera: the command is passed there)
 
 Authentication: WS-UsernameToken. A PasswordDigest can only be checked by a server that
 holds the secret itself, and Citygate keeps account passwords only as Argon2 hashes; so the
@@ -130,8 +131,8 @@ class OnvifFace:
         self._tls = self._ssl_context()
         #: Stable across restarts of the same installation (WS-Discovery endpoint, serial).
         self.device_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"citygate:{config.data_dir}")
-        #: In a cluster: the node running each camera, to pass snapshot requests to (set by
-        #: ``gateway.cluster.wiring`` while the node runs).
+        #: In a cluster: the node running each camera, to pass snapshot requests and PTZ
+        #: commands to (set by ``gateway.cluster.wiring`` while the node runs).
         self.cluster: OwnerLink | None = None
         self._ops: dict[tuple[str, str], Operation] = {
             (soap.TDS, "GetDeviceInformation"): self._device_information,
