@@ -392,6 +392,11 @@ class _Feed:
     def _work(self) -> None:
         serve(self._inbox, self._process, self._frames.reset, logger, f"camera {self.id}: analytics decoding")
 
+    def expect_mask_stage(self) -> None:
+        """The camera is masked: its mask stage will hand its pictures over, so the public
+        stream (the GOP it starts with too) is not decoded unless they stop coming."""
+        self._shared_at = time.monotonic()
+
     def from_mask_stage(self, pts: int, wallclock: float, picture: av.VideoFrame) -> None:
         """The mask stage's worker hands over a masked picture: the same picture the public
         hub carries (before its re-encoding), without decoding it a second time."""
@@ -472,6 +477,9 @@ class CameraAnalytics:
             slot.start()
         # a masked camera's mask stage decodes every picture already: take its masked ones
         self.camera.tap_masked_pictures(self._from_mask_stage)
+        if self.camera.masked:  # its pictures are coming: do not decode the cached GOP meanwhile
+            for feed in self.feeds:
+                feed.expect_mask_stage()
         self._watchdog = asyncio.create_task(self._watch(), name=f"analytics-watchdog:{self.id}")
 
     async def aclose(self) -> None:
