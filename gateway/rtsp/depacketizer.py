@@ -351,19 +351,25 @@ class Depacketizer:
                 return
             else:
                 body = payload[3:]
-            don, ts, fragment = self._ifragment
-            fragment += body
-            if len(fragment) > MAX_ACCESS_UNIT:
-                raise OversizedAccessUnit(
-                    f"the camera sent a NAL unit larger than {MAX_ACCESS_UNIT // (1024 * 1024)} MiB without ending it"
-                )
-            if fu & 0x40:
-                self._ifragment = None
-                self._hold(don, ts, bytes(fragment))
+            self._continue_fragment(body, last=bool(fu & 0x40))
         elif kind < 48:
             self._hold(self._extend_don(int.from_bytes(payload[2:4], "big")), timestamp, payload[:2] + payload[4:])
         else:
             self._unsupported(kind)
+
+    def _continue_fragment(self, body: bytes, *, last: bool) -> None:
+        """Add ``body`` to the fragmented NAL unit begun (H.264 FU-B, H.265 FU with DONL);
+        held for decoding order once its ``last`` fragment came."""
+        assert self._ifragment is not None
+        don, ts, fragment = self._ifragment
+        fragment += body
+        if len(fragment) > MAX_ACCESS_UNIT:
+            raise OversizedAccessUnit(
+                f"the camera sent a NAL unit larger than {MAX_ACCESS_UNIT // (1024 * 1024)} MiB without ending it"
+            )
+        if last:
+            self._ifragment = None
+            self._hold(don, ts, bytes(fragment))
 
     def _add_interleaved(self, payload: bytes, timestamp: int) -> None:
         if not payload:
@@ -422,15 +428,7 @@ class Depacketizer:
                 return
             else:
                 body = payload[2:]
-            don, ts, fragment = self._ifragment
-            fragment += body
-            if len(fragment) > MAX_ACCESS_UNIT:
-                raise OversizedAccessUnit(
-                    f"the camera sent a NAL unit larger than {MAX_ACCESS_UNIT // (1024 * 1024)} MiB without ending it"
-                )
-            if fu & 0x40:
-                self._ifragment = None
-                self._hold(don, ts, bytes(fragment))
+            self._continue_fragment(body, last=bool(fu & 0x40))
         elif kind == H264_STAP_A:
             i = 1
             while i + 2 <= n:
