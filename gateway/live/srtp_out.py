@@ -109,7 +109,6 @@ class SrtpOut:
             header.msg_namelen = len(name)
             header.msg_iov = ffi.addressof(self._iov, k)
             header.msg_iovlen = 1
-        self._iov_lengths = [0] * BATCH
 
     def protect(self, k: int, length: int) -> None:
         """Protect the ``length`` bytes of slot ``k`` in place."""
@@ -119,7 +118,6 @@ class SrtpOut:
         if status:
             raise SrtpError(f"srtp_protect failed with status {status}")
         self._iov[k].iov_len = cell[0]
-        self._iov_lengths[k] = cell[0]
 
     def flush(self, count: int) -> int:
         """Send protected slots ``0..count-1``; returns how many were dropped."""
@@ -141,7 +139,7 @@ class SrtpOut:
         dropped = 0
         for k in range(count):
             try:
-                self._socket.sendto(self.slots[k][: self._iov_lengths[k]], self._address)
+                self._socket.sendto(self.slots[k][: self._iov[k].iov_len], self._address)
             except BlockingIOError:
                 dropped += 1
         return dropped
