@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.failure_notes import NOTES
+
 pytest_plugins = ["tests.fixtures_app", "tests.fixtures_cameras", "tests.fixtures_s3", "tests.fixtures_browser"]
 
 #: How long threads a test left behind get to finish once every test has run.
@@ -26,7 +28,10 @@ _EXIT = pytest.StashKey[int]()
 def pytest_unconfigure(config: pytest.Config) -> None:
     """A non-daemon thread left running by a library (a decoder, an executor) would keep the
     interpreter from exiting after the summary, and CI would wait for its time limit instead
-    of reporting. Name those threads, dump their stacks and end with the suite's own status."""
+    of reporting. Name those threads, dump their stacks and end with the suite's own status.
+    First, what failing tests left to explain themselves: last, where CI's excerpt shows it."""
+    for test, note in NOTES:
+        print(f"\n--- left by {test} ---\n{note}")
     stragglers = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     deadline = time.monotonic() + STRAGGLER_GRACE
     for thread in stragglers:

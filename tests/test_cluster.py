@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from gateway.db import Database, audit, export_register, export_requests, recording_gaps, segments
 from gateway.recording.index import Catalogue
 from citygate_plugins.cameras.onvif import envelope, security_header
+from tests import failure_notes
 from tests.fixtures_app import ROOT, camera_toml
 from tests.fixtures_cameras import free_port
 from tests.fixtures_s3 import MotoServer
@@ -602,4 +603,8 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
             await http.close()
         await asyncio.gather(*(n.stop() for n in nodes.values()))
         await db.__aexit__(None, None, None)
-        import sys as _s; [print(n.name, n.output.result().decode()[-20000:], file=_s.stderr) for n in nodes.values() if n.output is not None and n.output.done()]  # DEBUG
+        if sys.exc_info()[0] is not None:  # failing: leave each node's cluster log for the summary
+            for n in nodes.values():
+                if n.output is not None and n.output.done() and not n.output.cancelled():
+                    lines = [ln for ln in n.output.result().decode(errors="replace").splitlines() if "cluster: " in ln or "ERROR" in ln]
+                    failure_notes.leave(f"test_cluster {n.name}", "\n".join(ln[:160] for ln in lines[-20:]))
