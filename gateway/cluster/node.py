@@ -10,6 +10,11 @@ Every tick (a third of the lease time) a node
 4. gives away cameras above its share (a few per tick, stopping each one first so its last
    segment is stored before the lease goes), and takes free or expired ones below it.
 
+Giving a camera away runs beside the ticks, never inside one: stopping a camera waits for
+its last segment to reach storage, which can take seconds, and a tick held up that long
+would miss its heartbeat and renewals: the other nodes would count this node dead and the
+camera's lease would lapse under the recorder still fenced by it.
+
 Which free cameras a node reaches for first is rendezvous hashing of (camera, node), so
 nodes starting together reach for different cameras and rarely race for the same one;
 when they do, the lease's conditional UPDATE decides. A camera whose lease expired is a
@@ -152,6 +157,8 @@ class ClusterNode:
         self._owners: dict[str, Owner] = {}
         self._nodes: dict[str, NodeInfo] = {}
         self._starting: dict[str, asyncio.Task[None]] = {}
+        #: Camera id -> the task stopping and releasing it (its lease is renewed meanwhile).
+        self._leaving: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ticked = asyncio.Event()
         #: How this node describes a running camera for the others' camera lists.
@@ -247,7 +254,8 @@ class ClusterNode:
         for task in self._starting.values():
             task.cancel()
         # hand every camera over at once: stop it (its last segment stored), then release
-        await asyncio.gather(*(self._give_away(cid) for cid in list(self._owned)), return_exceptions=True)
+        staying = [cid for cid in self._owned if cid not in self._leaving]
+        await asyncio.gather(*self._leaving.values(), *(self._give_away(cid) for cid in staying), return_exceptions=True)
         with contextlib.suppress(Exception):
             async with self._db.begin() as conn:
                 await conn.execute(cluster_nodes.update().where(cluster_nodes.c.node == self.node).values(heartbeat_at=0.0, cameras=0))
@@ -269,16 +277,16 @@ class ClusterNode:
         await self._read_cluster(now)
         await self._publish_views(now)
         share = self.share(now)
-        if len(self._owned) > share:
-            extra = len(self._owned) - share
+        staying = [cid for cid in self._owned if cid not in self._leaving]
+        if len(staying) > share:
+            extra = len(staying) - share
             # a few at a time, so a joining node does not make every viewer reconnect at once,
             # but a quarter of the surplus at least, so a large rebalance ends in a few ticks
             count = min(extra, max(RELEASE_PER_TICK, math.ceil(extra / 4)))
-            surplus = sorted(self._owned, key=lambda cid: _rank(cid, self.node))[:count]
-            for cid in surplus:
-                await self._give_away(cid)
-        elif len(self._owned) < share:
-            await self._take(now, share - len(self._owned))
+            for cid in sorted(staying, key=lambda cid: _rank(cid, self.node))[:count]:
+                self._leaving[cid] = asyncio.create_task(self._leave(cid), name=f"cluster-leave-{cid}")
+        elif len(staying) < share:
+            await self._take(now, share - len(staying))
 
     def share(self, now: float) -> int:
         """How many cameras this node should own now."""
@@ -317,6 +325,8 @@ class ClusterNode:
         for cid, lease in list(self._owned.items()):
             if held.get(cid) == lease.epoch:
                 self._owned[cid] = Lease(lease.name, self.node, lease.epoch, now + self.ttl)
+            elif cid in self._leaving:  # on its way out already: only the release is moot now
+                self._owned.pop(cid, None)
             else:
                 logger.error("cluster: lost the lease of camera %s (epoch %d); stopping it here", cid, lease.epoch)
                 await self._stop_here(cid)
@@ -326,7 +336,9 @@ class ClusterNode:
         may have it now, and its writes would be refused anyway."""
         now = self._clock()
         for cid, lease in list(self._owned.items()):
-            if lease.expires_at < now:
+            if lease.expires_at < now and cid in self._leaving:
+                self._owned.pop(cid, None)  # being stopped already
+            elif lease.expires_at < now:
                 logger.error("cluster: the lease of camera %s ran out without the database; stopping it here", cid)
                 await self._stop_here(cid)
 
@@ -418,6 +430,15 @@ class ClusterNode:
         self._owned.pop(cid, None)
         await self._started(cid)
         await self.cameras.stop_camera(cid)
+
+    async def _leave(self, cid: str) -> None:
+        try:
+            await self._give_away(cid)
+        except Exception:
+            logger.exception("cluster: giving camera %s away failed; its lease runs out", cid)
+            self._owned.pop(cid, None)
+        finally:
+            self._leaving.pop(cid, None)
 
     async def _give_away(self, cid: str) -> None:
         lease = self._owned.get(cid)
