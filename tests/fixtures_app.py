@@ -153,6 +153,44 @@ async def database_url(tmp_path: Path) -> AsyncIterator[str]:
             await conn.close()
 
 
+async def start_gateway(
+    conf: Path, cameras: str, gateway_toml: str = "", plugins: Plugins | None = None, port: int | None = None,
+    database_url: str | None = None,
+) -> RunningGateway:
+    """A gateway configured in the new directory ``conf`` (its data beneath it), serving on
+    loopback, with ``tester`` (operator, every area) signed in. ``database_url``: a database
+    other than the data dir's SQLite file."""
+    conf.mkdir()
+    (conf / "cameras.toml").write_text(textwrap.dedent(cameras))
+    base = '[server]\ndata-dir = "data"\n'
+    if "[ingest]" not in gateway_toml:  # a test may set its own ingest timeouts
+        base += '[ingest]\nbackoff-initial = 0.2\nbackoff-max = 2.0\nread-timeout = 3.0\n'
+    if database_url is not None:
+        base += f'[database]\nurl = "{database_url}"\n'
+    (conf / "gateway.toml").write_text(base + textwrap.dedent(gateway_toml))
+    (conf / "roles.toml").write_text((ROOT / "conf" / "roles.toml").read_text())
+    plugins = plugins or load_plugins()
+    backends = plugins.storage_backends()
+    config = config_mod.load(conf, vendors=plugins.camera_vendors(), storage_backends=backends or None)
+    app = build_app(config, plugins, load_roles(conf), on_first_admin=lambda *_: None, password_hasher=FAST_HASHER)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    anonymous = aiohttp.ClientSession()
+    gw = RunningGateway(app, server, anonymous, conf, anonymous, [anonymous])
+    try:
+        gw.session = await gw.sign_in("tester", role="operator", all_areas=True)
+    except BaseException:
+        await stop_gateway(gw)
+        raise
+    return gw
+
+
+async def stop_gateway(gw: RunningGateway) -> None:
+    for session in gw._sessions:
+        await session.close()
+    await gw.server.close()
+
+
 @pytest.fixture
 async def make_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[GatewayFactory]:
     """``await make_gateway(cameras_toml, gateway_toml="", plugins=None, port=None)`` → a running
@@ -160,32 +198,14 @@ async def make_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[Gatew
     running: list[RunningGateway] = []
 
     async def factory(cameras: str, gateway_toml: str = "", plugins: Plugins | None = None, port: int | None = None) -> RunningGateway:
-        conf = tmp_path / f"conf{len(running)}"
-        conf.mkdir()
-        (conf / "cameras.toml").write_text(textwrap.dedent(cameras))
-        base = '[server]\ndata-dir = "data"\n'
-        if "[ingest]" not in gateway_toml:  # a test may set its own ingest timeouts
-            base += '[ingest]\nbackoff-initial = 0.2\nbackoff-max = 2.0\nread-timeout = 3.0\n'
-        if not running and os.environ.get(PG_ENV):
-            base += f'[database]\nurl = "{database_url}"\n'
-        (conf / "gateway.toml").write_text(base + textwrap.dedent(gateway_toml))
-        (conf / "roles.toml").write_text((ROOT / "conf" / "roles.toml").read_text())
-        plugins = plugins or load_plugins()
-        backends = plugins.storage_backends()
-        config = config_mod.load(conf, vendors=plugins.camera_vendors(), storage_backends=backends or None)
-        app = build_app(config, plugins, load_roles(conf), on_first_admin=lambda *_: None, password_hasher=FAST_HASHER)
-        server = TestServer(app, host="127.0.0.1", port=port)
-        await server.start_server()
-        anonymous = aiohttp.ClientSession()
-        gw = RunningGateway(app, server, anonymous, conf, anonymous, [anonymous])
+        # the first gateway of a test uses CI's PostgreSQL when it is given
+        url = database_url if not running and os.environ.get(PG_ENV) else None
+        gw = await start_gateway(tmp_path / f"conf{len(running)}", cameras, gateway_toml, plugins, port, url)
         running.append(gw)
-        gw.session = await gw.sign_in("tester", role="operator", all_areas=True)
         return gw
 
     try:
         yield factory
     finally:
         for gw in reversed(running):
-            for session in gw._sessions:
-                await session.close()
-            await gw.server.close()
+            await stop_gateway(gw)

@@ -7,6 +7,7 @@ Only Playwright's driver is used (no ``playwright install``): the system Chromiu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -44,14 +45,20 @@ requires_chromium = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[playwright_api.Browser]:
+@contextlib.asynccontextmanager
+async def launched_chromium() -> AsyncIterator[playwright_api.Browser]:
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             yield browser
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[playwright_api.Browser]:
+    async with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,9 @@
 demo camera: the timeline, playing with hls.js, 2× speed, seeking by clicking on the
 timeline, and the refusal for a role without ``playback.view``.
 
+One gateway records for the whole module (the tests only read its recordings), and one
+Chromium serves it: both run on the module's event loop.
+
 Same requirements as tests/test_webclient.py: Debian's ``chromium``, Playwright for Python
 (its driver only) and hls.js from npm. A screenshot of the page goes to /tmp/playback.png.
 """
@@ -16,16 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytest_asyncio
 
 from gateway.media.timecode import read_timecode
-from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml
+from tests.fixtures_app import TEST_PASSWORD, RunningGateway, camera_toml, start_gateway, stop_gateway
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
 
 from tests.fixtures_browser import CHROMIUM  # noqa: E402
-from tests.fixtures_browser import wait_for_function  # noqa: E402
+from tests.fixtures_browser import launched_chromium, wait_for_function  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 SCREENSHOT = Path(os.environ.get("CITYGATE_PLAYBACK_SCREENSHOT", "/tmp/playback.png"))
 CAMERA = camera_toml("d1", "demo", width=320, height=240)
@@ -36,7 +43,13 @@ CLOCK = f"{PAGE} .playback-clock"
 VIDEO = f"{PAGE} video"
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[playwright_api.Browser]:
+    async with launched_chromium() as browser:
+        yield browser
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def page(browser: playwright_api.Browser) -> AsyncIterator[playwright_api.Page]:
     context = await browser.new_context(viewport={"width": 1280, "height": 720})
     page = await context.new_page()
@@ -50,20 +63,24 @@ async def page(browser: playwright_api.Browser) -> AsyncIterator[playwright_api.
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
-@pytest.fixture
-async def recorded(make_gateway, hls_js) -> tuple[RunningGateway, list[dict]]:  # noqa: F811
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def recorded(tmp_path_factory, hls_js) -> AsyncIterator[tuple[RunningGateway, list[dict]]]:  # noqa: F811
     """A gateway that has recorded the demo camera for ~9 s; its recorded segments."""
-    gw = await make_gateway(CAMERA, RECORDING)
-    await gw.wait_online("d1")
-    since = time.time() - 60
-    deadline = time.monotonic() + 40
-    while True:
-        answer = await gw.get_json("/api/cameras/d1/recordings", params={"from": since, "to": time.time()})
-        segments = [i for i in answer["items"] if i["kind"] == "segment"]
-        if sum(s["duration"] for s in segments) >= 9.0:
-            return gw, segments
-        assert time.monotonic() < deadline, f"not enough recorded: {answer}"
-        await asyncio.sleep(0.5)
+    gw = await start_gateway(tmp_path_factory.mktemp("playback") / "conf", CAMERA, RECORDING)
+    try:
+        await gw.wait_online("d1")
+        since = time.time() - 60
+        deadline = time.monotonic() + 40
+        while True:
+            answer = await gw.get_json("/api/cameras/d1/recordings", params={"from": since, "to": time.time()})
+            segments = [i for i in answer["items"] if i["kind"] == "segment"]
+            if sum(s["duration"] for s in segments) >= 9.0:
+                break
+            assert time.monotonic() < deadline, f"not enough recorded: {answer}"
+            await asyncio.sleep(0.5)
+        yield gw, segments
+    finally:
+        await stop_gateway(gw)
 
 
 # --------------------------------------------------------------------------------------
@@ -275,8 +292,8 @@ async def test_clicking_the_timeline_seeks(recorded, page) -> None:
     assert await page.eval_on_selector(VIDEO, "v => v.paused")
 
 
-async def test_district_police_is_refused(make_gateway, page) -> None:
-    gw = await make_gateway(CAMERA, RECORDING)
+async def test_district_police_is_refused(recorded, page) -> None:
+    gw, _ = recorded
     await gw.sign_in("pc", role="district-police", areas=("centre",))
     await open_playback(page, gw, "pc")
     await page.wait_for_selector("#user-menu:not([hidden])")
