@@ -58,6 +58,7 @@ class PositionLog:
         self._last: dict[str, PoseSample] = {}
         self._after_command: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._pruned = 0.0
 
     async def __aenter__(self) -> PositionLog:
@@ -65,10 +66,12 @@ class PositionLog:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # the writer is asked to stop, never cancelled: a cancel landing inside a write can
+        # leave SQLite's write lock with a connection that only the garbage collector closes,
+        # and every later write (the audit log's last entries) waits for it
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
         await self.flush()
 
     # -- from trackers (event loop) -------------------------------------------------------
@@ -96,8 +99,9 @@ class PositionLog:
 
     # -- writing ------------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), FLUSH_SECONDS)
             try:
                 await self.flush()
                 if self._clock() - self._pruned >= PRUNE_SECONDS:
