@@ -87,8 +87,8 @@ class SeaweedFS:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(10)
+            try:  # weed's graceful stop takes over 10 s; the test's data need not survive it
+                self.process.wait(2)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
