@@ -453,7 +453,7 @@ async def viewers_window(base: str, token: str | None, cameras: int, count: int,
             "fps_min": min(fps, default=0.0), "cpu": cpu}
 
 
-def viewers_run(workers: int, cameras: int, counts: list[int], seconds: float, url: str) -> list[dict]:
+def viewers_run(workers: int, cameras: int, counts: list[int], seconds: float, url: str, keep: bool = False) -> list[dict]:
     root = Path(tempfile.mkdtemp(prefix=f"citygate-view-w{workers}-"))
     port = free_port()
     conf = viewers_conf(root, cameras, url, port, max(counts) + 10)
@@ -481,14 +481,17 @@ def viewers_run(workers: int, cameras: int, counts: list[int], seconds: float, u
         return asyncio.run(measure_all())
     finally:
         stop_process(proc, 30)
-        shutil.rmtree(root, ignore_errors=True)
+        if keep:
+            print(f"kept: {root} (the gateway's log is serve.log)", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def viewers(args: argparse.Namespace) -> None:
     counts = [int(c) for c in args.viewers.split(",") if c.strip()]
     farm, url = start_farm(free_port())
     try:
-        runs = {w: viewers_run(w, args.cameras, counts, args.seconds, url) for w in (1, 2)}
+        runs = {w: viewers_run(w, args.cameras, counts, args.seconds, url, args.keep) for w in args.workers}
     finally:
         stop_process(farm)
     print(f"viewers: {args.cameras} cameras 1280x720 25 fps ~2 Mbit/s, WebRTC viewers spread over them, "
@@ -519,6 +522,8 @@ def main() -> None:
     v.add_argument("--cameras", type=int, default=4)
     v.add_argument("--viewers", default="40,100,160")
     v.add_argument("--seconds", type=float, default=15.0)
+    v.add_argument("--workers", type=lambda text: [int(w) for w in text.split(",")], default=[1, 2], help="e.g. 1,2 (the default)")
+    v.add_argument("--keep", action="store_true", help="keep each run's data dir and log")
     args = parser.parse_args()
     if args.what == "control":
         asyncio.run(control(args))
