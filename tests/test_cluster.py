@@ -414,6 +414,15 @@ async def test_three_nodes_share_cameras_forward_views_and_fail_over(
             async with vms.get(uri) as resp:
                 assert resp.status == 200 and resp.content_type == "image/jpeg", await resp.text()
                 assert (await resp.read()).startswith(b"\xff\xd8")
+            # A's profile of B's camera describes B's stream (A's hub of it has seen nothing)
+            profile = envelope(f"<trt:GetProfile><trt:ProfileToken>{snapped}</trt:ProfileToken></trt:GetProfile>",
+                               security_header("op1", device_secret))
+            async with vms.post(f"http://127.0.0.1:{a.onvif}/onvif/media_service", data=profile,
+                                headers={"Content-Type": "application/soap+xml; charset=utf-8"}) as resp:
+                described = await resp.text()
+                assert resp.status == 200, described
+            assert "<tt:Encoding>H264</tt:Encoding>" in described
+            assert "<tt:Width>160</tt:Width>" in described and "<tt:Height>120</tt:Height>" in described
             forged = {"X-Citygate-Node": "node-a", "X-Citygate-Time": f"{time.time():.3f}",
                       "X-Citygate-Client": "10.0.0.1", "X-Citygate-Signature": "0" * 64}
             async with vms.get(f"http://127.0.0.1:{b.onvif}/onvif/snapshot/{snapped}?user=1", headers=forged) as resp:

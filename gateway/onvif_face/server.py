@@ -96,6 +96,17 @@ class Call:
 Operation = Callable[[Call], Awaitable[tuple[str, str | None]]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """What a media profile says of a camera's stream."""
+
+    codec: str
+    width: int
+    height: int
+    fps: float
+    bitrate: float  #: bit/s
+
+
 class OnvifFace:
     """The ONVIF device: an HTTP(S) server of its own and, if enabled, WS-Discovery replies."""
 
@@ -446,25 +457,39 @@ class OnvifFace:
         return f"<tds:GetServicesResponse>{body}</tds:GetServicesResponse>", None
 
     # -- media service -----------------------------------------------------------------
+    def _stream(self, camera: Camera) -> _Stream | None:
+        """The camera's stream as it is now: from its hub here, or in a cluster from what the
+        node running it publishes of it (a hub here without the camera has seen nothing)."""
+        owner = self.cluster.elsewhere(camera.id) if self.cluster is not None else None
+        if owner is None:
+            info = camera.hub.info
+            if info is None:
+                return None
+            stats = camera.hub.stats()
+            return _Stream(info.codec, info.width, info.height, info.declared_fps or stats.fps, stats.bitrate)
+        seen = self.cluster.node.remote_views.get(camera.id) if self.cluster is not None else None
+        if not seen or not seen.get("codec") or not seen.get("width") or not seen.get("height"):
+            return None
+        return _Stream(seen["codec"], seen["width"], seen["height"], seen.get("fps") or 0.0, seen.get("bitrate") or 0)
+
     def _profile_xml(self, principal: Principal, camera: Camera, element: str = "trt:Profiles") -> str:
         cid = text(camera.id)
-        info = camera.hub.info
+        stream = self._stream(camera)
         source = ""
         encoder = ""
-        if info is not None:
+        if stream is not None:
             source = (
                 f'<tt:VideoSourceConfiguration token="source-{cid}"><tt:Name>{cid}</tt:Name><tt:UseCount>1</tt:UseCount>'
-                f'<tt:SourceToken>{cid}</tt:SourceToken><tt:Bounds x="0" y="0" width="{info.width}" height="{info.height}"/>'
+                f'<tt:SourceToken>{cid}</tt:SourceToken><tt:Bounds x="0" y="0" width="{stream.width}" height="{stream.height}"/>'
                 "</tt:VideoSourceConfiguration>"
             )
-            if info.codec == "h264":  # Media (ver10) has no word for H.265: those profiles carry no encoder
-                fps = round(info.declared_fps or camera.hub.stats().fps or 25)
+            if stream.codec == "h264":  # Media (ver10) has no word for H.265: those profiles carry no encoder
                 encoder = (
                     f'<tt:VideoEncoderConfiguration token="encoder-{cid}"><tt:Name>{cid}</tt:Name><tt:UseCount>1</tt:UseCount>'
-                    f"<tt:Encoding>H264</tt:Encoding><tt:Resolution><tt:Width>{info.width}</tt:Width>"
-                    f"<tt:Height>{info.height}</tt:Height></tt:Resolution><tt:Quality>5</tt:Quality>"
-                    f"<tt:RateControl><tt:FrameRateLimit>{fps}</tt:FrameRateLimit><tt:EncodingInterval>1</tt:EncodingInterval>"
-                    f"<tt:BitrateLimit>{int(camera.hub.stats().bitrate // 1000)}</tt:BitrateLimit></tt:RateControl>"
+                    f"<tt:Encoding>H264</tt:Encoding><tt:Resolution><tt:Width>{stream.width}</tt:Width>"
+                    f"<tt:Height>{stream.height}</tt:Height></tt:Resolution><tt:Quality>5</tt:Quality>"
+                    f"<tt:RateControl><tt:FrameRateLimit>{round(stream.fps or 25)}</tt:FrameRateLimit><tt:EncodingInterval>1</tt:EncodingInterval>"
+                    f"<tt:BitrateLimit>{int(stream.bitrate // 1000)}</tt:BitrateLimit></tt:RateControl>"
                     "<tt:Multicast><tt:Address><tt:Type>IPv4</tt:Type><tt:IPv4Address>0.0.0.0</tt:IPv4Address></tt:Address>"
                     "<tt:Port>0</tt:Port><tt:TTL>0</tt:TTL><tt:AutoStart>false</tt:AutoStart></tt:Multicast>"
                     "<tt:SessionTimeout>PT60S</tt:SessionTimeout></tt:VideoEncoderConfiguration>"
