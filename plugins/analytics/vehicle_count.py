@@ -61,6 +61,10 @@ from msgspec import Meta
 
 from gateway.plugin_api import CLOCK_RATE, Analyzer, AnalyzerFrame, Observation, PluginOptions, hookimpl
 
+# One thread per analyzer and camera gives the parallelism; OpenCV's own pool on top only
+# spins and hands small pictures between threads (measured: about 1 % of a core per camera)
+cv2.setNumThreads(1)
+
 Fraction01 = Annotated[float, Meta(ge=0.0, le=1.0)]
 Point = tuple[Fraction01, Fraction01]
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
