@@ -611,9 +611,10 @@ class AnalyticsConfig(Base):
     analyzer: str
     #: Pictures per second it is given; None: the analyzer's ``default_fps``.
     fps: Annotated[float, Meta(gt=0, le=60)] | None = None
-    #: The camera stream it analyses: "sub" (a quarter of the decoding, for counting) while
-    #: the camera offers one and has no privacy masks; otherwise the main stream.
-    stream: Literal["main", "sub"] = "main"
+    #: The camera stream it analyses (None: the analyzer's ``default_stream``): "sub" (a
+    #: quarter of the decoding, for counting) while the camera offers one and has no privacy
+    #: masks; otherwise the main stream.
+    stream: Literal["main", "sub"] | None = None
     #: The analyzer's ``Options`` instance (the raw table when ``load()`` got no analyzers).
     options: Any = {}
 

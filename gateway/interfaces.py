@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import msgspec
 
@@ -530,6 +530,9 @@ class Analyzer:
     Options: ClassVar[type[msgspec.Struct]] = NoOptions
     #: Pictures per second when the config does not say.
     default_fps: ClassVar[float] = 5.0
+    #: The camera stream it reads when the config does not say: "sub" for an analyzer that
+    #: needs no detail (a quarter of the decoding), "main" for one that reads small things.
+    default_stream: ClassVar[Literal["main", "sub"]] = "main"
     #: Longest time one ``analyze`` call may take before the analyzer is deemed hung.
     max_seconds: ClassVar[float] = 10.0
     #: What the web client shows.

@@ -1,6 +1,7 @@
 """Analytics on a camera's sub stream: a counting analyzer needs no full-resolution picture,
-and decoding 360p costs a quarter of 720p. ``stream = "sub"`` in ``[[camera.analytics]]``
-reads the sub stream while the camera offers it; a privacy-masked camera offers none, so its
+and decoding 360p costs a quarter of 720p. ``stream = "sub"`` in ``[[camera.analytics]]``, or
+an analyzer's ``default_stream = "sub"`` (vehicle counting's), reads the sub stream while the
+camera offers it; a privacy-masked camera offers none, so its
 analyzers then get the masked main stream from the mask stage, and the sub stream stops."""
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ pytestmark = pytest.mark.gstreamer
 
 
 class SizeProbe(Analyzer):
-    """Remembers each picture's size and the mean luma of its top-left quarter."""
+    """Remembers each picture's size and the mean luma of its top-left quarter; reads the
+    sub stream unless its entry says otherwise, as vehicle counting does."""
 
     seen: list[tuple[int, int, float]] = []
+    default_stream = "sub"
 
     @staticmethod
     def id() -> str:
@@ -49,7 +52,7 @@ async def test_analyzers_read_the_sub_stream_and_the_masked_main_stream_once_mas
     plugins = load_plugins()
     plugins.register(SimpleNamespace(gateway_register_analyzers=hookimpl(lambda register: register(SizeProbe))), "test-size")
     cams = camera_toml("cam", "generic_rtsp", url=shared_gst_camera.url("h264"), sub_url=shared_gst_camera.url("h264-sub"))
-    cams += '[[camera.analytics]]\nanalyzer = "test-size"\nfps = 5\nstream = "sub"\n'
+    cams += '[[camera.analytics]]\nanalyzer = "test-size"\nfps = 5\n'  # its default: the sub stream
     gw = await make_gateway(cams, "[live]\nsub-stream-linger = 0.5\n", plugins=plugins)
     await gw.wait_online("cam")
     camera = gw.app[CAMERAS].get("cam")

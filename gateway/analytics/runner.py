@@ -139,6 +139,7 @@ class AnalyzerSlot:
         self.cls = cls
         self.entry = entry
         self.fps = float(entry.fps or cls.default_fps)
+        self.stream = entry.stream or cls.default_stream
         self.period = round(CLOCK_RATE / self.fps)
         self.stats = AnalyzerStats(analyzer=cls.id(), fps=self.fps)
         self._deliver = deliver
@@ -452,9 +453,9 @@ class CameraAnalytics:
         self.id = camera.id
         self.slots = slots
         self._loop = loop
-        profiles = sorted({StreamProfile(slot.entry.stream) for slot in slots}, key=lambda p: p != StreamProfile.MAIN)
+        profiles = sorted({StreamProfile(slot.stream) for slot in slots}, key=lambda p: p != StreamProfile.MAIN)
         self.feeds = [
-            _Feed(camera, profile, [slot for slot in slots if slot.entry.stream == profile]) for profile in profiles
+            _Feed(camera, profile, [slot for slot in slots if slot.stream == profile]) for profile in profiles
         ]
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None

@@ -220,6 +220,7 @@ class VehicleCounter(Analyzer):
 
     Options = VehicleCountOptions
     default_fps = 10.0
+    default_stream = "sub"  # blobs need no detail: a sub stream costs a quarter of the decoding
     max_seconds = 5.0
     title = "Vehicle counting"
 
