@@ -254,8 +254,7 @@ class ClusterNode:
         for task in self._starting.values():
             task.cancel()
         # hand every camera over at once: stop it (its last segment stored), then release
-        staying = [cid for cid in self._owned if cid not in self._leaving]
-        await asyncio.gather(*self._leaving.values(), *(self._give_away(cid) for cid in staying), return_exceptions=True)
+        await asyncio.gather(*self._leaving.values(), *(self._give_away(cid) for cid in self._staying()), return_exceptions=True)
         with contextlib.suppress(Exception):
             async with self._db.begin() as conn:
                 await conn.execute(cluster_nodes.update().where(cluster_nodes.c.node == self.node).values(heartbeat_at=0.0, cameras=0))
@@ -277,7 +276,7 @@ class ClusterNode:
         await self._read_cluster(now)
         await self._publish_views(now)
         share = self.share(now)
-        staying = [cid for cid in self._owned if cid not in self._leaving]
+        staying = self._staying()
         if len(staying) > share:
             extra = len(staying) - share
             # a few at a time, so a joining node does not make every viewer reconnect at once,
@@ -430,6 +429,10 @@ class ClusterNode:
         self._owned.pop(cid, None)
         await self._started(cid)
         await self.cameras.stop_camera(cid)
+
+    def _staying(self) -> list[str]:
+        """The cameras this node owns and is not giving away."""
+        return [cid for cid in self._owned if cid not in self._leaving]
 
     async def _leave(self, cid: str) -> None:
         try:

@@ -460,14 +460,13 @@ class OnvifFace:
     def _stream(self, camera: Camera) -> _Stream | None:
         """The camera's stream as it is now: from its hub here, or in a cluster from what the
         node running it publishes of it (a hub here without the camera has seen nothing)."""
-        owner = self.cluster.elsewhere(camera.id) if self.cluster is not None else None
-        if owner is None:
+        if self.cluster is None or self.cluster.elsewhere(camera.id) is None:
             info = camera.hub.info
             if info is None:
                 return None
             stats = camera.hub.stats()
             return _Stream(info.codec, info.width, info.height, info.declared_fps or stats.fps, stats.bitrate)
-        seen = self.cluster.node.remote_views.get(camera.id) if self.cluster is not None else None
+        seen = self.cluster.node.remote_views.get(camera.id)
         if not seen or not seen.get("codec") or not seen.get("width") or not seen.get("height"):
             return None
         return _Stream(seen["codec"], seen["width"], seen["height"], seen.get("fps") or 0.0, seen.get("bitrate") or 0)
