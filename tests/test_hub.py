@@ -120,3 +120,21 @@ def test_stats_measure_rate():
         hub.publish(p)
     stats = hub.stats()
     assert stats.packets == 3 and stats.bytes == sum(p.size for p in PACKETS[:3])
+
+
+def test_a_listening_reader_gets_the_cached_gop_then_every_packet_as_published_and_hears_the_close():
+    hub = StreamHub("cam")
+    for p in PACKETS[:15]:  # keyframes at 0 and 10
+        hub.publish(p)
+    reader = hub.open_reader("fanout")
+    got: list = []
+    closed: list = []
+    reader.listen(got.append, lambda: closed.append(True))
+    assert got == PACKETS[10:15]  # the preloaded GOP, handed over at once
+    for p in PACKETS[15:40]:
+        hub.publish(p)
+        assert got[-1] is p  # synchronously, inside publish: no queue, no task
+    assert reader.pending() == 0 and reader.skipped == 0
+    hub.close()
+    hub.close()
+    assert closed == [True]  # once
