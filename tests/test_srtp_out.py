@@ -1,6 +1,8 @@
-"""gateway.live.srtp_out: packets protected in place and sent in one sendmmsg arrive whole,
-in order, and decrypt with the peer's keys, on IPv4 and IPv6 (and through the one-sendto
-fallback); a socket that is gone is an OSError with its reason."""
+"""gateway.live.srtp_out, both implementations (the C sender and the Python one): a frame's
+packets arrive whole, in order, with the viewer's header and the marker bit on the last, and
+decrypt with the peer's keys, on IPv4 and IPv6 (and through the one-sendto fallback); every
+wire sequence number names the camera packet it carried, for NACKs; a retransmission arrives
+as written; a socket that is gone is an OSError with its reason. The C sender is built here."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import pytest
 from pylibsrtp import Policy, Session
 
 from gateway.live import srtp_out
-from gateway.live.srtp_out import BATCH, SrtpOut
+from gateway.live.rtp_payloads import join_payloads
+from gateway.live.srtp_out import BATCH, CAPACITY, NativeSrtpOut, SrtpOut
 
 HEADER = struct.Struct("!BBHII")
+IMPLEMENTATIONS = {"c": NativeSrtpOut, "python": SrtpOut}
 
 
 def sessions() -> tuple[Session, Session]:
@@ -24,50 +28,95 @@ def sessions() -> tuple[Session, Session]:
     return tx, rx
 
 
-def write(out: SrtpOut, k: int, seq: int, payload: bytes) -> None:
-    slot = out.slots[k]
-    HEADER.pack_into(slot, 0, 0x80, 96, seq, 9000, 0x1234)
-    slot[12 : 12 + len(payload)] = payload
-    out.protect(k, 12 + len(payload))
-
-
-@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
-@pytest.mark.parametrize("batched", [True, False])
-def test_a_batch_arrives_in_order_and_decrypts(family, host, batched, monkeypatch) -> None:
-    if not batched:
-        monkeypatch.setattr(srtp_out, "_sendmmsg", None)  # the one-sendto-per-packet fallback
+def udp_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
     try:
         receiver = socket.socket(family, socket.SOCK_DGRAM)
         receiver.bind((host, 0))
     except OSError:
         pytest.skip(f"no {host} loopback here")
+    receiver.settimeout(2)
     sender = socket.socket(family, socket.SOCK_DGRAM)
     sender.setblocking(False)
-    receiver.settimeout(2)
+    return sender, receiver
+
+
+def test_the_c_sender_is_built_and_usable_here() -> None:
+    # Every other test of the fan-out runs on what open_srtp_out picks; this says it is C.
+    assert srtp_out.NATIVE_UNAVAILABLE is None
+
+
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+def test_a_frame_arrives_in_order_marked_and_decrypts(kind, family, host) -> None:
+    sender, receiver = udp_pair(family, host)
     tx, rx = sessions()
-    out = SrtpOut(tx, sender, receiver.getsockname())
-    payloads = [os.urandom(100 + 37 * k % 1100) for k in range(BATCH + 5)]
-    for start in range(0, len(payloads), BATCH):
-        batch = payloads[start : start + BATCH]
-        for k, payload in enumerate(batch):
-            write(out, k, start + k, payload)
-        assert out.flush(len(batch)) == 0
-    for seq, payload in enumerate(payloads):
+    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
+    # More packets than one sendmmsg batch, every payload size up to the largest.
+    payloads = [os.urandom(1 + 37 * k % 1200) for k in range(BATCH + 5)] + [os.urandom(1200)]
+    frame = join_payloads(payloads)
+    dropped, last_seq = out.send_frame(frame.blob, frame.ends, frame.native_ends, 7000, 102, 0x1234ABCD, 0xFFFFFF00, 65530)
+    assert dropped == 0
+    assert last_seq == (65530 + len(payloads)) & 0xFFFF  # wraps
+    for i, payload in enumerate(payloads):
         packet = rx.unprotect(receiver.recv(2048))
-        assert HEADER.unpack_from(packet)[2] == seq
+        first, second, seq, ts, ssrc = HEADER.unpack_from(packet)
+        assert (first, second & 0x7F, ts, ssrc) == (0x80, 102, 0xFFFFFF00, 0x1234ABCD)
+        assert bool(second & 0x80) == (i == len(payloads) - 1), "the marker bit is on the frame's last packet only"
+        assert seq == (65531 + i) & 0xFFFF
         assert packet[12:] == payload
+        assert out.canon_of(seq) == 7000 + i
+    assert out.canon_of((last_seq + 1) & 0xFFFF) == -1
     sender.close()
     receiver.close()
 
 
-def test_a_socket_that_is_gone_raises_oserror_with_its_reason() -> None:
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.bind(("127.0.0.1", 0))
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tx, _ = sessions()
+def test_the_python_sender_falls_back_to_one_sendto_per_packet(monkeypatch) -> None:
+    monkeypatch.setattr(srtp_out, "_sendmmsg", None)  # not Linux
+    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
+    tx, rx = sessions()
     out = SrtpOut(tx, sender, receiver.getsockname())
-    write(out, 0, 1, bytes(1200))
-    sender.close()  # the fd the batch would go to is gone (as when the ICE transport closed)
+    payloads = [os.urandom(900) for _ in range(BATCH + 2)]
+    frame = join_payloads(payloads)
+    assert out.send_frame(frame.blob, frame.ends, None, 0, 96, 1, 0, 10) == (0, 10 + len(payloads))
+    assert [rx.unprotect(receiver.recv(2048))[12:] for _ in payloads] == payloads
+    sender.close()
+    receiver.close()
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+def test_a_retransmission_arrives_as_written(kind) -> None:
+    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
+    tx, rx = sessions()
+    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
+    head = HEADER.pack(0x80, 0x80 | 97, 40, 9000, 0x55) + struct.pack("!H", 12)  # RTX: the original seq
+    payload = os.urandom(1200)
+    assert out.send_packet(head, memoryview(payload))
+    assert rx.unprotect(receiver.recv(2048)) == head + payload
+    sender.close()
+    receiver.close()
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+def test_a_payload_larger_than_a_packet_is_refused(kind) -> None:
+    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
+    tx, _ = sessions()
+    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
+    payloads = [bytes(CAPACITY)]  # no room left for the header
+    frame = join_payloads(payloads)
+    with pytest.raises(ValueError):
+        out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0)
+    sender.close()
+    receiver.close()
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+def test_a_socket_that_is_gone_raises_oserror_with_its_reason(kind) -> None:
+    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
+    tx, _ = sessions()
+    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
+    sender.close()  # the fd the frame would go to is gone (as when the ICE transport closed)
+    payloads = [bytes(1200)]
+    frame = join_payloads(payloads)
     with pytest.raises(OSError, match="EBADF"):
-        out.flush(1)
+        out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0)
     receiver.close()

@@ -27,7 +27,7 @@ from typing import Protocol
 from gateway.errors import StreamClosed
 from gateway.media.hub import HubReader
 from gateway.media.packet import MediaPacket
-from gateway.rtsp.rtp import fragment_access_unit
+from gateway.live.rtp_payloads import Packetizer
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,22 @@ class RtpFrame:
     #: The camera's pts on the 90 kHz clock.
     pts: int
     keyframe: bool
-    payloads: tuple[bytes, ...]
-    size: int
+    #: The payloads back to back (``gateway.live.rtp_payloads``).
+    blob: bytes
+    #: Where each payload ends in ``blob``; the same as a C array for the C sender (or None).
+    ends: tuple[int, ...]
+    native_ends: object
+
+    @property
+    def size(self) -> int:
+        return len(self.blob)
+
+    def payload(self, i: int) -> memoryview:
+        return memoryview(self.blob)[self.ends[i - 1] if i else 0 : self.ends[i]]
+
+    @property
+    def payloads(self) -> tuple[memoryview, ...]:
+        return tuple(self.payload(i) for i in range(len(self.ends)))
 
 
 class FanoutViewer(Protocol):
@@ -71,22 +85,27 @@ class PacketHistory:
     def __init__(self, size: int = HISTORY_PACKETS) -> None:
         if size & (size - 1):
             raise ValueError("history size must be a power of two")
-        self._mask = size - 1
+        self._size = size
         self._seqs: list[int] = [-1] * size
-        self._entries: list[tuple[bytes, RtpFrame] | None] = [None] * size
+        self._frames: list[RtpFrame | None] = [None] * size
 
     def add(self, frame: RtpFrame) -> None:
-        mask, seqs, entries = self._mask, self._seqs, self._entries
-        seq = frame.first_seq
-        for payload in frame.payloads:
-            seqs[seq & mask] = seq
-            entries[seq & mask] = (payload, frame)
-            seq += 1
+        seq, count, size = frame.first_seq, len(frame.ends), self._size
+        while count:  # in at most two slices (where the ring wraps)
+            i = seq % size
+            n = min(count, size - i)
+            self._seqs[i : i + n] = range(seq, seq + n)
+            self._frames[i : i + n] = [frame] * n
+            seq += n
+            count -= n
 
-    def get(self, seq: int) -> tuple[bytes, RtpFrame] | None:
+    def get(self, seq: int) -> tuple[memoryview, RtpFrame] | None:
         """The payload and frame of canonical packet ``seq``, or None once forgotten."""
-        i = seq & self._mask
-        return self._entries[i] if self._seqs[i] == seq else None
+        i = seq % self._size
+        frame = self._frames[i]
+        if self._seqs[i] != seq or frame is None:
+            return None
+        return frame.payload(seq - frame.first_seq), frame
 
 
 class CameraFanout:
@@ -115,6 +134,7 @@ class CameraFanout:
         self._on_empty = on_empty
         self._clock = clock
         self.history = PacketHistory()
+        self._packetizer = Packetizer(codec, MAX_PAYLOAD)
         self._gop: list[RtpFrame] = []
         self._gop_packets = 0
         self._gop_valid = False
@@ -122,7 +142,8 @@ class CameraFanout:
         self._next_index = 0
         self._members: set[FanoutViewer] = set()
         self._receiving: list[FanoutViewer] = []
-        self._task: asyncio.Task[None] | None = None
+        self._listening = False
+        self._closing = False
         self._remove_listener = reader.hub.add_forget_listener(self.forget_gop)
         self._keyframe_task: asyncio.Task[None] | None = None
         self._last_keyframe_request = float("-inf")
@@ -141,8 +162,9 @@ class CameraFanout:
         if self.ended is not None:
             raise StreamClosed(f"{self.label}: {self.ended}")
         self._members.add(viewer)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rtp fanout {self.label}")
+        if not self._listening:
+            self._listening = True
+            self._reader.listen(self._on_media, self._on_stream_closed)
 
     def start(self, viewer: FanoutViewer) -> None:
         """Begin sending to a member: the packetized GOP at once, then every new frame."""
@@ -205,55 +227,60 @@ class CameraFanout:
     # -- packetizing ------------------------------------------------------------------------
     def packetize(self, media: MediaPacket) -> RtpFrame:
         """Turn one access unit into an ``RtpFrame``; update the GOP cache and history."""
-        payloads = tuple(fragment_access_unit(self.codec, media.data, MAX_PAYLOAD))
+        payloads = self._packetizer.packetize(media.data)
+        count = len(payloads.ends)
         frame = RtpFrame(
             index=self._next_index,
             first_seq=self._next_seq,
             pts=media.pts,
             keyframe=media.keyframe,
-            payloads=payloads,
-            size=sum(len(p) for p in payloads),
+            blob=payloads.blob,
+            ends=payloads.ends,
+            native_ends=payloads.native_ends,
         )
         self._next_index += 1
-        self._next_seq += len(payloads)
+        self._next_seq += count
         self.history.add(frame)
         if frame.keyframe:
             self._gop = [frame]
-            self._gop_packets = len(payloads)
+            self._gop_packets = count
             self._gop_valid = True
         elif self._gop_valid:
-            self._gop_packets += len(payloads)
+            self._gop_packets += count
             if self._gop_packets > GOP_CACHE_PACKETS:
                 self.forget_gop()
             else:
                 self._gop.append(frame)
         self.frames += 1
-        self.packets += len(payloads)
+        self.packets += count
         return frame
 
-    async def _run(self) -> None:
-        reason = "camera stream ended"
-        try:
-            while True:
-                try:
-                    media = await self._reader.recv()
-                except StreamClosed:
-                    break
-                if media.info.codec != self.codec:
-                    logger.warning("%s: stream changed from %s to %s", self.label, self.codec, media.info.codec)
-                    reason = f"camera stream changed to {media.info.codec}"
-                    break
-                if not media.data:
-                    continue
-                frame = self.packetize(media)
-                for viewer in self._receiving:
-                    viewer.send_frame(frame)
-        except asyncio.CancelledError:
+    def _on_media(self, media: MediaPacket) -> None:
+        """Each access unit, as the hub publishes it (on the event loop, no task switch):
+        packetized once, then sent to every receiving viewer."""
+        if self._closing or self.ended is not None:
             return
+        try:
+            if media.info.codec != self.codec:
+                logger.warning("%s: stream changed from %s to %s", self.label, self.codec, media.info.codec)
+                self._close_soon(f"camera stream changed to {media.info.codec}")
+                return
+            if not media.data:
+                return
+            frame = self.packetize(media)
+            for viewer in self._receiving:
+                viewer.send_frame(frame)
         except Exception:
             logger.exception("%s: fan-out failed", self.label)
-            reason = "media sender failed"
-        self.close(reason)
+            self._close_soon("media sender failed")
+
+    def _on_stream_closed(self) -> None:
+        self.close("camera stream ended")
+
+    def _close_soon(self, reason: str) -> None:
+        # Not inside the hub's publish, which is going through its readers (ours among them).
+        self._closing = True
+        asyncio.get_running_loop().call_soon(self.close, reason)
 
     def close(self, reason: str) -> None:
         """End the stream for every viewer; release the hub reader. Idempotent."""
@@ -262,9 +289,6 @@ class CameraFanout:
         self.ended = reason
         self._remove_listener()
         self._reader.close()
-        task, self._task = self._task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
         members = list(self._members)
         self._members.clear()
         self._receiving.clear()

@@ -1,5 +1,14 @@
-"""SRTP-protect a viewer's RTP packets in place in C buffers and send each batch with one
-``sendmmsg``: the per-packet core of a WebRTC viewer's sender.
+"""SRTP-protect a viewer's RTP packets in place in C buffers and send each frame's packets with
+one ``sendmmsg``: the per-packet core of a WebRTC viewer's sender.
+
+Two implementations of one interface (``send_frame``, ``send_packet``, ``canon_of``):
+
+- ``NativeSrtpOut``: the whole per-packet loop in C (``gateway.live._rtpsend``, compiled
+  from ``_rtpsend.c`` when the package is installed): per viewer and frame, one call that
+  writes each header, copies the payload, protects and sends, without the GIL. Used
+  whenever the extension is present (``open_srtp_out``).
+- ``SrtpOut``: the same packets from Python, through cffi's ABI mode (no compiler needed),
+  for a machine where the extension could not be built. What follows describes it.
 
 ``pylibsrtp.Session.protect`` takes and returns ``bytes``: per packet it allocates a C
 ``int``, copies the packet into the session's buffer, protects it, checks the status in a
@@ -22,12 +31,19 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 import sys
 from typing import Any
 
 from cffi import FFI
 from pylibsrtp import SRTP_MAX_TRAILER_LEN, Session
+from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib
+
+try:
+    from gateway.live import _rtpsend  # type: ignore[attr-defined]
+except ImportError:  # built without a C compiler: the Python path
+    _rtpsend = None
 
 #: One packet of up to 1500 bytes (an Ethernet MTU) and libsrtp's largest trailer.
 SLOT_BYTES = 1500 + SRTP_MAX_TRAILER_LEN
@@ -35,6 +51,10 @@ SLOT_BYTES = 1500 + SRTP_MAX_TRAILER_LEN
 CAPACITY = SLOT_BYTES - SRTP_MAX_TRAILER_LEN
 #: Packets per ``sendmmsg`` (a 64 KB access unit at most; larger ones take several calls).
 BATCH = 48
+#: Wire sequence numbers remembered for NACKs (a power of two): about 5 s at 2 Mbit/s.
+SENT_RING = 1024
+_HEADER = struct.Struct("!BBHII")
+_HEADER_BYTES = _HEADER.size
 
 _ffi = FFI()
 _ffi.cdef(
@@ -54,6 +74,31 @@ try:
 except (OSError, AttributeError):  # not Linux/glibc: one sendto per packet
     _sendmmsg = None
 MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+def _native_reason() -> str | None:
+    """Why the C path cannot be used here, or None when it can."""
+    if _rtpsend is None:
+        return "gateway.live._rtpsend is not built (no C compiler when Citygate was installed)"
+    native = _rtpsend.lib
+    if (native.CG_BATCH, native.CG_MTU, native.CG_RING) != (BATCH, SLOT_BYTES - SRTP_MAX_TRAILER_LEN, SENT_RING):
+        return "gateway.live._rtpsend was built from another version of _rtpsend.c; reinstall Citygate"
+    if native.CG_TRAILER < SRTP_MAX_TRAILER_LEN:
+        return f"pylibsrtp's SRTP trailer ({SRTP_MAX_TRAILER_LEN} bytes) outgrew _rtpsend.c's slots"
+    kind = _srtp_ffi.typeof(lib.srtp_protect).cname
+    if kind != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)":
+        return f"pylibsrtp's srtp_protect changed shape ({kind})"
+    return None
+
+
+#: Why viewers are sent to from Python (None: from C). Logged once at start by the gateway.
+NATIVE_UNAVAILABLE = _native_reason()
+
+
+def _context(session: Session) -> Any:
+    context = getattr(session, "_srtp", None)
+    if context is None:
+        raise RuntimeError("pylibsrtp changed shape: Session has no _srtp context")
+    return context[0]
 
 
 class SrtpError(RuntimeError):
@@ -82,12 +127,13 @@ class SrtpOut:
     (the viewer's NACK brings it back); ``OSError`` means the network is gone.
     """
 
+    native = False
+
     def __init__(self, session: Session, sock: socket.socket, address: tuple[Any, ...]) -> None:
-        context = getattr(session, "_srtp", None)
-        if context is None:
-            raise RuntimeError("pylibsrtp changed shape: Session has no _srtp context")
         self._session = session  # keeps the libsrtp context alive as long as this writer
-        self._context = context[0]
+        self._context = _context(session)
+        self._sent_canon = [-1] * SENT_RING
+        self._sent_wire = [-1] * SENT_RING
         self._socket = sock
         self._fd = sock.fileno()
         self._address = address
@@ -143,3 +189,101 @@ class SrtpOut:
             except BlockingIOError:
                 dropped += 1
         return dropped
+
+    # -- the interface both implementations share --------------------------------------
+    def send_frame(self, blob: bytes, ends: tuple[int, ...], native_ends: object, first_canon: int,
+                   pt: int, ssrc: int, ts: int, seq: int) -> tuple[int, int]:
+        """Send one frame's payloads (``blob``, payload i ending at ``ends[i]``) behind the
+        viewer's headers, wire sequence numbers after ``seq``, the marker bit on the last;
+        remember which camera packet (from ``first_canon`` on) each wire number carried.
+        Returns (packets dropped by a full socket buffer, the last wire sequence number)."""
+        slots, protect, pack_into = self.slots, self.protect, _HEADER.pack_into
+        sent_canon, sent_wire, mask = self._sent_canon, self._sent_wire, SENT_RING - 1
+        view = memoryview(blob)
+        last = len(ends) - 1
+        dropped = k = start = 0
+        for i, end in enumerate(ends):
+            seq = (seq + 1) & 0xFFFF
+            sent_canon[seq & mask] = first_canon + i
+            sent_wire[seq & mask] = seq
+            length = _HEADER_BYTES + end - start
+            if length > CAPACITY:
+                raise ValueError("an RTP payload is larger than a packet slot")
+            slot = slots[k]
+            pack_into(slot, 0, 0x80, pt | 0x80 if i == last else pt, seq, ts, ssrc)
+            slot[_HEADER_BYTES:length] = view[start:end]
+            protect(k, length)
+            start = end
+            k += 1
+            if k == BATCH:
+                dropped += self.flush(k)
+                k = 0
+        return dropped + self.flush(k), seq
+
+    def send_packet(self, head: bytes, payload: bytes | memoryview) -> bool:
+        """Protect and send one packet (a retransmission): ``head`` then ``payload``."""
+        slot = self.slots[0]
+        end = len(head) + len(payload)
+        slot[: len(head)] = head
+        slot[len(head) : end] = payload
+        self.protect(0, end)
+        return self.flush(1) == 0
+
+    def canon_of(self, seq: int) -> int:
+        """The camera packet wire sequence number ``seq`` carried; -1 once forgotten."""
+        i = seq & (SENT_RING - 1)
+        return self._sent_canon[i] if self._sent_wire[i] == seq else -1
+
+
+class NativeSrtpOut:
+    """``SrtpOut``'s interface with the per-packet loop in C (``_rtpsend.c``)."""
+
+    native = True
+
+    def __init__(self, session: Session, sock: socket.socket, address: tuple[Any, ...]) -> None:
+        ffi, native = _rtpsend.ffi, _rtpsend.lib
+        self._session = session  # keeps the libsrtp context alive as long as this writer
+        self._socket = sock  # and the socket its fd belongs to
+        context = int(_srtp_ffi.cast("uintptr_t", _context(session)))
+        protect = int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(lib, "srtp_protect")))
+        name = _sockaddr(address)
+        out = native.cg_out_new(context, protect, sock.fileno(), name, len(name))
+        if out == ffi.NULL:
+            raise MemoryError("cannot allocate a viewer's packet buffers")
+        self._out = ffi.gc(out, native.cg_out_free)
+        self._seq = ffi.new("uint16_t *")
+        self._ffi, self._lib = ffi, native
+
+    def _raise(self, code: int) -> None:
+        native = self._lib
+        if code == -1:
+            number = native.cg_last_errno(self._out)
+            raise OSError(number, f"sendmmsg: {errno.errorcode.get(number, number)}")
+        if code == -2:
+            raise SrtpError(f"srtp_protect failed with status {native.cg_last_status(self._out)}")
+        raise ValueError("an RTP payload is larger than a packet slot")
+
+    def send_frame(self, blob: bytes, ends: tuple[int, ...], native_ends: object, first_canon: int,
+                   pt: int, ssrc: int, ts: int, seq: int) -> tuple[int, int]:
+        cell = self._seq
+        cell[0] = seq
+        dropped = self._lib.cg_send_frame(self._out, blob, native_ends, len(ends), first_canon, pt, ssrc, ts, cell)
+        if dropped < 0:
+            self._raise(dropped)
+        return dropped, cell[0]
+
+    def send_packet(self, head: bytes, payload: bytes | memoryview) -> bool:
+        result = self._lib.cg_send_packet(self._out, head, len(head), self._ffi.from_buffer(payload), len(payload))
+        if result < 0:
+            self._raise(result)
+        return result == 0
+
+    def canon_of(self, seq: int) -> int:
+        return self._lib.cg_canon(self._out, seq)
+
+
+def open_srtp_out(session: Session, sock: socket.socket, address: tuple[Any, ...]) -> SrtpOut | NativeSrtpOut:
+    """The C sender where it was built, else the Python one."""
+    if NATIVE_UNAVAILABLE is None:
+        return NativeSrtpOut(session, sock, address)
+    return SrtpOut(session, sock, address)

@@ -8,8 +8,9 @@ type, marker, sequence number, timestamp, SSRC) before the shared payload of
 ``gateway.live.rtp_fanout`` in a C buffer, where the DTLS transport's SRTP context protects
 it in place (libsrtp), and hands each access unit's packets to the ICE pair's UDP socket in
 one ``sendmmsg`` (``gateway.live.srtp_out``) — no coroutine per packet, no ``RtpPacket``
-objects, one system call per frame. A full socket buffer drops the packet (the viewer's
-NACK brings it back); nothing waits.
+objects, one system call per frame, and where the C sender was built one call into C per
+viewer and frame, without the GIL. A full socket buffer drops the packet (the viewer's NACK
+brings it back); nothing waits.
 
 RTCP from the viewer reaches ``_handle_rtcp_packet`` through aiortc's router (we register
 under the sender's SSRC): receiver reports feed the watchdog, NACK retransmits from the
@@ -57,9 +58,8 @@ from aiortc.rtp import (
 )
 
 from gateway.live.rtp_fanout import MAX_PAYLOAD, CameraFanout, RtpFrame
-from gateway.live.srtp_out import BATCH as SRTP_BATCH
 from gateway.live.srtp_out import CAPACITY as SRTP_CAPACITY
-from gateway.live.srtp_out import SrtpError, SrtpOut
+from gateway.live.srtp_out import NativeSrtpOut, SrtpError, SrtpOut, open_srtp_out
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,6 @@ BURST_CHUNK = 16_000
 BURST_PAUSE = 0.002
 #: Frames that may wait behind a burst before the viewer is restarted at the next GOP.
 BACKLOG_FRAMES = 1000
-#: Wire sequence numbers remembered for NACKs (a power of two): about 5 s at 2 Mbit/s.
-SENT_RING = 1024
 FRAME_RING = 256
 #: A picture-loss report this soon after a burst began is about the burst itself.
 PLI_HOLDOFF = 1.0
@@ -143,14 +141,12 @@ class ViewerSender:
         self.cname = ""
         self._dtls: RTCDtlsTransport | None = None
         self._path: DatagramPath | None = None
-        self._out: SrtpOut | None = None
+        self._out: SrtpOut | NativeSrtpOut | None = None
         self._seq = random.getrandbits(16) % 32768  # lower half: no early wrap (as aiortc)
         self._rtx_seq = random.getrandbits(16) % 32768
         self._last_ts = random.getrandbits(32)
         self._last_pts: int | None = None
         self._ts_offset: int | None = None
-        self._sent_canon = [-1] * SENT_RING
-        self._sent_wire = [-1] * SENT_RING
         self._frame_ts: list[tuple[int, int]] = [(-1, 0)] * FRAME_RING
         self._state = "idle"  # idle → burst | waiting → live; ended
         self._backlog: deque[RtpFrame] = deque()
@@ -203,7 +199,7 @@ class ViewerSender:
         self._dtls = dtls
         try:
             self._path = find_datagram_path(dtls)
-            self._out = SrtpOut(dtls._tx_srtp, self._path.socket, self._path.address)
+            self._out = open_srtp_out(dtls._tx_srtp, self._path.socket, self._path.address)
         except (RuntimeError, OSError) as exc:
             logger.error("%s: cannot send: %s", self.label, exc)
             self.end(f"media sender failed: {exc}")
@@ -269,43 +265,26 @@ class ViewerSender:
         return frame.pts + self._ts_offset
 
     def _send(self, frame: RtpFrame, ts: int) -> None:
-        """The per-viewer hot path: each payload of ``frame`` behind the viewer's header in a
-        slot of its C buffers, SRTP-protected there; the frame sent in one system call."""
+        """The per-viewer hot path: the frame's packets behind this viewer's headers,
+        SRTP-protected and sent in one call (in C where it was built: ``srtp_out``)."""
         out = self._out
         if out is None:
             return
-        slots, protect, flush, pack_into = out.slots, out.protect, out.flush, _HEADER.pack_into
-        pt, ssrc, wire_ts = self.payload_type, self._ssrc, ts & 0xFFFFFFFF
-        sent_canon, sent_wire, mask = self._sent_canon, self._sent_wire, SENT_RING - 1
-        seq, canon = self._seq, frame.first_seq
-        last = len(frame.payloads) - 1
-        dropped = 0
-        k = 0
         try:
-            for i, payload in enumerate(frame.payloads):
-                seq = (seq + 1) & 0xFFFF
-                sent_canon[seq & mask] = canon + i
-                sent_wire[seq & mask] = seq
-                end = _RTP_HEADER_BYTES + len(payload)
-                slot = slots[k]
-                pack_into(slot, 0, 0x80, pt | 0x80 if i == last else pt, seq, wire_ts, ssrc)
-                slot[_RTP_HEADER_BYTES:end] = payload
-                protect(k, end)
-                k += 1
-                if k == SRTP_BATCH:
-                    dropped += flush(k)
-                    k = 0
-            dropped += flush(k)
+            dropped, self._seq = out.send_frame(
+                frame.blob, frame.ends, frame.native_ends, frame.first_seq, self.payload_type, self._ssrc,
+                ts & 0xFFFFFFFF, self._seq,
+            )
         except (OSError, SrtpError) as exc:  # the network is gone; the watchdog ends the session
             logger.debug("%s: send failed: %r", self.label, exc)
-            dropped += k
-        self._seq = seq
+            dropped = len(frame.ends)
+            self._seq = (self._seq + dropped) & 0xFFFF
         self._frame_ts[frame.index % FRAME_RING] = (frame.index, ts)
         self._last_ts = ts
         self._last_pts = frame.pts
         self._last_send_clock = self._clock()
         self.last_sent = time.time()
-        self.packets_sent += last + 1
+        self.packets_sent += len(frame.ends)
         self.octets_sent += frame.size
         self.frames_sent += 1
         self.dropped += dropped
@@ -406,11 +385,10 @@ class ViewerSender:
 
     def retransmit(self, seq: int) -> bool:
         """Send wire packet ``seq`` again from the camera's history; False if forgotten."""
-        slot = seq & (SENT_RING - 1)
         out = self._out
-        if self._sent_wire[slot] != seq or out is None:
+        canon = out.canon_of(seq) if out is not None else -1
+        if canon < 0:
             return False
-        canon = self._sent_canon[slot]
         entry = self.fanout.history.get(canon)
         if entry is None:
             return False
@@ -418,20 +396,15 @@ class ViewerSender:
         index, ts = self._frame_ts[frame.index % FRAME_RING]
         if index != frame.index:
             return False
-        marker = 0x80 if canon == frame.first_seq + len(frame.payloads) - 1 else 0
-        slot, start = out.slots[0], _RTP_HEADER_BYTES
+        marker = 0x80 if canon == frame.first_seq + len(frame.ends) - 1 else 0
         if self.rtx_payload_type is not None:
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            _HEADER.pack_into(slot, 0, 0x80, self.rtx_payload_type | marker, self._rtx_seq, ts & 0xFFFFFFFF, self.rtx_ssrc)
-            _RTX_OSN.pack_into(slot, start, seq)
-            start += _RTX_OSN.size
+            head = _HEADER.pack(0x80, self.rtx_payload_type | marker, self._rtx_seq, ts & 0xFFFFFFFF, self.rtx_ssrc)
+            head += _RTX_OSN.pack(seq)
         else:
-            _HEADER.pack_into(slot, 0, 0x80, self.payload_type | marker, seq, ts & 0xFFFFFFFF, self._ssrc)
-        end = start + len(payload)
-        slot[start:end] = payload
+            head = _HEADER.pack(0x80, self.payload_type | marker, seq, ts & 0xFFFFFFFF, self._ssrc)
         try:
-            out.protect(0, end)
-            if out.flush(1):
+            if not out.send_packet(head, payload):
                 return False
         except (OSError, SrtpError):
             return False

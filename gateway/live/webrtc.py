@@ -63,6 +63,7 @@ from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TooMany
 from gateway.interfaces import StreamProfile
 from gateway.live import hevc_rtc
 from gateway.live.rtp_fanout import Fanouts
+from gateway.live.srtp_out import NATIVE_UNAVAILABLE
 from gateway.live.srtp_sender import ViewerSender, take_over
 from gateway.tasks import TaskSet
 
@@ -367,6 +368,8 @@ class WebRtcSessions:
         self.closing = TaskSet("webrtc")
         #: One RTP packetizer per camera stream, shared by its viewers.
         self.fanouts = Fanouts()
+        if NATIVE_UNAVAILABLE is not None:
+            logger.warning("WebRTC viewers are sent to from Python, at a higher CPU cost per viewer: %s", NATIVE_UNAVAILABLE)
         #: Per user id: when their offers of the last minute arrived.
         self._offers: dict[int, deque[float]] = {}
 
