@@ -5,7 +5,8 @@ run PyAV). What is proved here, beyond what tests/test_webrtc.py covers on the s
 every frame decodes at 10 viewers; a viewer losing 2 % of its packets recovers every
 frame through NACK and RTX from the camera's packet history; a PLI brings a decodable
 picture at once (the packetized GOP); a camera with a 10 s GOP gives a new viewer its
-first picture from the cache, as one with a 1 s GOP does.
+first picture from the cache, as one with a 1 s GOP does; a viewer that offers the
+playout-delay extension is asked, in every packet, to show pictures at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Iterator
 
@@ -21,6 +23,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from gateway.appkeys import AUDIT
 from gateway.errors import StreamClosed
+from gateway.live import playout_delay
 from gateway.live.rtp_fanout import CameraFanout, PacketHistory
 from gateway.live.srtp_sender import ViewerSender
 from gateway.live.webrtc import WEBRTC_SESSIONS, WebRtcSession
@@ -185,6 +188,56 @@ def drop_packets(viewer: Viewer, rate: float, seed: int = 17) -> list[int]:
 
     dtls._handle_rtp_data = lossy  # type: ignore[method-assign]
     return dropped
+
+
+def clear_headers(viewer: Viewer) -> list[bytes]:
+    """The first 20 bytes of every RTP packet ``viewer``'s peer receives: SRTP leaves the
+    header and its extension block in the clear."""
+    dtls: RTCDtlsTransport = viewer.pc.getTransceivers()[0].receiver.transport
+    seen: list[bytes] = []
+    original = dtls._handle_rtp_data
+
+    async def tap(data: bytes, arrival_time_ms: int) -> None:
+        seen.append(bytes(data[:20]))
+        await original(data, arrival_time_ms)
+
+    dtls._handle_rtp_data = tap  # type: ignore[method-assign]
+    return seen
+
+
+def test_the_playout_delay_block_encodes_tens_of_milliseconds() -> None:
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpSendParameters
+
+    offered = RTCRtpSendParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(id=9, uri=playout_delay.URI)])
+    # 12 bits each: min 100 ms = 10 (0x00A), max 1 s = 100 (0x064)
+    assert playout_delay.extension_block(offered, 100, 1000) == b"\xbe\xde\x00\x01\x92\x00\xa0\x64"
+    assert playout_delay.extension_block(RTCRtpSendParameters()) == b""
+
+
+@pytest.mark.gstreamer
+async def test_a_browser_offering_playout_delay_is_asked_in_every_packet_to_show_pictures_at_once(
+    gw: RunningGateway, decode_errors
+) -> None:
+    def without_it(sdp: str) -> str:
+        return "".join(line for line in sdp.splitlines(keepends=True) if playout_delay.URI not in line)
+
+    offering = await connect(gw, "gst")
+    plain = await connect(gw, "gst", munge=without_it)
+    try:
+        found = re.search(rf"a=extmap:(\d+) {re.escape(playout_delay.URI)}", offering.answer)
+        assert found, "the answer lists the extension the viewer offered"
+        assert playout_delay.URI not in plain.answer
+        headers = {id(v): clear_headers(v) for v in (offering, plain)}
+        await asyncio.gather(offering.first_frame(), plain.first_frame())
+        await asyncio.gather(offering.count_frames(2.0), plain.count_frames(2.0))
+        with_block, without = headers[id(offering)], headers[id(plain)]
+        assert len(with_block) >= 2 * GST_FPS and len(without) >= 2 * GST_FPS
+        element = bytes([(int(found.group(1)) << 4) | 2, 0, 0, 0])  # min 0, max 0
+        assert all(h[0] & 0x10 and h[12:20] == b"\xbe\xde\x00\x01" + element for h in with_block)
+        assert not any(h[0] & 0x10 for h in without)
+        assert decode_errors.count == 0
+    finally:
+        await asyncio.gather(offering.pc.close(), plain.pc.close())
 
 
 @pytest.mark.gstreamer

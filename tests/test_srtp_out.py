@@ -120,3 +120,19 @@ def test_a_socket_that_is_gone_raises_oserror_with_its_reason(kind) -> None:
     with pytest.raises(OSError, match="EBADF"):
         out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0)
     receiver.close()
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+def test_a_header_extension_block_follows_every_header(kind) -> None:
+    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
+    tx, rx = sessions()
+    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
+    block = b"\xbe\xde\x00\x01\x62\x00\x00\x00"  # playout-delay, id 6, 0/0
+    payloads = [os.urandom(1200 - len(block)), os.urandom(10)]
+    frame = join_payloads(payloads)
+    assert out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0, block) == (0, 2)
+    for payload in payloads:
+        packet = rx.unprotect(receiver.recv(2048))
+        assert packet[0] == 0x90 and packet[12:20] == block and packet[20:] == payload
+    sender.close()
+    receiver.close()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,11 +100,16 @@ async def post_offer(gw: RunningGateway, camera_id: str, sdp: str, content_type:
         return resp.status, resp.headers.copy(), await resp.text()
 
 
-async def connect(gw: RunningGateway, camera_id: str, video_codecs: list[str] | None = None) -> Viewer:
+async def connect(
+    gw: RunningGateway, camera_id: str, video_codecs: list[str] | None = None, munge: Callable[[str], str] | None = None
+) -> Viewer:
+    """An aiortc viewer of ``camera_id``; ``munge`` edits the offer on its way (what the peer
+    itself would offer otherwise)."""
     pc = client_offer_pc(video_codecs)
     await pc.setLocalDescription(await pc.createOffer())
     posted = time.monotonic()
-    status, headers, body = await post_offer(gw, camera_id, pc.localDescription.sdp)
+    offer = pc.localDescription.sdp
+    status, headers, body = await post_offer(gw, camera_id, munge(offer) if munge else offer)
     assert status == 201, f"{status} {body}"
     assert headers["Content-Type"].startswith("application/sdp")
     assert headers["Location"].startswith("/api/whep/sessions/")

@@ -116,26 +116,33 @@ static void cg_header(unsigned char *p, int pt_marker, uint16_t seq, uint32_t ts
 
 /* One access unit to one viewer. ``blob`` holds the frame's payloads back to back, payload i
  * ending at ``ends[i]``; the marker bit goes on the last one. Wire sequence numbers follow
- * ``*seq`` (updated). Returns packets dropped by a full socket buffer (>= 0), -1 when the
+ * ``*seq`` (updated). ``ext`` (``ext_len`` bytes, a multiple of 4) is the viewer's RTP header
+ * extension block (RFC 8285), written after every header; none when ``ext_len`` is 0. Returns packets dropped by a full socket buffer (>= 0), -1 when the
  * socket is gone (last_errno), -2 when libsrtp refused (last_status), -3 for a payload too
  * large for a slot. */
 static int cg_send_frame(cg_out *o, const char *blob, const uint32_t *ends, int count, int64_t first_canon,
-                         int pt, uint32_t ssrc, uint32_t ts, uint16_t *seq)
+                         int pt, uint32_t ssrc, uint32_t ts, uint16_t *seq, const char *ext, unsigned int ext_len)
 {
     uint32_t start = 0;
     uint16_t s = *seq;
     int dropped = 0, k = 0, i, r;
+    if (ext_len > 64 || ext_len % 4)
+        return -3;
     for (i = 0; i < count; i++) {
         uint32_t n = ends[i] - start;
         unsigned char *p = o->slots[k];
-        int len = (int)(CG_HEADER + n);
-        if (ends[i] < start || n > CG_MTU - CG_HEADER)
+        int len = (int)(CG_HEADER + ext_len + n);
+        if (ends[i] < start || n > CG_MTU - CG_HEADER - ext_len)
             return -3;
         s = (uint16_t)(s + 1);
         o->sent_canon[s & (CG_RING - 1)] = first_canon + i;
         o->sent_wire[s & (CG_RING - 1)] = s;
         cg_header(p, i == count - 1 ? (pt | 0x80) : pt, s, ts, ssrc);
-        memcpy(p + CG_HEADER, blob + start, n);
+        if (ext_len) {
+            p[0] |= 0x10; /* X: the header extension block follows */
+            memcpy(p + CG_HEADER, ext, ext_len);
+        }
+        memcpy(p + CG_HEADER + ext_len, blob + start, n);
         r = o->protect(o->ctx, p, &len);
         if (r != 0) {
             o->last_status = r;

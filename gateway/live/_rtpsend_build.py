@@ -20,7 +20,7 @@ ffibuilder.cdef(
     cg_out *cg_out_new(uintptr_t ctx, uintptr_t protect, int fd, const char *name, unsigned int namelen);
     void cg_out_free(cg_out *o);
     int cg_send_frame(cg_out *o, const char *blob, const uint32_t *ends, int count, int64_t first_canon,
-                      int pt, uint32_t ssrc, uint32_t ts, uint16_t *seq);
+                      int pt, uint32_t ssrc, uint32_t ts, uint16_t *seq, const char *ext, unsigned int ext_len);
     int cg_send_packet(cg_out *o, const char *head, unsigned int head_len, const char *payload,
                        unsigned int payload_len);
     int64_t cg_canon(const cg_out *o, uint16_t seq);

@@ -192,26 +192,30 @@ class SrtpOut:
 
     # -- the interface both implementations share --------------------------------------
     def send_frame(self, blob: bytes, ends: tuple[int, ...], native_ends: object, first_canon: int,
-                   pt: int, ssrc: int, ts: int, seq: int) -> tuple[int, int]:
+                   pt: int, ssrc: int, ts: int, seq: int, extension: bytes = b"") -> tuple[int, int]:
         """Send one frame's payloads (``blob``, payload i ending at ``ends[i]``) behind the
-        viewer's headers, wire sequence numbers after ``seq``, the marker bit on the last;
-        remember which camera packet (from ``first_canon`` on) each wire number carried.
+        viewer's headers (and its header ``extension`` block, RFC 8285, if any), wire
+        sequence numbers after ``seq``, the marker bit on the last; remember which camera
+        packet (from ``first_canon`` on) each wire number carried.
         Returns (packets dropped by a full socket buffer, the last wire sequence number)."""
         slots, protect, pack_into = self.slots, self.protect, _HEADER.pack_into
         sent_canon, sent_wire, mask = self._sent_canon, self._sent_wire, SENT_RING - 1
         view = memoryview(blob)
         last = len(ends) - 1
+        first_byte = 0x90 if extension else 0x80
+        at = _HEADER_BYTES + len(extension)
         dropped = k = start = 0
         for i, end in enumerate(ends):
             seq = (seq + 1) & 0xFFFF
             sent_canon[seq & mask] = first_canon + i
             sent_wire[seq & mask] = seq
-            length = _HEADER_BYTES + end - start
+            length = at + end - start
             if length > CAPACITY:
                 raise ValueError("an RTP payload is larger than a packet slot")
             slot = slots[k]
-            pack_into(slot, 0, 0x80, pt | 0x80 if i == last else pt, seq, ts, ssrc)
-            slot[_HEADER_BYTES:length] = view[start:end]
+            pack_into(slot, 0, first_byte, pt | 0x80 if i == last else pt, seq, ts, ssrc)
+            slot[_HEADER_BYTES:at] = extension
+            slot[at:length] = view[start:end]
             protect(k, length)
             start = end
             k += 1
@@ -264,10 +268,12 @@ class NativeSrtpOut:
         raise ValueError("an RTP payload is larger than a packet slot")
 
     def send_frame(self, blob: bytes, ends: tuple[int, ...], native_ends: object, first_canon: int,
-                   pt: int, ssrc: int, ts: int, seq: int) -> tuple[int, int]:
+                   pt: int, ssrc: int, ts: int, seq: int, extension: bytes = b"") -> tuple[int, int]:
         cell = self._seq
         cell[0] = seq
-        dropped = self._lib.cg_send_frame(self._out, blob, native_ends, len(ends), first_canon, pt, ssrc, ts, cell)
+        dropped = self._lib.cg_send_frame(
+            self._out, blob, native_ends, len(ends), first_canon, pt, ssrc, ts, cell, extension, len(extension)
+        )
         if dropped < 0:
             self._raise(dropped)
         return dropped, cell[0]

@@ -57,6 +57,8 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from gateway.live.playout_delay import BLOCK_BYTES as PLAYOUT_DELAY_BYTES
+from gateway.live.playout_delay import extension_block
 from gateway.live.rtp_fanout import MAX_PAYLOAD, CameraFanout, RtpFrame
 from gateway.live.srtp_out import CAPACITY as SRTP_CAPACITY
 from gateway.live.srtp_out import NativeSrtpOut, SrtpError, SrtpOut, open_srtp_out
@@ -66,8 +68,8 @@ logger = logging.getLogger(__name__)
 _HEADER = struct.Struct("!BBHII")
 _RTX_OSN = struct.Struct("!H")
 _RTP_HEADER_BYTES = _HEADER.size
-if MAX_PAYLOAD + _RTP_HEADER_BYTES + _RTX_OSN.size > SRTP_CAPACITY:
-    raise ImportError("the largest RTP packet (an RTX header before the largest payload) must fit the SRTP buffer")
+if MAX_PAYLOAD + _RTP_HEADER_BYTES + PLAYOUT_DELAY_BYTES + _RTX_OSN.size > SRTP_CAPACITY:
+    raise ImportError("the largest RTP packet (an RTX header and extension before the largest payload) must fit the SRTP buffer")
 #: RTP timestamp step (90 kHz ticks, 1 ms) between the frames of a GOP burst: old pictures
 #: are decoded at once instead of being played at their original pace, behind live.
 BURST_STEP = 90
@@ -139,6 +141,10 @@ class ViewerSender:
         self.payload_type = 0
         self.rtx_payload_type: int | None = None
         self.cname = ""
+        #: Ask the browser to show pictures at once (playout-delay 0/0) when it negotiated it.
+        self.zero_playout_delay = True
+        #: The RTP header extension block written after every header (b"": none).
+        self.extension = b""
         self._dtls: RTCDtlsTransport | None = None
         self._path: DatagramPath | None = None
         self._out: SrtpOut | NativeSrtpOut | None = None
@@ -196,6 +202,7 @@ class ViewerSender:
                 self.rtx_payload_type = candidate.payloadType
                 break
         self.cname = parameters.rtcp.cname or ""
+        self.extension = extension_block(parameters) if self.zero_playout_delay else b""
         self._dtls = dtls
         try:
             self._path = find_datagram_path(dtls)
@@ -273,7 +280,7 @@ class ViewerSender:
         try:
             dropped, self._seq = out.send_frame(
                 frame.blob, frame.ends, frame.native_ends, frame.first_seq, self.payload_type, self._ssrc,
-                ts & 0xFFFFFFFF, self._seq,
+                ts & 0xFFFFFFFF, self._seq, self.extension,
             )
         except (OSError, SrtpError) as exc:  # the network is gone; the watchdog ends the session
             logger.debug("%s: send failed: %r", self.label, exc)
@@ -397,12 +404,13 @@ class ViewerSender:
         if index != frame.index:
             return False
         marker = 0x80 if canon == frame.first_seq + len(frame.ends) - 1 else 0
+        first = 0x90 if self.extension else 0x80
         if self.rtx_payload_type is not None:
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            head = _HEADER.pack(0x80, self.rtx_payload_type | marker, self._rtx_seq, ts & 0xFFFFFFFF, self.rtx_ssrc)
-            head += _RTX_OSN.pack(seq)
+            head = _HEADER.pack(first, self.rtx_payload_type | marker, self._rtx_seq, ts & 0xFFFFFFFF, self.rtx_ssrc)
+            head += self.extension + _RTX_OSN.pack(seq)
         else:
-            head = _HEADER.pack(0x80, self.payload_type | marker, seq, ts & 0xFFFFFFFF, self._ssrc)
+            head = _HEADER.pack(first, self.payload_type | marker, seq, ts & 0xFFFFFFFF, self._ssrc) + self.extension
         try:
             if not out.send_packet(head, payload):
                 return False

@@ -61,13 +61,14 @@ from gateway.cameras import Camera
 from gateway.config import LiveConfig
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TooManyRequests, Unavailable
 from gateway.interfaces import StreamProfile
-from gateway.live import hevc_rtc
+from gateway.live import hevc_rtc, playout_delay
 from gateway.live.rtp_fanout import Fanouts
 from gateway.live.srtp_out import NATIVE_UNAVAILABLE
 from gateway.live.srtp_sender import ViewerSender, take_over
 from gateway.tasks import TaskSet
 
 hevc_rtc.install()
+playout_delay.install()
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ class WebRtcSession:
             fanout, f"camera {camera.id}: viewer {self.id}", ssrc=sender._ssrc, rtx_ssrc=sender._rtx_ssrc,
             on_end=self._spawn_close,
         )
+        viewer.zero_playout_delay = self._registry.live.zero_playout_delay
         fanout.join(viewer)  # the camera's stream ending or changing ends this session
         take_over(sender, viewer)  # once DTLS is up, the viewer sends, not aiortc's sender
         try:
