@@ -19,6 +19,18 @@ apt_install() {
   fi
 }
 
+ensure_c_compiler() {
+  # The WebRTC sender's C part (gateway/live/_rtpsend.c) is compiled when Citygate is installed:
+  # a C compiler and the Python headers. Without them Citygate still installs and sends from
+  # Python, more slowly (the gateway logs it at start), so a non-root install only warns.
+  local include
+  include="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  if command -v cc >/dev/null 2>&1 && [ -f "$include/Python.h" ]; then
+    return 0
+  fi
+  apt_install gcc libc6-dev python3-dev || echo "no C compiler: WebRTC viewers will be sent to from Python" >&2
+}
+
 ensure_venv() {
   if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     echo "Citygate needs Python >= 3.11 ($PYTHON is $("$PYTHON" --version 2>&1))" >&2

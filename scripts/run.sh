@@ -10,6 +10,7 @@ source scripts/lib.sh
 source scripts/webclient.sh
 
 ensure_venv
+ensure_c_compiler
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e .
 install_mediapipe || echo "mediapipe 0.10.21 could not be installed: media releases find faces with the Haar cascades only" >&2
 ensure_webclient_deps

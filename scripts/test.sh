@@ -19,6 +19,7 @@ apt_install ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 \
   gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium slapd ldap-utils
 command -v npm >/dev/null 2>&1 || apt_install npm
 ensure_venv
+ensure_c_compiler
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[test]"
 install_mediapipe  # the media-release tests need BlazeFace
 # the template third-party plugin, written only against gateway.plugin_api (tests/test_plugin_api.py)
