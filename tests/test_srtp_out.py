@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 from pylibsrtp import Policy, Session
@@ -28,7 +31,21 @@ def sessions() -> tuple[Session, Session]:
     return tx, rx
 
 
-def udp_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
+@dataclass
+class Link:
+    """A sender of one implementation, and the peer that receives and decrypts."""
+
+    out: SrtpOut | NativeSrtpOut
+    rx: Session
+    sender: socket.socket
+    receiver: socket.socket
+
+    def received(self) -> bytes:
+        return self.rx.unprotect(self.receiver.recv(2048))
+
+
+@contextmanager
+def open_link(kind: str, family: int = socket.AF_INET, host: str = "127.0.0.1") -> Iterator[Link]:
     try:
         receiver = socket.socket(family, socket.SOCK_DGRAM)
         receiver.bind((host, 0))
@@ -37,7 +54,18 @@ def udp_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
     receiver.settimeout(2)
     sender = socket.socket(family, socket.SOCK_DGRAM)
     sender.setblocking(False)
-    return sender, receiver
+    tx, rx = sessions()
+    try:
+        yield Link(IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname()), rx, sender, receiver)
+    finally:
+        sender.close()
+        receiver.close()
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
+def link(request) -> Iterator[Link]:
+    with open_link(request.param) as opened:
+        yield opened
 
 
 def test_the_c_sender_is_built_and_usable_here() -> None:
@@ -48,9 +76,12 @@ def test_the_c_sender_is_built_and_usable_here() -> None:
 @pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
 @pytest.mark.parametrize("kind", IMPLEMENTATIONS)
 def test_a_frame_arrives_in_order_marked_and_decrypts(kind, family, host) -> None:
-    sender, receiver = udp_pair(family, host)
-    tx, rx = sessions()
-    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
+    with open_link(kind, family, host) as link:
+        a_frame_arrives_in_order_marked_and_decrypts(link)
+
+
+def a_frame_arrives_in_order_marked_and_decrypts(link: Link) -> None:
+    out = link.out
     # More packets than one sendmmsg batch, every payload size up to the largest.
     payloads = [os.urandom(1 + 37 * k % 1200) for k in range(BATCH + 5)] + [os.urandom(1200)]
     frame = join_payloads(payloads)
@@ -58,7 +89,7 @@ def test_a_frame_arrives_in_order_marked_and_decrypts(kind, family, host) -> Non
     assert dropped == 0
     assert last_seq == (65530 + len(payloads)) & 0xFFFF  # wraps
     for i, payload in enumerate(payloads):
-        packet = rx.unprotect(receiver.recv(2048))
+        packet = link.received()
         first, second, seq, ts, ssrc = HEADER.unpack_from(packet)
         assert (first, second & 0x7F, ts, ssrc) == (0x80, 102, 0xFFFFFF00, 0x1234ABCD)
         assert bool(second & 0x80) == (i == len(payloads) - 1), "the marker bit is on the frame's last packet only"
@@ -66,73 +97,42 @@ def test_a_frame_arrives_in_order_marked_and_decrypts(kind, family, host) -> Non
         assert packet[12:] == payload
         assert out.canon_of(seq) == 7000 + i
     assert out.canon_of((last_seq + 1) & 0xFFFF) == -1
-    sender.close()
-    receiver.close()
 
 
 def test_the_python_sender_falls_back_to_one_sendto_per_packet(monkeypatch) -> None:
     monkeypatch.setattr(srtp_out, "_sendmmsg", None)  # not Linux
-    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
-    tx, rx = sessions()
-    out = SrtpOut(tx, sender, receiver.getsockname())
-    payloads = [os.urandom(900) for _ in range(BATCH + 2)]
-    frame = join_payloads(payloads)
-    assert out.send_frame(frame.blob, frame.ends, None, 0, 96, 1, 0, 10) == (0, 10 + len(payloads))
-    assert [rx.unprotect(receiver.recv(2048))[12:] for _ in payloads] == payloads
-    sender.close()
-    receiver.close()
+    with open_link("python") as link:
+        payloads = [os.urandom(900) for _ in range(BATCH + 2)]
+        frame = join_payloads(payloads)
+        assert link.out.send_frame(frame.blob, frame.ends, None, 0, 96, 1, 0, 10) == (0, 10 + len(payloads))
+        assert [link.received()[12:] for _ in payloads] == payloads
 
 
-@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
-def test_a_retransmission_arrives_as_written(kind) -> None:
-    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
-    tx, rx = sessions()
-    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
+def test_a_retransmission_arrives_as_written(link: Link) -> None:
     head = HEADER.pack(0x80, 0x80 | 97, 40, 9000, 0x55) + struct.pack("!H", 12)  # RTX: the original seq
     payload = os.urandom(1200)
-    assert out.send_packet(head, memoryview(payload))
-    assert rx.unprotect(receiver.recv(2048)) == head + payload
-    sender.close()
-    receiver.close()
+    assert link.out.send_packet(head, memoryview(payload))
+    assert link.received() == head + payload
 
 
-@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
-def test_a_payload_larger_than_a_packet_is_refused(kind) -> None:
-    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
-    tx, _ = sessions()
-    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
-    payloads = [bytes(CAPACITY)]  # no room left for the header
-    frame = join_payloads(payloads)
+def test_a_payload_larger_than_a_packet_is_refused(link: Link) -> None:
+    frame = join_payloads([bytes(CAPACITY)])  # no room left for the header
     with pytest.raises(ValueError):
-        out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0)
-    sender.close()
-    receiver.close()
+        link.out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0)
 
 
-@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
-def test_a_socket_that_is_gone_raises_oserror_with_its_reason(kind) -> None:
-    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
-    tx, _ = sessions()
-    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
-    sender.close()  # the fd the frame would go to is gone (as when the ICE transport closed)
-    payloads = [bytes(1200)]
-    frame = join_payloads(payloads)
+def test_a_socket_that_is_gone_raises_oserror_with_its_reason(link: Link) -> None:
+    link.sender.close()  # the fd the frame would go to is gone (as when the ICE transport closed)
+    frame = join_payloads([bytes(1200)])
     with pytest.raises(OSError, match="EBADF"):
-        out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0)
-    receiver.close()
+        link.out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0)
 
 
-@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
-def test_a_header_extension_block_follows_every_header(kind) -> None:
-    sender, receiver = udp_pair(socket.AF_INET, "127.0.0.1")
-    tx, rx = sessions()
-    out = IMPLEMENTATIONS[kind](tx, sender, receiver.getsockname())
+def test_a_header_extension_block_follows_every_header(link: Link) -> None:
     block = b"\xbe\xde\x00\x01\x62\x00\x00\x00"  # playout-delay, id 6, 0/0
     payloads = [os.urandom(1200 - len(block)), os.urandom(10)]
     frame = join_payloads(payloads)
-    assert out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0, block) == (0, 2)
+    assert link.out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0, block) == (0, 2)
     for payload in payloads:
-        packet = rx.unprotect(receiver.recv(2048))
+        packet = link.received()
         assert packet[0] == 0x90 and packet[12:20] == block and packet[20:] == payload
-    sender.close()
-    receiver.close()
