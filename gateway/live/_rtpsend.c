@@ -117,9 +117,9 @@ static void cg_header(unsigned char *p, int pt_marker, uint16_t seq, uint32_t ts
 /* One access unit to one viewer. ``blob`` holds the frame's payloads back to back, payload i
  * ending at ``ends[i]``; the marker bit goes on the last one. Wire sequence numbers follow
  * ``*seq`` (updated). ``ext`` (``ext_len`` bytes, a multiple of 4) is the viewer's RTP header
- * extension block (RFC 8285), written after every header; none when ``ext_len`` is 0. Returns packets dropped by a full socket buffer (>= 0), -1 when the
- * socket is gone (last_errno), -2 when libsrtp refused (last_status), -3 for a payload too
- * large for a slot. */
+ * extension block (RFC 8285), written after every header; none when ``ext_len`` is 0.
+ * Returns packets dropped by a full socket buffer (>= 0), -1 when the socket is gone
+ * (last_errno), -2 when libsrtp refused (last_status), -3 for a payload too large for a slot. */
 static int cg_send_frame(cg_out *o, const char *blob, const uint32_t *ends, int count, int64_t first_canon,
                          int pt, uint32_t ssrc, uint32_t ts, uint16_t *seq, const char *ext, unsigned int ext_len)
 {
