@@ -127,8 +127,6 @@ class SrtpOut:
     (the viewer's NACK brings it back); ``OSError`` means the network is gone.
     """
 
-    native = False
-
     def __init__(self, session: Session, sock: socket.socket, address: tuple[Any, ...]) -> None:
         self._session = session  # keeps the libsrtp context alive as long as this writer
         self._context = _context(session)
@@ -241,8 +239,6 @@ class SrtpOut:
 
 class NativeSrtpOut:
     """``SrtpOut``'s interface with the per-packet loop in C (``_rtpsend.c``)."""
-
-    native = True
 
     def __init__(self, session: Session, sock: socket.socket, address: tuple[Any, ...]) -> None:
         ffi, native = _rtpsend.ffi, _rtpsend.lib
