@@ -3,7 +3,8 @@ frames received per viewer, and the first-frame time (issue 17).
 
 - camera: bench/camera_farm.py, 1280x720 25 fps "busy" H.264 ~2 Mbit/s, live;
 - gateway: ``python -m gateway serve`` with one ``generic_rtsp`` camera on the farm, recording
-  off; its CPU from /proc/<pid>/stat while the viewers watch;
+  off; its CPU while the viewers watch, from the scheduler's run time of each thread
+  (/proc/<pid>/task/*/schedstat, exact; ``_client.CpuMeter``);
 - viewers: aiortc peers in child processes (bench/live.py's ``--child-viewers``) that count
   complete frames without decoding them: by default from the SRTP packets' clear RTP headers
   (every packet between two marker bits arrived), sending a receiver report a second, so a

@@ -136,3 +136,44 @@ def test_a_header_extension_block_follows_every_header(link: Link) -> None:
     for payload in payloads:
         packet = link.received()
         assert packet[0] == 0x90 and packet[12:20] == block and packet[20:] == payload
+
+
+# -- UDP GSO (the C sender) ----------------------------------------------------------------
+
+#: A keyframe as the packetizer cuts it: parameter sets, then each slice's FU-A fragments of
+#: one size and a shorter last one; more packets than a batch, so runs cross batches.
+KEYFRAME_SIZES = [24, 6] + [1200] * 60 + [333] + [1200] * 3 + [50, 700, 700, 900]
+
+
+def sends_every_packet_in_order(link: Link, sizes: list[int], seq: int = 100) -> None:
+    payloads = [os.urandom(n) for n in sizes]
+    frame = join_payloads(payloads)
+    dropped, last_seq = link.out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 7, 0, seq)
+    assert (dropped, last_seq) == (0, seq + len(payloads))
+    for i, payload in enumerate(payloads):
+        packet = link.received()  # one datagram per packet, as the viewer must see them
+        assert HEADER.unpack_from(packet)[2] == seq + 1 + i
+        assert packet[12:] == payload
+
+
+def test_equal_size_runs_leave_in_gso_messages_and_arrive_as_single_packets() -> None:
+    with open_link("c") as link:
+        sends_every_packet_in_order(link, KEYFRAME_SIZES)
+        assert link.out.gso, "loopback takes GSO; the sender must still be using it"
+
+
+def test_a_path_that_refuses_gso_gets_the_packets_one_message_each() -> None:
+    with open_link("c") as link:
+        # Without UDP checksums Linux refuses GSO (EINVAL) but sends single datagrams.
+        link.sender.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_NO_CHECK", 11), 1)
+        sends_every_packet_in_order(link, KEYFRAME_SIZES)
+        assert not link.out.gso, "the refusal turned GSO off for this viewer"
+        sends_every_packet_in_order(link, [1200] * 5, seq=1000)  # and later frames go one by one at once
+
+
+def test_gso_can_be_turned_off() -> None:
+    with open_link("c") as link:
+        tx, rx = sessions()
+        link.out, link.rx = NativeSrtpOut(tx, link.sender, link.receiver.getsockname(), gso=False), rx
+        assert not link.out.gso
+        sends_every_packet_in_order(link, KEYFRAME_SIZES)

@@ -6,13 +6,22 @@
  * the DTLS session's own context, passed in as a pointer: aiortc derived the keys), remember
  * which camera packet each wire sequence number carried (for NACKs), and hand the frame's
  * packets to the kernel with sendmmsg. One call per viewer per frame; the Python interpreter
- * never touches a packet. cffi releases the GIL around the call, so the ingest threads run
+ * never touches a packet.
+ *
+ * Where the kernel allows (Linux >= 4.18), a run of equal-size packets (a NAL unit's FU-A
+ * fragments) and the shorter one after it leave as one UDP GSO message (UDP_SEGMENT): the
+ * kernel cuts it into the same datagrams after a single pass through the socket and IP layers,
+ * and wakes a local receiver once per message instead of once per packet. A route or device
+ * that refuses GSO (no checksum offload, IPsec, a segment above the path MTU) turns it off for
+ * this viewer and the packets go out one message each, as before. cffi releases the GIL around the call, so the ingest threads run
  * meanwhile.
  *
  * Only the event loop thread calls in, one call at a time per viewer: the SRTP context is
  * also used by aiortc (RTCP) on that thread, never concurrently.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +34,11 @@
 #define CG_SLOT (CG_MTU + CG_TRAILER)
 #define CG_RING 1024
 #define CG_HEADER 12
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+/* A GSO message's bytes at most (a UDP datagram's limit is 65507 on IPv4). */
+#define CG_GSO_BYTES 65000
 
 typedef int (*cg_protect_fn)(void *ctx, void *rtp, int *len);
 
@@ -36,16 +50,23 @@ struct cg_out {
     socklen_t namelen;
     int last_errno;
     int last_status;
+    int gso; /* 1: equal-size runs leave as one UDP GSO message each */
     int64_t sent_canon[CG_RING];
     int32_t sent_wire[CG_RING];
     struct iovec iov[CG_BATCH];
     struct mmsghdr msgs[CG_BATCH];
+    int msg_packets[CG_BATCH]; /* packets (slots) in each message */
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } control[CG_BATCH];
     unsigned char slots[CG_BATCH][CG_SLOT];
 };
 
 typedef struct cg_out cg_out;
 
-static cg_out *cg_out_new(uintptr_t ctx, uintptr_t protect, int fd, const char *name, unsigned int namelen)
+static cg_out *cg_out_new(uintptr_t ctx, uintptr_t protect, int fd, const char *name, unsigned int namelen,
+                          int gso)
 {
     cg_out *o;
     int k;
@@ -59,6 +80,7 @@ static cg_out *cg_out_new(uintptr_t ctx, uintptr_t protect, int fd, const char *
     o->fd = fd;
     memcpy(&o->name, name, namelen);
     o->namelen = namelen;
+    o->gso = gso != 0;
     for (k = 0; k < CG_RING; k++) {
         o->sent_canon[k] = -1;
         o->sent_wire[k] = -1;
@@ -67,8 +89,6 @@ static cg_out *cg_out_new(uintptr_t ctx, uintptr_t protect, int fd, const char *
         o->iov[k].iov_base = o->slots[k];
         o->msgs[k].msg_hdr.msg_name = &o->name;
         o->msgs[k].msg_hdr.msg_namelen = namelen;
-        o->msgs[k].msg_hdr.msg_iov = &o->iov[k];
-        o->msgs[k].msg_hdr.msg_iovlen = 1;
     }
     return o;
 }
@@ -78,22 +98,76 @@ static void cg_out_free(cg_out *o)
     free(o);
 }
 
-/* Send slots 0..count-1. Returns how many a full socket buffer dropped, or -1 (errno in
- * last_errno) when the socket is gone. */
+/* Group slots [from, count) into messages msgs[0..]; returns how many. With GSO a run of
+ * packets of one size, and one shorter packet after it, is one message cut at that size
+ * (the kernel's rule: every segment that size but the last); else a message per packet. */
+static int cg_messages(cg_out *o, int from, int count)
+{
+    int m = 0, k = from;
+    while (k < count) {
+        size_t size = o->iov[k].iov_len, total = size;
+        struct msghdr *h = &o->msgs[m].msg_hdr;
+        int n = 1;
+        if (o->gso) {
+            while (k + n < count && o->iov[k + n].iov_len == size && total + size <= CG_GSO_BYTES) {
+                total += size;
+                n++;
+            }
+            if (k + n < count && o->iov[k + n].iov_len < size && total + o->iov[k + n].iov_len <= CG_GSO_BYTES)
+                n++;
+        }
+        h->msg_iov = &o->iov[k];
+        h->msg_iovlen = (size_t)n;
+        if (n > 1) {
+            struct cmsghdr *c = &o->control[m].align;
+            uint16_t segment = (uint16_t)size;
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(segment));
+            memcpy(CMSG_DATA(c), &segment, sizeof(segment));
+            h->msg_control = o->control[m].buf;
+            h->msg_controllen = CMSG_SPACE(sizeof(segment));
+        } else {
+            h->msg_control = NULL;
+            h->msg_controllen = 0;
+        }
+        o->msg_packets[m++] = n;
+        k += n;
+    }
+    return m;
+}
+
+/* Why sendmmsg may refuse a GSO message that the same packets one by one would pass. */
+static int cg_gso_refused(int code)
+{
+    return code == EIO || code == EINVAL || code == EMSGSIZE || code == EOPNOTSUPP || code == ENOPROTOOPT;
+}
+
+/* Send slots 0..count-1. Returns how many packets a full socket buffer dropped, or -1 (errno
+ * in last_errno) when the socket is gone. */
 static int cg_flush(cg_out *o, int count)
 {
-    int done = 0;
-    while (done < count) {
-        int sent = sendmmsg(o->fd, &o->msgs[done], (unsigned int)(count - done), MSG_DONTWAIT);
-        if (sent < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return count - done; /* the viewer's NACK brings them back */
-            o->last_errno = errno;
-            return -1;
+    int k = 0; /* the first slot not sent yet */
+    while (k < count) {
+        int m = cg_messages(o, k, count), done = 0;
+        while (done < m) {
+            int sent = sendmmsg(o->fd, &o->msgs[done], (unsigned int)(m - done), MSG_DONTWAIT), i;
+            if (sent < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    return count - k; /* the viewer's NACK brings them back */
+                if (o->msg_packets[done] > 1 && cg_gso_refused(errno)) {
+                    o->gso = 0; /* this path cannot take GSO: the rest one message per packet */
+                    break;
+                }
+                o->last_errno = errno;
+                return -1;
+            }
+            for (i = 0; i < sent; i++)
+                k += o->msg_packets[done + i];
+            done += sent;
         }
-        done += sent;
     }
     return 0;
 }
@@ -201,6 +275,12 @@ static int cg_last_errno(const cg_out *o)
 static int cg_last_status(const cg_out *o)
 {
     return o->last_status;
+}
+
+/* 1 while this viewer's packets leave in GSO messages. */
+static int cg_gso(const cg_out *o)
+{
+    return o->gso;
 }
 
 /* -- packetizing, once per camera frame -------------------------------------------------- */

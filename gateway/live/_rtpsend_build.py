@@ -17,7 +17,7 @@ ffibuilder.cdef(
     #define CG_TRAILER ...
     #define CG_RING ...
     typedef struct cg_out cg_out;
-    cg_out *cg_out_new(uintptr_t ctx, uintptr_t protect, int fd, const char *name, unsigned int namelen);
+    cg_out *cg_out_new(uintptr_t ctx, uintptr_t protect, int fd, const char *name, unsigned int namelen, int gso);
     void cg_out_free(cg_out *o);
     int cg_send_frame(cg_out *o, const char *blob, const uint32_t *ends, int count, int64_t first_canon,
                       int pt, uint32_t ssrc, uint32_t ts, uint16_t *seq, const char *ext, unsigned int ext_len);
@@ -26,6 +26,7 @@ ffibuilder.cdef(
     int64_t cg_canon(const cg_out *o, uint16_t seq);
     int cg_last_errno(const cg_out *o);
     int cg_last_status(const cg_out *o);
+    int cg_gso(const cg_out *o);
     int cg_packetize(int hevc, const char *data, size_t n, int max_payload, char *out, size_t out_cap,
                      uint32_t *ends, int max_count);
     """

@@ -238,16 +238,19 @@ class SrtpOut:
 
 
 class NativeSrtpOut:
-    """``SrtpOut``'s interface with the per-packet loop in C (``_rtpsend.c``)."""
+    """``SrtpOut``'s interface with the per-packet loop in C (``_rtpsend.c``).
 
-    def __init__(self, session: Session, sock: socket.socket, address: tuple[Any, ...]) -> None:
+    With ``gso`` (the default), each run of equal-size packets leaves as one UDP GSO message
+    where the path allows it (``_rtpsend.c`` says how, and when it turns itself off)."""
+
+    def __init__(self, session: Session, sock: socket.socket, address: tuple[Any, ...], *, gso: bool = True) -> None:
         ffi, native = _rtpsend.ffi, _rtpsend.lib
         self._session = session  # keeps the libsrtp context alive as long as this writer
         self._socket = sock  # and the socket its fd belongs to
         context = int(_srtp_ffi.cast("uintptr_t", _context(session)))
         protect = int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(lib, "srtp_protect")))
         name = _sockaddr(address)
-        out = native.cg_out_new(context, protect, sock.fileno(), name, len(name))
+        out = native.cg_out_new(context, protect, sock.fileno(), name, len(name), 1 if gso else 0)
         if out == ffi.NULL:
             raise MemoryError("cannot allocate a viewer's packet buffers")
         self._out = ffi.gc(out, native.cg_out_free)
@@ -262,6 +265,11 @@ class NativeSrtpOut:
         if code == -2:
             raise SrtpError(f"srtp_protect failed with status {native.cg_last_status(self._out)}")
         raise ValueError("an RTP payload is larger than a packet slot")
+
+    @property
+    def gso(self) -> bool:
+        """Whether packets still leave in GSO messages (False once the path refused one)."""
+        return bool(self._lib.cg_gso(self._out))
 
     def send_frame(self, blob: bytes, ends: tuple[int, ...], native_ends: object, first_canon: int,
                    pt: int, ssrc: int, ts: int, seq: int, extension: bytes = b"") -> tuple[int, int]:
