@@ -17,7 +17,7 @@ import pytest
 from pylibsrtp import Policy, Session
 
 from gateway.live import srtp_out
-from gateway.live.rtp_payloads import join_payloads
+from gateway.live.rtp_payloads import ends_at, join_payloads
 from gateway.live.srtp_out import BATCH, CAPACITY, NativeSrtpOut, SrtpOut
 
 HEADER = struct.Struct("!BBHII")
@@ -42,6 +42,16 @@ class Link:
 
     def received(self) -> bytes:
         return self.rx.unprotect(self.receiver.recv(2048))
+
+
+def send(out: SrtpOut | NativeSrtpOut, payloads: list[bytes], first_canon: int, pt: int, ssrc: int, ts: int, seq: int,
+         extension: bytes = b"") -> tuple[int, int]:
+    """One frame of ``payloads`` through ``out.send_frame``: (packets dropped, last sequence number)."""
+    count, blob = join_payloads(payloads)
+    result = out.send_frame(blob, ends_at(blob, count), count, first_canon, pt, ssrc, ts, seq, extension, len(extension))
+    if result < 0:
+        raise out.error(result)
+    return result >> 16, result & 0xFFFF
 
 
 @contextmanager
@@ -84,8 +94,7 @@ def a_frame_arrives_in_order_marked_and_decrypts(link: Link) -> None:
     out = link.out
     # More packets than one sendmmsg batch, every payload size up to the largest.
     payloads = [os.urandom(1 + 37 * k % 1200) for k in range(BATCH + 5)] + [os.urandom(1200)]
-    frame = join_payloads(payloads)
-    dropped, last_seq = out.send_frame(frame.blob, frame.ends, frame.native_ends, 7000, 102, 0x1234ABCD, 0xFFFFFF00, 65530)
+    dropped, last_seq = send(out, payloads, 7000, 102, 0x1234ABCD, 0xFFFFFF00, 65530)
     assert dropped == 0
     assert last_seq == (65530 + len(payloads)) & 0xFFFF  # wraps
     for i, payload in enumerate(payloads):
@@ -97,14 +106,14 @@ def a_frame_arrives_in_order_marked_and_decrypts(link: Link) -> None:
         assert packet[12:] == payload
         assert out.canon_of(seq) == 7000 + i
     assert out.canon_of((last_seq + 1) & 0xFFFF) == -1
+    assert (out.packets, out.octets) == (len(payloads), sum(map(len, payloads)))  # for sender reports
 
 
 def test_the_python_sender_falls_back_to_one_sendto_per_packet(monkeypatch) -> None:
     monkeypatch.setattr(srtp_out, "_sendmmsg", None)  # not Linux
     with open_link("python") as link:
         payloads = [os.urandom(900) for _ in range(BATCH + 2)]
-        frame = join_payloads(payloads)
-        assert link.out.send_frame(frame.blob, frame.ends, None, 0, 96, 1, 0, 10) == (0, 10 + len(payloads))
+        assert send(link.out, payloads, 0, 96, 1, 0, 10) == (0, 10 + len(payloads))
         assert [link.received()[12:] for _ in payloads] == payloads
 
 
@@ -116,23 +125,28 @@ def test_a_retransmission_arrives_as_written(link: Link) -> None:
 
 
 def test_a_payload_larger_than_a_packet_is_refused(link: Link) -> None:
-    frame = join_payloads([bytes(CAPACITY)])  # no room left for the header
     with pytest.raises(ValueError):
-        link.out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0)
+        send(link.out, [bytes(CAPACITY)], 0, 96, 1, 0, 0)  # no room left for the header
+
+
+def test_a_blob_whose_ends_point_past_its_payloads_is_refused(link: Link) -> None:
+    count, blob = join_payloads([bytes(100), bytes(100)])
+    forged = blob[: ends_at(blob, count)] + struct.pack("=II", 100, 4000)  # the second end is past the payloads
+    result = link.out.send_frame(forged, ends_at(forged, count), count, 0, 96, 1, 0, 0, b"", 0)
+    assert result < 0 and isinstance(link.out.error(result), ValueError)
+    assert link.out.packets == 0
 
 
 def test_a_socket_that_is_gone_raises_oserror_with_its_reason(link: Link) -> None:
     link.sender.close()  # the fd the frame would go to is gone (as when the ICE transport closed)
-    frame = join_payloads([bytes(1200)])
     with pytest.raises(OSError, match="EBADF"):
-        link.out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0)
+        send(link.out, [bytes(1200)], 0, 96, 1, 0, 0)
 
 
 def test_a_header_extension_block_follows_every_header(link: Link) -> None:
     block = b"\xbe\xde\x00\x01\x62\x00\x00\x00"  # playout-delay, id 6, 0/0
     payloads = [os.urandom(1200 - len(block)), os.urandom(10)]
-    frame = join_payloads(payloads)
-    assert link.out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 1, 0, 0, block) == (0, 2)
+    assert send(link.out, payloads, 0, 96, 1, 0, 0, block) == (0, 2)
     for payload in payloads:
         packet = link.received()
         assert packet[0] == 0x90 and packet[12:20] == block and packet[20:] == payload
@@ -147,8 +161,7 @@ KEYFRAME_SIZES = [24, 6] + [1200] * 60 + [333] + [1200] * 3 + [50, 700, 700, 900
 
 def sends_every_packet_in_order(link: Link, sizes: list[int], seq: int = 100) -> None:
     payloads = [os.urandom(n) for n in sizes]
-    frame = join_payloads(payloads)
-    dropped, last_seq = link.out.send_frame(frame.blob, frame.ends, frame.native_ends, 0, 96, 7, 0, seq)
+    dropped, last_seq = send(link.out, payloads, 0, 96, 7, 0, seq)
     assert (dropped, last_seq) == (0, seq + len(payloads))
     for i, payload in enumerate(payloads):
         packet = link.received()  # one datagram per packet, as the viewer must see them

@@ -1,7 +1,11 @@
 /* The per-packet core of a WebRTC viewer's sender, in C (gateway/live/srtp_out.py).
  *
- * For one viewer and one access unit already split into RTP payloads once per camera
- * (gateway/live/rtp_fanout.py): write the viewer's 12-byte RTP header before each payload in
+ * Once per camera frame, cg_packetize_frame splits the access unit into RTP payloads and lays
+ * them out as the frame's *blob* (gateway/live/rtp_payloads.py), the one bytes object every
+ * viewer's call reads: the payloads back to back, zeros up to a multiple of 4 bytes, then
+ * where each payload ends, one native uint32_t per payload.
+ *
+ * For one viewer and one frame (gateway/live/rtp_fanout.py): write the viewer's 12-byte RTP header before each payload in
  * a slot of this viewer's buffer, let libsrtp protect the slot in place (the srtp_protect of
  * the DTLS session's own context, passed in as a pointer: aiortc derived the keys), remember
  * which camera packet each wire sequence number carried (for NACKs), and hand the frame's
@@ -13,8 +17,9 @@
  * kernel cuts it into the same datagrams after a single pass through the socket and IP layers,
  * and wakes a local receiver once per message instead of once per packet. A route or device
  * that refuses GSO (no checksum offload, IPsec, a segment above the path MTU) turns it off for
- * this viewer and the packets go out one message each, as before. cffi releases the GIL around the call, so the ingest threads run
- * meanwhile.
+ * this viewer and the packets go out one message each, as before.
+ *
+ * cffi releases the GIL around each call, so the ingest threads run meanwhile.
  *
  * Only the event loop thread calls in, one call at a time per viewer: the SRTP context is
  * also used by aiortc (RTCP) on that thread, never concurrently.
@@ -51,6 +56,8 @@ struct cg_out {
     int last_errno;
     int last_status;
     int gso; /* 1: equal-size runs leave as one UDP GSO message each */
+    uint64_t packets; /* the frames' packets and payload octets, for RTCP sender reports */
+    uint64_t octets;
     int64_t sent_canon[CG_RING];
     int32_t sent_wire[CG_RING];
     struct iovec iov[CG_BATCH];
@@ -188,30 +195,34 @@ static void cg_header(unsigned char *p, int pt_marker, uint16_t seq, uint32_t ts
     p[11] = (unsigned char)ssrc;
 }
 
-/* One access unit to one viewer. ``blob`` holds the frame's payloads back to back, payload i
- * ending at ``ends[i]``; the marker bit goes on the last one. Wire sequence numbers follow
- * ``*seq`` (updated). ``ext`` (``ext_len`` bytes, a multiple of 4) is the viewer's RTP header
- * extension block (RFC 8285), written after every header; none when ``ext_len`` is 0.
- * Returns packets dropped by a full socket buffer (>= 0), -1 when the socket is gone
- * (last_errno), -2 when libsrtp refused (last_status), -3 for a payload too large for a slot. */
-static int cg_send_frame(cg_out *o, const char *blob, const uint32_t *ends, int count, int64_t first_canon,
-                         int pt, uint32_t ssrc, uint32_t ts, uint16_t *seq, const char *ext, unsigned int ext_len)
+/* One frame to one viewer. ``blob`` is the frame's blob (above), its payload ends at
+ * ``blob + ends_at``, ``count`` of them; the marker bit goes on the last payload. Wire sequence
+ * numbers follow ``seq``. ``ext`` (``ext_len`` bytes, a multiple of 4) is the viewer's RTP
+ * header extension block (RFC 8285), written after every header; none when ``ext_len`` is 0.
+ * Returns (packets a full socket buffer dropped) << 16 | the last wire sequence number, or
+ * -1 when the socket is gone (last_errno), -2 when libsrtp refused (last_status), -3 for a
+ * malformed blob or a payload too large for a slot. */
+static int64_t cg_send_frame(cg_out *o, const char *blob, uint32_t ends_at, int count, int64_t first_canon, int pt,
+                             uint32_t ssrc, uint32_t ts, uint16_t seq, const char *ext, unsigned int ext_len)
 {
     uint32_t start = 0;
-    uint16_t s = *seq;
-    int dropped = 0, k = 0, i, r;
-    if (ext_len > 64 || ext_len % 4)
+    int64_t dropped = 0;
+    int k = 0, i, r;
+    if (ext_len > 64 || ext_len % 4 || count < 0 || ends_at % 4)
         return -3;
     for (i = 0; i < count; i++) {
-        uint32_t n = ends[i] - start;
+        uint32_t end, n;
         unsigned char *p = o->slots[k];
-        int len = (int)(CG_HEADER + ext_len + n);
-        if (ends[i] < start || n > CG_MTU - CG_HEADER - ext_len)
+        int len;
+        memcpy(&end, blob + ends_at + 4 * (size_t)i, sizeof(end));
+        n = end - start;
+        if (end < start || end > ends_at || n > CG_MTU - CG_HEADER - ext_len)
             return -3;
-        s = (uint16_t)(s + 1);
-        o->sent_canon[s & (CG_RING - 1)] = first_canon + i;
-        o->sent_wire[s & (CG_RING - 1)] = s;
-        cg_header(p, i == count - 1 ? (pt | 0x80) : pt, s, ts, ssrc);
+        len = (int)(CG_HEADER + ext_len + n);
+        seq = (uint16_t)(seq + 1);
+        o->sent_canon[seq & (CG_RING - 1)] = first_canon + i;
+        o->sent_wire[seq & (CG_RING - 1)] = seq;
+        cg_header(p, i == count - 1 ? (pt | 0x80) : pt, seq, ts, ssrc);
         if (ext_len) {
             p[0] |= 0x10; /* X: the header extension block follows */
             memcpy(p + CG_HEADER, ext, ext_len);
@@ -220,24 +231,22 @@ static int cg_send_frame(cg_out *o, const char *blob, const uint32_t *ends, int 
         r = o->protect(o->ctx, p, &len);
         if (r != 0) {
             o->last_status = r;
-            *seq = s;
             return -2;
         }
         o->iov[k].iov_len = (size_t)len;
-        start = ends[i];
+        o->octets += n;
+        start = end;
         if (++k == CG_BATCH) {
             r = cg_flush(o, k);
-            if (r < 0) {
-                *seq = s;
+            if (r < 0)
                 return r;
-            }
             dropped += r;
             k = 0;
         }
     }
-    *seq = s;
+    o->packets += (uint64_t)count;
     r = cg_flush(o, k);
-    return r < 0 ? r : dropped + r;
+    return r < 0 ? r : (dropped + r) << 16 | seq;
 }
 
 /* One packet (a retransmission): ``head`` (the RTP header, and RTX's original sequence
@@ -275,6 +284,16 @@ static int cg_last_errno(const cg_out *o)
 static int cg_last_status(const cg_out *o)
 {
     return o->last_status;
+}
+
+static uint64_t cg_packets(const cg_out *o)
+{
+    return o->packets;
+}
+
+static uint64_t cg_octets(const cg_out *o)
+{
+    return o->octets;
 }
 
 /* 1 while this viewer's packets leave in GSO messages. */
@@ -348,8 +367,8 @@ static int cg_add_nal(int hevc, const unsigned char *nal, size_t len, size_t max
  * ``ends[i]`` (RFC 6184 / RFC 7798; access unit delimiters dropped: the marker bit delimits
  * access units). The same payloads as gateway.rtsp.rtp.fragment_access_unit (tested).
  * Returns how many, or -1 when ``out`` or ``ends`` is too small. */
-static int cg_packetize(int hevc, const char *data, size_t n, int max_payload, char *out, size_t out_cap,
-                        uint32_t *ends, int max_count)
+static int cg_split(int hevc, const char *data, size_t n, int max_payload, char *out, size_t out_cap, uint32_t *ends,
+                    int max_count)
 {
     const unsigned char *d = (const unsigned char *)data;
     unsigned char *o = (unsigned char *)out;
@@ -389,4 +408,23 @@ static int cg_packetize(int hevc, const char *data, size_t n, int max_payload, c
             return count;
         start = (size_t)j + 3;
     }
+}
+
+/* An access unit as a frame's blob in ``out`` (the layout at the top; ``ends`` is scratch room
+ * for ``max_count`` ends). Returns count << 32 | the blob's length, or -1 when ``out`` or
+ * ``ends`` is too small. */
+static int64_t cg_packetize_frame(int hevc, const char *data, size_t n, int max_payload, char *out, size_t out_cap,
+                                  uint32_t *ends, int max_count)
+{
+    int count = cg_split(hevc, data, n, max_payload, out, out_cap, ends, max_count);
+    size_t size, at;
+    if (count < 0)
+        return -1;
+    size = count ? ends[count - 1] : 0;
+    at = (size + 3) / 4 * 4;
+    if (at + 4 * (size_t)count > out_cap || at + 4 * (size_t)count > UINT32_MAX)
+        return -1;
+    memset(out + size, 0, at - size);
+    memcpy(out + at, ends, 4 * (size_t)count);
+    return (int64_t)count << 32 | (int64_t)(at + 4 * (size_t)count);
 }

@@ -19,16 +19,18 @@ ffibuilder.cdef(
     typedef struct cg_out cg_out;
     cg_out *cg_out_new(uintptr_t ctx, uintptr_t protect, int fd, const char *name, unsigned int namelen, int gso);
     void cg_out_free(cg_out *o);
-    int cg_send_frame(cg_out *o, const char *blob, const uint32_t *ends, int count, int64_t first_canon,
-                      int pt, uint32_t ssrc, uint32_t ts, uint16_t *seq, const char *ext, unsigned int ext_len);
+    int64_t cg_send_frame(cg_out *o, const char *blob, uint32_t ends_at, int count, int64_t first_canon, int pt,
+                          uint32_t ssrc, uint32_t ts, uint16_t seq, const char *ext, unsigned int ext_len);
     int cg_send_packet(cg_out *o, const char *head, unsigned int head_len, const char *payload,
                        unsigned int payload_len);
     int64_t cg_canon(const cg_out *o, uint16_t seq);
     int cg_last_errno(const cg_out *o);
     int cg_last_status(const cg_out *o);
     int cg_gso(const cg_out *o);
-    int cg_packetize(int hevc, const char *data, size_t n, int max_payload, char *out, size_t out_cap,
-                     uint32_t *ends, int max_count);
+    uint64_t cg_packets(const cg_out *o);
+    uint64_t cg_octets(const cg_out *o);
+    int64_t cg_packetize_frame(int hevc, const char *data, size_t n, int max_payload, char *out, size_t out_cap,
+                               uint32_t *ends, int max_count);
     """
 )
 ffibuilder.set_source(

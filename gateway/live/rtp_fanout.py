@@ -8,7 +8,7 @@ A ``CameraFanout`` reads one hub (a camera's main or sub stream) and keeps:
   fanout's own *canonical* sequence numbers;
 - the packetized GOP cache: the frames since the last keyframe, which a new viewer (and a
   viewer that reports picture loss) is sent first, so it has a picture at once;
-- the packet history: canonical sequence number → payload, for retransmissions.
+- the packet history: the frames of the last canonical sequence numbers, for retransmissions.
 
 What is the viewer's own (SSRC, sequence number, timestamp, payload type) is written per
 viewer by ``gateway.live.srtp_sender.ViewerSender``, which also encrypts. The fanout knows
@@ -20,21 +20,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.errors import StreamClosed
 from gateway.media.hub import HubReader
 from gateway.media.packet import MediaPacket
-from gateway.live.rtp_payloads import Packetizer
+from gateway.live.rtp_payloads import Packetizer, payload_ends
 
 logger = logging.getLogger(__name__)
 
 #: RTP payload bytes per packet (aiortc's payloaders use the same limit): with the RTP
 #: header, the SRTP tag and IPv6/UDP headers it stays under a 1280-byte path MTU.
 MAX_PAYLOAD = 1200
-#: Canonical packets kept for retransmission (a power of two): about 10 s at 2 Mbit/s.
+#: Canonical packets kept for retransmission (at least): about 10 s at 2 Mbit/s.
 HISTORY_PACKETS = 4096
 #: A GOP longer than this many packets is not kept packetized (the hub caches up to 600 frames).
 GOP_CACHE_PACKETS = 20000
@@ -42,33 +42,46 @@ GOP_CACHE_PACKETS = 20000
 KEYFRAME_REQUEST_INTERVAL = 2.0
 
 
-@dataclass(frozen=True, slots=True)
 class RtpFrame:
-    """One access unit as RTP payloads, shared by every viewer of the stream."""
+    """One access unit as RTP payloads, shared by every viewer of the stream (read-only).
 
-    #: Frames of this fanout counted from 0 (the viewers' timestamp memory is keyed by it).
-    index: int
-    #: Canonical sequence number of the first payload (grows without wrapping).
-    first_seq: int
-    #: The camera's pts on the 90 kHz clock.
-    pts: int
-    keyframe: bool
-    #: The payloads back to back (``gateway.live.rtp_payloads``).
-    blob: bytes
-    #: Where each payload ends in ``blob``; the same as a C array for the C sender (or None).
-    ends: tuple[int, ...]
-    native_ends: object
+    A plain class with slots, not a dataclass: made once per camera frame, where each Python
+    operation counts (``gateway.live.rtp_payloads`` says why)."""
+
+    __slots__ = ("index", "first_seq", "pts", "keyframe", "blob", "count", "ends_at")
+
+    def __init__(self, index: int, first_seq: int, pts: int, keyframe: bool, blob: bytes, count: int) -> None:
+        #: Frames of this fanout counted from 0 (the viewers' timestamp memory is keyed by it).
+        self.index = index
+        #: Canonical sequence number of the first payload (grows without wrapping).
+        self.first_seq = first_seq
+        #: The camera's pts on the 90 kHz clock.
+        self.pts = pts
+        self.keyframe = keyframe
+        #: The payloads and where each ends (``gateway.live.rtp_payloads``); ``count`` of them.
+        self.blob = blob
+        self.count = count
+        self.ends_at = len(blob) - 4 * count
+
+    def __repr__(self) -> str:
+        return f"<RtpFrame {self.index} seq {self.first_seq}+{self.count}{' key' if self.keyframe else ''}>"
+
+    @property
+    def ends(self) -> memoryview:
+        return payload_ends(self.blob, self.count)
 
     @property
     def size(self) -> int:
-        return len(self.blob)
+        """Payload bytes."""
+        return self.ends[-1] if self.count else 0
 
     def payload(self, i: int) -> memoryview:
-        return memoryview(self.blob)[self.ends[i - 1] if i else 0 : self.ends[i]]
+        ends = self.ends
+        return memoryview(self.blob)[ends[i - 1] if i else 0 : ends[i]]
 
     @property
     def payloads(self) -> tuple[memoryview, ...]:
-        return tuple(self.payload(i) for i in range(len(self.ends)))
+        return tuple(self.payload(i) for i in range(self.count))
 
 
 class FanoutViewer(Protocol):
@@ -80,30 +93,37 @@ class FanoutViewer(Protocol):
 
 
 class PacketHistory:
-    """The last ``size`` canonical packets: sequence number → (payload, frame)."""
+    """The frames of the last ``size`` canonical packets (at least), for retransmissions.
+
+    Kept by frame, not by packet: one append per camera frame. A lookup (a NACK, rare) finds
+    the frame by binary search on the frames' first sequence numbers."""
 
     def __init__(self, size: int = HISTORY_PACKETS) -> None:
-        if size & (size - 1):
-            raise ValueError("history size must be a power of two")
         self._size = size
-        self._seqs: list[int] = [-1] * size
-        self._frames: list[RtpFrame | None] = [None] * size
+        self._frames: deque[RtpFrame] = deque()
+        self._packets = 0
 
     def add(self, frame: RtpFrame) -> None:
-        seq, count, size = frame.first_seq, len(frame.ends), self._size
-        while count:  # in at most two slices (where the ring wraps)
-            i = seq % size
-            n = min(count, size - i)
-            self._seqs[i : i + n] = range(seq, seq + n)
-            self._frames[i : i + n] = [frame] * n
-            seq += n
-            count -= n
+        frames = self._frames
+        frames.append(frame)
+        self._packets += frame.count
+        while self._packets - frames[0].count >= self._size:
+            self._packets -= frames.popleft().count
 
     def get(self, seq: int) -> tuple[memoryview, RtpFrame] | None:
         """The payload and frame of canonical packet ``seq``, or None once forgotten."""
-        i = seq % self._size
-        frame = self._frames[i]
-        if self._seqs[i] != seq or frame is None:
+        frames = self._frames
+        if not frames or seq < frames[0].first_seq or seq >= frames[-1].first_seq + frames[-1].count:
+            return None
+        low, high = 0, len(frames) - 1  # the last frame that starts at or before seq
+        while low < high:
+            middle = (low + high + 1) // 2
+            if frames[middle].first_seq <= seq:
+                low = middle
+            else:
+                high = middle - 1
+        frame = frames[low]
+        if seq - frame.first_seq >= frame.count:
             return None
         return frame.payload(seq - frame.first_seq), frame
 
@@ -227,17 +247,8 @@ class CameraFanout:
     # -- packetizing ------------------------------------------------------------------------
     def packetize(self, media: MediaPacket) -> RtpFrame:
         """Turn one access unit into an ``RtpFrame``; update the GOP cache and history."""
-        payloads = self._packetizer.packetize(media.data)
-        count = len(payloads.ends)
-        frame = RtpFrame(
-            index=self._next_index,
-            first_seq=self._next_seq,
-            pts=media.pts,
-            keyframe=media.keyframe,
-            blob=payloads.blob,
-            ends=payloads.ends,
-            native_ends=payloads.native_ends,
-        )
+        count, blob = self._packetizer.packetize(media.data)
+        frame = RtpFrame(self._next_index, self._next_seq, media.pts, media.keyframe, blob, count)
         self._next_index += 1
         self._next_seq += count
         self.history.add(frame)
@@ -268,8 +279,9 @@ class CameraFanout:
             if not media.data:
                 return
             frame = self.packetize(media)
-            for viewer in self._receiving:
-                viewer.send_frame(frame)
+            if frame.count:  # (an access unit of delimiters only has nothing to send)
+                for viewer in self._receiving:
+                    viewer.send_frame(frame)
         except Exception:
             logger.exception("%s: fan-out failed", self.label)
             self._close_soon("media sender failed")

@@ -1,12 +1,14 @@
 """SRTP-protect a viewer's RTP packets in place in C buffers and send each frame's packets with
 one ``sendmmsg``: the per-packet core of a WebRTC viewer's sender.
 
-Two implementations of one interface (``send_frame``, ``send_packet``, ``canon_of``):
+Two implementations of one interface (``send_frame``, ``send_packet``, ``canon_of``, ``error``,
+``packets``, ``octets``):
 
 - ``NativeSrtpOut``: the whole per-packet loop in C (``gateway.live._rtpsend``, compiled
   from ``_rtpsend.c`` when the package is installed): per viewer and frame, one call that
-  writes each header, copies the payload, protects and sends, without the GIL. Used
-  whenever the extension is present (``open_srtp_out``).
+  writes each header, copies the payload, protects and sends, without the GIL. Its
+  ``send_frame`` *is* the C function (bound to the viewer's state with ``partial``): no Python
+  frame between the viewer and C. Used whenever the extension is present (``open_srtp_out``).
 - ``SrtpOut``: the same packets from Python, through cffi's ABI mode (no compiler needed),
   for a machine where the extension could not be built. What follows describes it.
 
@@ -33,6 +35,7 @@ import errno
 import socket
 import struct
 import sys
+from functools import partial
 from typing import Any
 
 from cffi import FFI
@@ -105,6 +108,11 @@ class SrtpError(RuntimeError):
     """libsrtp refused to protect a packet (its status code in the message)."""
 
 
+#: ``send_frame``'s failures (``_rtpsend.c``'s codes): the socket is gone, libsrtp refused,
+#: a malformed blob or a payload larger than a slot.
+_SOCKET_GONE, _SRTP_FAILED, _MALFORMED = -1, -2, -3
+
+
 def _sockaddr(address: tuple[Any, ...]) -> bytes:
     """``struct sockaddr_in`` / ``sockaddr_in6`` of a socket-module address tuple (the
     family and scope id in the host's byte order, port and flow info in the network's)."""
@@ -130,8 +138,12 @@ class SrtpOut:
     def __init__(self, session: Session, sock: socket.socket, address: tuple[Any, ...]) -> None:
         self._session = session  # keeps the libsrtp context alive as long as this writer
         self._context = _context(session)
+        self._error: Exception | None = None
         self._sent_canon = [-1] * SENT_RING
         self._sent_wire = [-1] * SENT_RING
+        #: The frames' packets and payload octets, for RTCP sender reports.
+        self.packets = 0
+        self.octets = 0
         self._socket = sock
         self._fd = sock.fileno()
         self._address = address
@@ -189,38 +201,57 @@ class SrtpOut:
         return dropped
 
     # -- the interface both implementations share --------------------------------------
-    def send_frame(self, blob: bytes, ends: tuple[int, ...], native_ends: object, first_canon: int,
-                   pt: int, ssrc: int, ts: int, seq: int, extension: bytes = b"") -> tuple[int, int]:
-        """Send one frame's payloads (``blob``, payload i ending at ``ends[i]``) behind the
-        viewer's headers (and its header ``extension`` block, RFC 8285, if any), wire
-        sequence numbers after ``seq``, the marker bit on the last; remember which camera
-        packet (from ``first_canon`` on) each wire number carried.
-        Returns (packets dropped by a full socket buffer, the last wire sequence number)."""
+    def send_frame(self, blob: bytes, ends_at: int, count: int, first_canon: int, pt: int, ssrc: int, ts: int,
+                   seq: int, extension: bytes = b"", extension_length: int = 0) -> int:
+        """Send one frame (``blob``: ``gateway.live.rtp_payloads``, its ``count`` payload ends
+        from ``ends_at``) behind the viewer's headers (and its header ``extension`` block, RFC
+        8285, if any), wire sequence numbers after ``seq``, the marker bit on the last packet;
+        remember which camera packet (from ``first_canon`` on) each wire number carried.
+        Returns (packets dropped by a full socket buffer) << 16 | the last wire sequence
+        number; a negative code on failure (``error`` makes it an exception), as the C sender."""
         slots, protect, pack_into = self.slots, self.protect, _HEADER.pack_into
         sent_canon, sent_wire, mask = self._sent_canon, self._sent_wire, SENT_RING - 1
         view = memoryview(blob)
-        last = len(ends) - 1
+        if count < 0 or ends_at % 4 or ends_at + 4 * count != len(blob):
+            return _MALFORMED
+        ends = view[ends_at:].cast("I")
+        last = count - 1
         first_byte = 0x90 if extension else 0x80
         at = _HEADER_BYTES + len(extension)
         dropped = k = start = 0
-        for i, end in enumerate(ends):
-            seq = (seq + 1) & 0xFFFF
-            sent_canon[seq & mask] = first_canon + i
-            sent_wire[seq & mask] = seq
-            length = at + end - start
-            if length > CAPACITY:
-                raise ValueError("an RTP payload is larger than a packet slot")
-            slot = slots[k]
-            pack_into(slot, 0, first_byte, pt | 0x80 if i == last else pt, seq, ts, ssrc)
-            slot[_HEADER_BYTES:at] = extension
-            slot[at:length] = view[start:end]
-            protect(k, length)
-            start = end
-            k += 1
-            if k == BATCH:
-                dropped += self.flush(k)
-                k = 0
-        return dropped + self.flush(k), seq
+        try:
+            for i, end in enumerate(ends):
+                seq = (seq + 1) & 0xFFFF
+                sent_canon[seq & mask] = first_canon + i
+                sent_wire[seq & mask] = seq
+                length = at + end - start
+                if end < start or end > ends_at or length > CAPACITY:
+                    return _MALFORMED
+                slot = slots[k]
+                pack_into(slot, 0, first_byte, pt | 0x80 if i == last else pt, seq, ts, ssrc)
+                slot[_HEADER_BYTES:at] = extension
+                slot[at:length] = view[start:end]
+                protect(k, length)
+                self.octets += end - start
+                start = end
+                k += 1
+                if k == BATCH:
+                    dropped += self.flush(k)
+                    k = 0
+            self.packets += count
+            return (dropped + self.flush(k)) << 16 | seq
+        except SrtpError as exc:
+            self._error = exc
+            return _SRTP_FAILED
+        except OSError as exc:
+            self._error = exc
+            return _SOCKET_GONE
+
+    def error(self, code: int) -> Exception:
+        """The exception a negative ``send_frame`` result stands for."""
+        if code == _MALFORMED:
+            return ValueError("a malformed frame blob, or an RTP payload larger than a packet slot")
+        return self._error or RuntimeError(f"send failed ({code})")
 
     def send_packet(self, head: bytes, payload: bytes | memoryview) -> bool:
         """Protect and send one packet (a retransmission): ``head`` then ``payload``."""
@@ -254,38 +285,36 @@ class NativeSrtpOut:
         if out == ffi.NULL:
             raise MemoryError("cannot allocate a viewer's packet buffers")
         self._out = ffi.gc(out, native.cg_out_free)
-        self._seq = ffi.new("uint16_t *")
         self._ffi, self._lib = ffi, native
+        #: ``SrtpOut.send_frame``, in C.
+        self.send_frame = partial(native.cg_send_frame, self._out)
 
-    def _raise(self, code: int) -> None:
+    def error(self, code: int) -> Exception:
         native = self._lib
-        if code == -1:
+        if code == _SOCKET_GONE:
             number = native.cg_last_errno(self._out)
-            raise OSError(number, f"sendmmsg: {errno.errorcode.get(number, number)}")
-        if code == -2:
-            raise SrtpError(f"srtp_protect failed with status {native.cg_last_status(self._out)}")
-        raise ValueError("an RTP payload is larger than a packet slot")
+            return OSError(number, f"sendmmsg: {errno.errorcode.get(number, number)}")
+        if code == _SRTP_FAILED:
+            return SrtpError(f"srtp_protect failed with status {native.cg_last_status(self._out)}")
+        return ValueError("a malformed frame blob, or an RTP payload larger than a packet slot")
+
+    @property
+    def packets(self) -> int:
+        return self._lib.cg_packets(self._out)
+
+    @property
+    def octets(self) -> int:
+        return self._lib.cg_octets(self._out)
 
     @property
     def gso(self) -> bool:
         """Whether packets still leave in GSO messages (False once the path refused one)."""
         return bool(self._lib.cg_gso(self._out))
 
-    def send_frame(self, blob: bytes, ends: tuple[int, ...], native_ends: object, first_canon: int,
-                   pt: int, ssrc: int, ts: int, seq: int, extension: bytes = b"") -> tuple[int, int]:
-        cell = self._seq
-        cell[0] = seq
-        dropped = self._lib.cg_send_frame(
-            self._out, blob, native_ends, len(ends), first_canon, pt, ssrc, ts, cell, extension, len(extension)
-        )
-        if dropped < 0:
-            self._raise(dropped)
-        return dropped, cell[0]
-
     def send_packet(self, head: bytes, payload: bytes | memoryview) -> bool:
         result = self._lib.cg_send_packet(self._out, head, len(head), self._ffi.from_buffer(payload), len(payload))
         if result < 0:
-            self._raise(result)
+            raise self.error(result)
         return result == 0
 
     def canon_of(self, seq: int) -> int:

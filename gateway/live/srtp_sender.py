@@ -148,6 +148,8 @@ class ViewerSender:
         self._dtls: RTCDtlsTransport | None = None
         self._path: DatagramPath | None = None
         self._out: SrtpOut | NativeSrtpOut | None = None
+        self._send_frame: Callable[..., int] | None = None  # the out's send_frame (C, or Python)
+        self._extension_length = 0
         self._seq = random.getrandbits(16) % 32768  # lower half: no early wrap (as aiortc)
         self._rtx_seq = random.getrandbits(16) % 32768
         self._last_ts = random.getrandbits(32)
@@ -159,14 +161,12 @@ class ViewerSender:
         self._burst_task: asyncio.Task[None] | None = None
         self._burst_started = float("-inf")
         self._sr_task: asyncio.Task[None] | None = None
-        self._last_send_clock = 0.0
         # -- counters and times the session's watchdog and the tests read --------------------
         #: ``time.time()`` of the last packet sent, of the last receiver report (0: none yet).
         self.last_sent = 0.0
         self.last_report = 0.0
-        self.packets_sent = 0
-        self.octets_sent = 0
         self.frames_sent = 0
+        self._final_counts = (0, 0)  # packets and octets sent, once the out is closed
         self.dropped = 0
         self.retransmitted = 0
         self.nacks = 0
@@ -190,6 +190,16 @@ class ViewerSender:
     def state(self) -> str:
         return self._state
 
+    @property
+    def packets_sent(self) -> int:
+        """The frames' RTP packets sent (retransmissions not counted), for sender reports."""
+        return self._out.packets if self._out is not None else self._final_counts[0]
+
+    @property
+    def octets_sent(self) -> int:
+        """Their payload octets."""
+        return self._out.octets if self._out is not None else self._final_counts[1]
+
     # -- aiortc hand-over ---------------------------------------------------------------
     async def begin(self, dtls: RTCDtlsTransport, parameters: RTCRtpSendParameters) -> None:
         """DTLS is connected: take the negotiated parameters and start receiving the fanout."""
@@ -207,6 +217,8 @@ class ViewerSender:
         try:
             self._path = find_datagram_path(dtls)
             self._out = open_srtp_out(dtls._tx_srtp, self._path.socket, self._path.address)
+            self._send_frame = self._out.send_frame
+            self._extension_length = len(self.extension)
         except (RuntimeError, OSError) as exc:
             logger.error("%s: cannot send: %s", self.label, exc)
             self.end(f"media sender failed: {exc}")
@@ -226,7 +238,8 @@ class ViewerSender:
     def send_frame(self, frame: RtpFrame) -> None:
         state = self._state
         if state == "live":
-            self._send(frame, self._live_ts(frame))
+            offset = self._ts_offset
+            self._send(frame, frame.pts + offset if offset is not None else self._live_ts(frame))
         elif state == "burst":
             self._backlog.append(frame)
             if len(self._backlog) > BACKLOG_FRAMES:
@@ -258,7 +271,9 @@ class ViewerSender:
         if self._dtls is not None:
             self._send_rtcp(bytes(RtcpByePacket(sources=[self._ssrc])))
             self._dtls._unregister_rtp_sender(self)  # type: ignore[arg-type]
-        self._out = None
+        if self._out is not None:
+            self._final_counts = (self._out.packets, self._out.octets)
+        self._out = self._send_frame = None
         if self._path is not None:
             self._path.close()
             self._path = None
@@ -273,28 +288,30 @@ class ViewerSender:
 
     def _send(self, frame: RtpFrame, ts: int) -> None:
         """The per-viewer hot path: the frame's packets behind this viewer's headers,
-        SRTP-protected and sent in one call (in C where it was built: ``srtp_out``)."""
-        out = self._out
-        if out is None:
+        SRTP-protected and sent in one call (in C where it was built: ``srtp_out``). Kept to
+        a few Python operations: it runs once per viewer and camera frame."""
+        send = self._send_frame
+        if send is None:
             return
-        try:
-            dropped, self._seq = out.send_frame(
-                frame.blob, frame.ends, frame.native_ends, frame.first_seq, self.payload_type, self._ssrc,
-                ts & 0xFFFFFFFF, self._seq, self.extension,
-            )
-        except (OSError, SrtpError) as exc:  # the network is gone; the watchdog ends the session
-            logger.debug("%s: send failed: %r", self.label, exc)
-            dropped = len(frame.ends)
-            self._seq = (self._seq + dropped) & 0xFFFF
+        ts &= 0xFFFFFFFF
+        result = send(frame.blob, frame.ends_at, frame.count, frame.first_seq, self.payload_type, self._ssrc, ts,
+                      self._seq, self.extension, self._extension_length)
+        if result >= 0:
+            self._seq = result & 0xFFFF
+            if result > 0xFFFF:
+                self.dropped += result >> 16
+        else:
+            error = self._out.error(result) if self._out is not None else RuntimeError("closed")
+            if isinstance(error, ValueError):
+                raise error
+            logger.debug("%s: send failed: %r", self.label, error)  # the watchdog ends the session
+            self.dropped += frame.count
+            self._seq = (self._seq + frame.count) & 0xFFFF
         self._frame_ts[frame.index % FRAME_RING] = (frame.index, ts)
         self._last_ts = ts
         self._last_pts = frame.pts
-        self._last_send_clock = self._clock()
         self.last_sent = time.time()
-        self.packets_sent += len(frame.ends)
-        self.octets_sent += frame.size
         self.frames_sent += 1
-        self.dropped += dropped
 
     def _begin_burst(self, gop: list[RtpFrame]) -> None:
         self._stop_burst()
@@ -324,7 +341,7 @@ class ViewerSender:
                 self._ts_offset = None
             else:
                 self._send(frame, self._live_ts(frame))
-            budget -= frame.size
+            budget -= len(frame.blob)
             if budget <= 0 and backlog:
                 budget = BURST_CHUNK
                 await asyncio.sleep(BURST_PAUSE)
@@ -347,7 +364,7 @@ class ViewerSender:
             if self.packets_sent == 0:
                 continue
             ntp = current_ntp_time()
-            rtp_ts = (self._last_ts + int((self._clock() - self._last_send_clock) * 90000)) & 0xFFFFFFFF
+            rtp_ts = (self._last_ts + int((time.time() - self.last_sent) * 90000)) & 0xFFFFFFFF
             report = RtcpSrPacket(
                 ssrc=self._ssrc,
                 sender_info=RtcpSenderInfo(
@@ -403,7 +420,7 @@ class ViewerSender:
         index, ts = self._frame_ts[frame.index % FRAME_RING]
         if index != frame.index:
             return False
-        marker = 0x80 if canon == frame.first_seq + len(frame.ends) - 1 else 0
+        marker = 0x80 if canon == frame.first_seq + frame.count - 1 else 0
         first = 0x90 if self.extension else 0x80
         if self.rtx_payload_type is not None:
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
