@@ -368,7 +368,7 @@ async def measure_side_by_side(args: argparse.Namespace, base: str, gateway: sub
                     runs[server].setdefault(count, []).append(result)
                     await asyncio.sleep(3)
             print(f"  run {run_number}, {count} viewers: "
-                  + ", ".join(f"{s} {r[count][-1]['cpu']:.1f} %" for s, r in runs.items()), flush=True)
+                  + ", ".join(f"{s} {r[count][-1]['cpu']:.2f} %" for s, r in runs.items()), flush=True)
     rows = {server: [median_run(by_count[count]) for count in args.viewer_counts] for server, by_count in runs.items()}
     print_side_by_side(args, rows, firsts)
 
