@@ -369,6 +369,11 @@ async def measure_side_by_side(args: argparse.Namespace, base: str, gateway: sub
                     await asyncio.sleep(3)
             print(f"  run {run_number}, {count} viewers: "
                   + ", ".join(f"{s} {r[count][-1]['cpu']:.2f} %" for s, r in runs.items()), flush=True)
+    for by_count in runs.values():  # each run's cost per viewer, against that run's own idle CPU
+        for count, results in by_count.items():
+            for i, result in enumerate(results):
+                if count and 0 in by_count:
+                    result["per_viewer"] = (result["cpu"] - by_count[0][i]["cpu"]) / count
     rows = {server: [median_run(by_count[count]) for count in args.viewer_counts] for server, by_count in runs.items()}
     print_side_by_side(args, rows, firsts)
 
@@ -378,8 +383,10 @@ def median_run(results: list[dict]) -> dict:
     from every run; the other figures from the run whose CPU is the median (the lower middle one)."""
     ordered = sorted(results, key=lambda r: r["cpu"])
     middle = ordered[(len(ordered) - 1) // 2]
+    per_viewer = [r["per_viewer"] for r in results if "per_viewer" in r]
     return {**middle, "cpu": median([r["cpu"] for r in results]), "fps": [f for r in results for f in r["fps"]],
-            "pps": [p for r in results for p in r.get("pps", [])], "runs": len(results)}
+            "pps": [p for r in results for p in r.get("pps", [])], "runs": len(results),
+            "per_viewer": median(per_viewer) if per_viewer else None, "per_viewer_runs": per_viewer}
 
 
 def print_side_by_side(args: argparse.Namespace, rows: dict[str, list[dict]], firsts: dict[str, list[float]]) -> None:
@@ -388,14 +395,17 @@ def print_side_by_side(args: argparse.Namespace, rows: dict[str, list[dict]], fi
     for server, values in firsts.items():
         print(f"  {server:<9} median {median(values):>6.0f}   max {max(values, default=float('nan')):>6.0f}")
     base = {s: (r[0]["cpu"] if r and r[0]["viewers"] == 0 else 0.0) for s, r in rows.items()}
-    print(f"\nCPU in % of one core (from /proc), median of {args.runs} run(s); per viewer = (CPU - CPU at 0 viewers) / viewers; "
+    print(f"\nCPU in % of one core (each thread's run time from /proc), median of {args.runs} run(s); per viewer = the median "
+          "over runs of (CPU - that run's CPU at 0 viewers) / viewers; "
           "fps = frames per second per viewer (min / median), 'at 25' = viewers (of all runs) at >= 95 % of 25 fps")
     print(f"{'viewers':>7} | {'Citygate CPU':>12} {'per viewer':>10} {'fps':>11} {'at 25':>7} | "
           f"{'Janus CPU':>9} {'per viewer':>10} {'fps':>11} {'at 25':>7} | {'ratio C/J':>9} {'machine %':>9}")
     for cg, jn in zip(rows["Citygate"], rows["Janus"]):
         n = cg["viewers"]
-        per = {s: (r["cpu"] - base[s]) / n if n else float("nan") for s, r in (("Citygate", cg), ("Janus", jn))}
+        per = {s: (r["per_viewer"] if r.get("per_viewer") is not None else (r["cpu"] - base[s]) / n) if n else float("nan")
+               for s, r in (("Citygate", cg), ("Janus", jn))}
         ratio = per["Citygate"] / per["Janus"] if n and per["Janus"] > 0 else float("nan")
+        run_ratios = [c / j for c, j in zip(cg.get("per_viewer_runs", []), jn.get("per_viewer_runs", [])) if j > 0]
 
         def fps(r: dict) -> str:
             return f"{min(r['fps'], default=0):>5.1f}/{median(r['fps']) if r['fps'] else 0:<5.1f}"
@@ -409,6 +419,8 @@ def print_side_by_side(args: argparse.Namespace, rows: dict[str, list[dict]], fi
         print(f"{n:>7} | {cg['cpu']:>12.1f} {per['Citygate']:>10.3f} {fps(cg):>11} {full_rate(cg['fps']):>3}/{len(cg['fps']):<3} | "
               f"{jn['cpu']:>9.1f} {per['Janus']:>10.3f} {fps(jn):>11} {full_rate(jn['fps']):>3}/{len(jn['fps']):<3} | "
               f"{ratio:>9.2f} {busy:>9.0f}{flag}")
+        if len(run_ratios) > 1:
+            print(f"        ratio C/J run by run: {' '.join(f'{r:.2f}' for r in run_ratios)}")
         for server, r in (("Citygate", cg), ("Janus", jn)):
             print(f"        {server}: {r['receiving']}/{n} viewers received; viewer processes {r['processes']} using "
                   f"{r['client_cpu']:.0f} % CPU; RTP packets/s per viewer min {min(r['pps'], default=0):.0f}, median "
