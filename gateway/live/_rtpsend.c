@@ -5,12 +5,12 @@
  * viewer's call reads: the payloads back to back, zeros up to a multiple of 4 bytes, then
  * where each payload ends, one native uint32_t per payload.
  *
- * For one viewer and one frame (gateway/live/rtp_fanout.py): write the viewer's 12-byte RTP header before each payload in
- * a slot of this viewer's buffer, let libsrtp protect the slot in place (the srtp_protect of
- * the DTLS session's own context, passed in as a pointer: aiortc derived the keys), remember
- * which camera packet each wire sequence number carried (for NACKs), and hand the frame's
- * packets to the kernel with sendmmsg. One call per viewer per frame; the Python interpreter
- * never touches a packet.
+ * For one viewer and one frame (gateway/live/rtp_fanout.py): write the viewer's 12-byte RTP
+ * header before each payload in a slot of this viewer's buffer, let libsrtp protect the slot
+ * in place (the srtp_protect of the DTLS session's own context, passed in as a pointer: aiortc
+ * derived the keys), remember which camera packet each wire sequence number carried (for
+ * NACKs), and hand the frame's packets to the kernel with sendmmsg. One call per viewer per
+ * frame; the Python interpreter never touches a packet.
  *
  * Where the kernel allows (Linux >= 4.18), a run of equal-size packets (a NAL unit's FU-A
  * fragments) and the shorter one after it leave as one UDP GSO message (UDP_SEGMENT): the

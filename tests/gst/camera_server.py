@@ -165,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     server = GstRtspServer.RTSPServer()
     server.set_address(args.address)
     server.set_service(str(args.port))
+    # Each client's requests in a thread of its own: by default every client is served from
+    # the one main loop, and a client whose shared media is still prerolling (or being torn
+    # down after the last viewer left) keeps the others' OPTIONS unanswered for seconds on a
+    # loaded machine (seen in CI: a camera offline for 15 s behind two that came up).
+    server.get_thread_pool().set_max_threads(16)
     mounts = server.get_mount_points()
     for mount in wanted:
         factory = GstRtspServer.RTSPMediaFactory()
