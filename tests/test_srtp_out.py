@@ -2,7 +2,10 @@
 packets arrive whole, in order, with the viewer's header and the marker bit on the last, and
 decrypt with the peer's keys, on IPv4 and IPv6 (and through the one-sendto fallback); every
 wire sequence number names the camera packet it carried, for NACKs; a retransmission arrives
-as written; a socket that is gone is an OSError with its reason. The C sender is built here."""
+as written; a socket that is gone is an OSError with its reason; a malformed frame blob is
+refused. The C sender is built here, and sends runs of equal-size packets as UDP GSO messages
+that arrive as single datagrams, falling back to one message per packet where the path
+refuses GSO."""
 
 from __future__ import annotations
 
