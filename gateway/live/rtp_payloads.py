@@ -74,9 +74,10 @@ class Packetizer:
         return packed >> 32, _rtpsend.ffi.unpack(self._out, packed & 0xFFFFFFFF)
 
     def _grow(self, n: int) -> None:
-        # Room for the worst case: every fragment adds a 3-byte header; a NAL unit takes at
-        # least 4 bytes of the access unit (a start code and its header byte), and each
-        # payload's end takes 4 bytes in the blob. Twice the frame covers all of it.
+        # Room for the worst case: the payloads are the frame plus a 3-byte header per
+        # fragment (under twice the frame, which ``packetize`` checks against), and each
+        # payload's end takes 4 bytes more; a NAL unit takes at least 4 bytes of the access
+        # unit (a start code and its header byte), so there are at most ``ends_cap`` of them.
         ffi = _rtpsend.ffi
         ends_cap = n // 4 + n // (self.max_payload - 3) + 2
         out_cap = 2 * (n + 64) + 4 * ends_cap

@@ -301,7 +301,7 @@ class ViewerSender:
             if result > 0xFFFF:
                 self.dropped += result >> 16
         else:
-            error = self._out.error(result) if self._out is not None else RuntimeError("closed")
+            error = self._out.error(result)  # type: ignore[union-attr]  (set with _send_frame)
             if isinstance(error, ValueError):
                 raise error
             logger.debug("%s: send failed: %r", self.label, error)  # the watchdog ends the session
